@@ -1,0 +1,14 @@
+//! envarc: an envelope-encryption file archiver.
+//!
+//! Every file is encrypted under its own data key, obtained from a rotating
+//! customer master key (CMK) and stored, wrapped, in the file's own header.
+//! Every encrypted file is an AWS Encryption SDK message (format 2).
+#![forbid(unsafe_code)]
+
+pub mod envelope;
+pub mod error;
+pub mod progress;
+
+pub use error::{Error, Result};
+pub mod cli;
+pub mod fsutil;

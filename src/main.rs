@@ -1,1 +1,18 @@
-fn main(){}
+//! Thin entry point: parse, run, map the outcome to an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = envarc::cli::Cli::parse();
+    let code = match envarc::cli::run(cli) {
+        Ok(code) => code,
+        Err(e) if e.is_broken_pipe() => envarc::error::exit::OK,
+        Err(e) => {
+            eprintln!("envarc: error: {e}");
+            e.exit_code()
+        }
+    };
+    ExitCode::from(code.clamp(0, 255) as u8)
+}

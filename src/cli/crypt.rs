@@ -1,0 +1,219 @@
+//! `envarc encrypt` and `envarc decrypt`: one file or stream in, one out.
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::envelope::{
+    context, CommitmentPolicy, DecryptOptions, Decryptor, EncryptOptions, EncryptionContext,
+    Encryptor, KeyProvider, RawAesKey, ReadLimits, Suite, DEFAULT_FRAME_LENGTH,
+};
+use crate::fsutil::AtomicFile;
+use crate::{Error, Result};
+
+use super::Output;
+
+/// Where the wrapping key comes from.
+#[derive(clap::Args, Clone, Debug)]
+pub struct KeyArgs {
+    /// A file holding a raw AES wrapping key (16, 24 or 32 bytes, as they are).
+    #[arg(long, value_name = "FILE")]
+    pub raw_key_file: Option<PathBuf>,
+    /// Namespace (ESDK provider ID) of the raw wrapping key.
+    #[arg(
+        long,
+        default_value = "envarc",
+        value_name = "NS",
+        requires = "raw_key_file"
+    )]
+    pub key_namespace: String,
+    /// Name of the raw wrapping key, as stored in each message.
+    #[arg(long, value_name = "NAME", requires = "raw_key_file")]
+    pub key_name: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub struct EncryptArgs {
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// Content cipher.
+    #[arg(long, default_value = "aes-256-gcm", value_parser = ["aes-256-gcm", "chacha20-poly1305"])]
+    pub cipher: String,
+    /// Plaintext bytes per frame.
+    #[arg(long, default_value_t = DEFAULT_FRAME_LENGTH, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1..=(16 * 1024 * 1024)))]
+    pub frame_length: u32,
+    /// Encryption context pair (stored in clear, authenticated); repeatable.
+    #[arg(short = 'c', long = "context", value_name = "KEY=VALUE", value_parser = context::parse_pair)]
+    pub context: Vec<(String, String)>,
+    /// Input file; stdin when absent or "-".
+    pub input: Option<PathBuf>,
+    /// Output file; stdout when absent or "-".
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct DecryptArgs {
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// Require this encryption context pair; repeatable.
+    #[arg(short = 'c', long = "context", value_name = "KEY=VALUE", value_parser = context::parse_pair)]
+    pub context: Vec<(String, String)>,
+    /// Also read non-committing (format 1, suite 0x0178) messages. Only for data
+    /// from writers you trust.
+    #[arg(long)]
+    pub legacy_non_committing: bool,
+    /// Largest frame length accepted.
+    #[arg(long, default_value_t = ReadLimits::default().max_frame_length, value_name = "BYTES")]
+    pub max_frame_length: u32,
+    /// Largest header accepted.
+    #[arg(long, default_value_t = ReadLimits::default().max_header_size, value_name = "BYTES")]
+    pub max_header_size: usize,
+    /// Most encrypted data keys accepted in one header.
+    #[arg(long, default_value_t = ReadLimits::default().max_edks, value_name = "N")]
+    pub max_edks: usize,
+    /// Input file; stdin when absent or "-".
+    pub input: Option<PathBuf>,
+    /// Output file; stdout when absent or "-". Written to a temporary file and
+    /// renamed into place only after the whole message authenticated.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+}
+
+/// Builds the key provider the arguments name.
+pub fn provider(args: &KeyArgs) -> Result<Box<dyn KeyProvider>> {
+    let Some(path) = &args.raw_key_file else {
+        return Err(Error::Usage(
+            "no key given: pass --raw-key-file FILE --key-name NAME".into(),
+        ));
+    };
+    let Some(name) = &args.key_name else {
+        return Err(Error::Usage(
+            "--raw-key-file needs --key-name NAME (the name stored in each message)".into(),
+        ));
+    };
+    let material = zeroize::Zeroizing::new(
+        std::fs::read(path)
+            .map_err(|e| Error::io(format!("reading key file {}", path.display()), e))?,
+    );
+    Ok(Box::new(RawAesKey::new(
+        &args.key_namespace,
+        name,
+        &material,
+    )?))
+}
+
+fn is_stdio(p: &Option<PathBuf>) -> bool {
+    p.as_deref().is_none_or(|p| p == Path::new("-"))
+}
+
+fn open_input(p: &Option<PathBuf>) -> Result<Box<dyn Read>> {
+    if is_stdio(p) {
+        return Ok(Box::new(io::stdin().lock()));
+    }
+    let p = p.as_ref().unwrap();
+    let f = File::open(p).map_err(|e| Error::io(format!("opening {}", p.display()), e))?;
+    Ok(Box::new(BufReader::with_capacity(256 * 1024, f)))
+}
+
+fn context_of(pairs: &[(String, String)]) -> Result<EncryptionContext> {
+    let mut ctx = EncryptionContext::new();
+    for (k, v) in pairs {
+        if ctx.insert(k.clone(), v.clone()).is_some() {
+            return Err(Error::Usage(format!(
+                "encryption context key '{k}' given twice"
+            )));
+        }
+    }
+    Ok(ctx)
+}
+
+/// Runs `body` against the output: stdout, or an [`AtomicFile`] that is
+/// committed only if `body` succeeds (so a failure leaves OUT untouched).
+fn with_output(p: &Option<PathBuf>, body: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
+    if is_stdio(p) {
+        let stdout = io::stdout();
+        let mut w = BufWriter::with_capacity(256 * 1024, stdout.lock());
+        body(&mut w)?;
+        return w.flush().map_err(|e| Error::io("writing to stdout", e));
+    }
+    let path = p.as_ref().unwrap();
+    let mut f = AtomicFile::create(path).map_err(|e| {
+        Error::io(
+            format!("creating a temporary file beside {}", path.display()),
+            e,
+        )
+    })?;
+    {
+        let mut w = BufWriter::with_capacity(256 * 1024, &mut f);
+        body(&mut w)?;
+        w.flush()
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+    }
+    f.commit().map_err(|e| {
+        Error::io(
+            format!("renaming the output into place at {}", path.display()),
+            e,
+        )
+    })
+}
+
+pub fn encrypt(out: &Output, a: EncryptArgs) -> Result<i32> {
+    let provider = provider(&a.key)?;
+    let opts = EncryptOptions {
+        suite: Suite::from_cli_name(&a.cipher).expect("clap restricts the cipher names"),
+        frame_length: a.frame_length,
+        context: context_of(&a.context)?,
+    };
+    let mut input = open_input(&a.input)?;
+    let mut info = None;
+    with_output(&a.output, |w| {
+        let mut enc = Encryptor::new(provider.as_ref(), &opts, w)?;
+        io::copy(&mut input, &mut enc).map_err(|e| Error::Envelope(crate::envelope::from_io(e)))?;
+        info = Some(enc.finish()?.1);
+        Ok(())
+    })?;
+    let info = info.expect("set on success");
+    out.json(&serde_json::json!({
+        "MessageId": hex::encode(info.message_id),
+        "PlaintextBytes": info.plaintext_len,
+        "CiphertextBytes": info.total_len,
+        "Suite": format!("{:#06x}", opts.suite.id()),
+    }))?;
+    Ok(crate::error::exit::OK)
+}
+
+pub fn decrypt(out: &Output, a: DecryptArgs) -> Result<i32> {
+    let provider = provider(&a.key)?;
+    let opts = DecryptOptions {
+        policy: if a.legacy_non_committing {
+            CommitmentPolicy::AllowLegacyRead
+        } else {
+            CommitmentPolicy::RequireCommitment
+        },
+        limits: ReadLimits {
+            max_frame_length: a.max_frame_length,
+            max_header_size: a.max_header_size,
+            max_edks: a.max_edks,
+        },
+        expected_context: context_of(&a.context)?,
+    };
+    let input = open_input(&a.input)?;
+    let mut plaintext_len = 0;
+    let mut header = None;
+    with_output(&a.output, |w| {
+        let mut dec = Decryptor::new(provider.as_ref(), &opts, input)?;
+        plaintext_len = dec.copy_to(w)?;
+        header = Some(dec.header().clone());
+        Ok(())
+    })?;
+    let h = header.expect("set on success");
+    out.json(&serde_json::json!({
+        "MessageId": hex::encode(&h.message_id),
+        "PlaintextBytes": plaintext_len,
+        "Suite": format!("{:#06x}", h.suite.id()),
+        "EncryptionContext": h.context,
+        "EncryptedDataKeys": h.edks.iter().map(|e| e.describe()).collect::<Vec<_>>(),
+    }))?;
+    Ok(crate::error::exit::OK)
+}

@@ -1,0 +1,202 @@
+//! Algorithm suites: which AEAD, how the message key is derived from the data
+//! key, and how the header commits to the data key.
+//!
+//! | ID     | AEAD              | KDF          | commitment | format | use           |
+//! |--------|-------------------|--------------|------------|--------|---------------|
+//! | 0x0478 | AES-256-GCM       | HKDF-SHA512  | yes        | v2     | default       |
+//! | 0xCC20 | ChaCha20-Poly1305 | HKDF-SHA512  | yes        | v2     | envarc extension |
+//! | 0x0178 | AES-256-GCM       | HKDF-SHA256  | no         | v1     | legacy read only |
+//!
+//! 0xCC20 is a private ID that no registered ESDK suite uses. It derives its key
+//! and commitment exactly like 0x0478 (info = suite ID || "DERIVEKEY", salt =
+//! message ID; commitment info "COMMITKEY"), with ChaCha20-Poly1305 (12-byte
+//! nonce, 16-byte tag) in place of AES-256-GCM, so the frame layout is unchanged.
+
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use chacha20poly1305::ChaCha20Poly1305;
+use hkdf::Hkdf;
+use sha2::{Sha256, Sha512};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use super::{CommitmentPolicy, DataKey, Error};
+
+pub const IV_LEN: usize = 12;
+pub const TAG_LEN: usize = 16;
+pub const COMMITMENT_LEN: usize = 32;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Suite {
+    /// 0x0478: the ESDK default for committing, unsigned messages.
+    Aes256GcmHkdfSha512Commit,
+    /// 0xCC20: envarc's ChaCha20-Poly1305 extension (see the module docs).
+    ChaCha20Poly1305HkdfSha512Commit,
+    /// 0x0178: non-committing, message format 1. Read only, and only when asked.
+    LegacyAes256GcmHkdfSha256,
+}
+
+impl Suite {
+    pub fn id(self) -> u16 {
+        match self {
+            Suite::Aes256GcmHkdfSha512Commit => 0x0478,
+            Suite::ChaCha20Poly1305HkdfSha512Commit => 0xCC20,
+            Suite::LegacyAes256GcmHkdfSha256 => 0x0178,
+        }
+    }
+
+    /// Maps an ID read from a header, applying the commitment policy.
+    pub fn from_id(id: u16, policy: CommitmentPolicy) -> Result<Suite, Error> {
+        match id {
+            0x0478 => Ok(Suite::Aes256GcmHkdfSha512Commit),
+            0xCC20 => Ok(Suite::ChaCha20Poly1305HkdfSha512Commit),
+            0x0178 if policy == CommitmentPolicy::AllowLegacyRead => {
+                Ok(Suite::LegacyAes256GcmHkdfSha256)
+            }
+            0x0014 | 0x0046 | 0x0078 | 0x0114 | 0x0146 | 0x0178 => {
+                Err(Error::NonCommittingSuite(id))
+            }
+            0x0214 | 0x0346 | 0x0378 | 0x0578 => Err(Error::SignedSuite(id)),
+            _ => Err(Error::UnknownSuite(id)),
+        }
+    }
+
+    /// Parses the CLI name of a suite that may be written.
+    pub fn from_cli_name(name: &str) -> Option<Suite> {
+        match name {
+            "aes-256-gcm" => Some(Suite::Aes256GcmHkdfSha512Commit),
+            "chacha20-poly1305" => Some(Suite::ChaCha20Poly1305HkdfSha512Commit),
+            _ => None,
+        }
+    }
+
+    pub fn cli_name(self) -> &'static str {
+        match self {
+            Suite::Aes256GcmHkdfSha512Commit => "aes-256-gcm",
+            Suite::ChaCha20Poly1305HkdfSha512Commit => "chacha20-poly1305",
+            Suite::LegacyAes256GcmHkdfSha256 => "legacy-aes-256-gcm-hkdf-sha256",
+        }
+    }
+
+    pub fn is_committing(self) -> bool {
+        !matches!(self, Suite::LegacyAes256GcmHkdfSha256)
+    }
+
+    /// Message format version that carries this suite.
+    pub fn message_version(self) -> u8 {
+        if self.is_committing() {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// Derives the per-message content key from the data key. The message ID is
+    /// fresh and random per message, so every message gets its own key and frame
+    /// IVs (sequence numbers) never repeat under one key (invariant 2).
+    pub fn derive(self, data_key: &DataKey, message_id: &[u8]) -> Result<ContentCipher, Error> {
+        let mut key = Zeroizing::new([0u8; 32]);
+        match self {
+            Suite::Aes256GcmHkdfSha512Commit | Suite::ChaCha20Poly1305HkdfSha512Commit => {
+                let mut info = Vec::with_capacity(11);
+                info.extend_from_slice(&self.id().to_be_bytes());
+                info.extend_from_slice(b"DERIVEKEY");
+                Hkdf::<Sha512>::new(Some(message_id), data_key.expose())
+                    .expand(&info, key.as_mut())
+                    .expect("32 bytes is a valid HKDF-SHA512 output length");
+            }
+            Suite::LegacyAes256GcmHkdfSha256 => {
+                let mut info = Vec::with_capacity(2 + message_id.len());
+                info.extend_from_slice(&self.id().to_be_bytes());
+                info.extend_from_slice(message_id);
+                Hkdf::<Sha256>::new(None, data_key.expose())
+                    .expand(&info, key.as_mut())
+                    .expect("32 bytes is a valid HKDF-SHA256 output length");
+            }
+        }
+        Ok(match self {
+            Suite::ChaCha20Poly1305HkdfSha512Commit => {
+                ContentCipher::ChaCha(Box::new(ChaCha20Poly1305::new((&*key).into())))
+            }
+            _ => ContentCipher::Aes(Box::new(Aes256Gcm::new((&*key).into()))),
+        })
+    }
+
+    /// The 32-byte commitment stored in the header of committing suites.
+    pub fn commitment(self, data_key: &DataKey, message_id: &[u8]) -> [u8; COMMITMENT_LEN] {
+        let mut out = [0u8; COMMITMENT_LEN];
+        Hkdf::<Sha512>::new(Some(message_id), data_key.expose())
+            .expand(b"COMMITKEY", &mut out)
+            .expect("32 bytes is a valid HKDF-SHA512 output length");
+        out
+    }
+
+    /// Checks a stored commitment in constant time.
+    pub fn verify_commitment(
+        self,
+        data_key: &DataKey,
+        message_id: &[u8],
+        stored: &[u8],
+    ) -> Result<(), Error> {
+        if !self.is_committing() {
+            return Ok(());
+        }
+        let expected = self.commitment(data_key, message_id);
+        if bool::from(expected.ct_eq(stored)) {
+            Ok(())
+        } else {
+            Err(Error::Commitment)
+        }
+    }
+}
+
+/// The derived per-message AEAD. Boxed so that the key schedule lives on the heap
+/// once; both ciphers zeroize their state on drop (crate `zeroize` features).
+pub enum ContentCipher {
+    Aes(Box<Aes256Gcm>),
+    ChaCha(Box<ChaCha20Poly1305>),
+}
+
+impl ContentCipher {
+    pub fn seal_in_place(&self, iv: &[u8; IV_LEN], aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
+        let nonce = Nonce::from_slice(iv);
+        let tag = match self {
+            ContentCipher::Aes(c) => c.encrypt_in_place_detached(nonce, aad, buf),
+            ContentCipher::ChaCha(c) => c.encrypt_in_place_detached(nonce, aad, buf),
+        }
+        .expect("frame sizes are far below the AEAD length limits");
+        tag.into()
+    }
+
+    /// Decrypts in place; on failure the buffer content is unspecified and must
+    /// not be used.
+    pub fn open_in_place(
+        &self,
+        iv: &[u8],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8],
+    ) -> Result<(), AuthFailed> {
+        if iv.len() != IV_LEN || tag.len() != TAG_LEN {
+            return Err(AuthFailed);
+        }
+        let nonce = Nonce::from_slice(iv);
+        let tag = Tag::from_slice(tag);
+        match self {
+            ContentCipher::Aes(c) => c.decrypt_in_place_detached(nonce, aad, buf, tag),
+            ContentCipher::ChaCha(c) => c.decrypt_in_place_detached(nonce, aad, buf, tag),
+        }
+        .map_err(|_| AuthFailed)
+    }
+}
+
+/// An AEAD tag did not verify. Carries nothing: callers say which part failed.
+#[derive(Debug)]
+pub struct AuthFailed;
+
+/// IV of frame `sequence`: zero bytes, then the sequence number big-endian.
+pub fn frame_iv(sequence: u32) -> [u8; IV_LEN] {
+    let mut iv = [0u8; IV_LEN];
+    iv[IV_LEN - 4..].copy_from_slice(&sequence.to_be_bytes());
+    iv
+}

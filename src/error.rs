@@ -1,0 +1,87 @@
+//! The crate-wide error: each layer has its own error type; this one gathers
+//! them and decides the process exit code (see README "Exit codes").
+
+use std::io;
+
+use crate::envelope;
+
+/// Exit codes, documented in README.md. Stable: scripts depend on them.
+pub mod exit {
+    pub const OK: i32 = 0;
+    /// Any failure not listed below (I/O, bad input file, …).
+    pub const FAILURE: i32 = 1;
+    /// Wrong command-line usage (clap also uses 2).
+    pub const USAGE: i32 = 2;
+    /// The run completed but some items failed: a backup saved an incomplete
+    /// snapshot, a restore skipped files.
+    pub const PARTIAL: i32 = 3;
+    /// Data failed authentication or is corrupt; verify found problems.
+    pub const INTEGRITY: i32 = 4;
+    /// A key is unavailable: wrong passphrase, unknown, disabled or pending
+    /// deletion, or no key can unwrap the data key.
+    pub const KEY: i32 = 5;
+    /// The repository or keyring is locked by another process.
+    pub const LOCKED: i32 = 6;
+    /// Interrupted by a signal (128 + SIGINT).
+    pub const INTERRUPTED: i32 = 130;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Envelope(#[from] envelope::Error),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{message}")]
+    Key { message: String },
+    #[error("{0}")]
+    Locked(String),
+    #[error("{0}")]
+    Integrity(String),
+    #[error("{context}: {source}")]
+    Io { context: String, source: io::Error },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    pub fn io(context: impl Into<String>, source: io::Error) -> Error {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Envelope(e) => match e {
+                envelope::Error::Provider(_) => exit::KEY,
+                envelope::Error::Invalid(_) => exit::USAGE,
+                e if e.is_integrity() => exit::INTEGRITY,
+                _ => exit::FAILURE,
+            },
+            Error::Usage(_) => exit::USAGE,
+            Error::Key { .. } => exit::KEY,
+            Error::Locked(_) => exit::LOCKED,
+            Error::Integrity(_) => exit::INTEGRITY,
+            Error::Io { .. } | Error::Other(_) => exit::FAILURE,
+        }
+    }
+
+    /// True for a write to a closed pipe (`envarc decrypt x | head`): exit quietly.
+    pub fn is_broken_pipe(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => source.kind() == io::ErrorKind::BrokenPipe,
+            Error::Envelope(envelope::Error::Io(e)) => e.kind() == io::ErrorKind::BrokenPipe,
+            _ => false,
+        }
+    }
+}
+
+impl From<envelope::ProviderError> for Error {
+    fn from(e: envelope::ProviderError) -> Error {
+        Error::Envelope(envelope::Error::Provider(e))
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,90 @@
+//! File-system helpers for crash safety, shared by every writer: nothing
+//! appears at a final path until it is complete and on stable storage.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use tempfile::NamedTempFile;
+
+/// Fsyncs a directory so that a rename or creation inside it is durable.
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn parent_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// A file being written under a temporary name beside its final path. It
+/// replaces the final path only in [`commit`](Self::commit); dropping it
+/// removes the temporary file and leaves the final path untouched.
+pub struct AtomicFile {
+    tmp: NamedTempFile,
+    target: PathBuf,
+}
+
+impl AtomicFile {
+    pub fn create(target: &Path) -> io::Result<AtomicFile> {
+        let dir = parent_of(target);
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".envarc-tmp")
+            .tempfile_in(&dir)?;
+        Ok(AtomicFile {
+            tmp,
+            target: target.to_path_buf(),
+        })
+    }
+
+    pub fn file(&mut self) -> &mut File {
+        self.tmp.as_file_mut()
+    }
+
+    /// Sets the permission bits the final file will have.
+    pub fn set_mode(&self, mode: u32) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(self.tmp.path(), fs::Permissions::from_mode(mode))
+    }
+
+    /// Flushes to stable storage, renames over the target, and fsyncs the folder.
+    pub fn commit(mut self) -> io::Result<()> {
+        self.tmp.as_file_mut().flush()?;
+        self.tmp.as_file().sync_all()?;
+        self.tmp.persist(&self.target).map_err(|e| e.error)?;
+        fsync_dir(&parent_of(&self.target))
+    }
+
+    /// Renames without forcing to disk (for restores, where the user decides
+    /// about durability and one fsync per file would dominate).
+    pub fn commit_nosync(self) -> io::Result<()> {
+        self.tmp.persist(&self.target).map_err(|e| e.error)?;
+        Ok(())
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tmp.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.tmp.flush()
+    }
+}
+
+/// Writes `bytes` to `path` atomically and durably.
+pub fn atomic_write(path: &Path, bytes: &[u8], mode: Option<u32>) -> io::Result<()> {
+    let mut f = AtomicFile::create(path)?;
+    if let Some(m) = mode {
+        f.set_mode(m)?;
+    }
+    f.write_all(bytes)?;
+    f.commit()
+}
