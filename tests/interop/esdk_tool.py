@@ -35,7 +35,7 @@ CMM's keys), through the header authentication and the data-key unwrap.
 stored encryption context, EDKs, framing) as JSON. --allow-legacy also accepts
 non-committing suites (policy REQUIRE_ENCRYPT_ALLOW_DECRYPT).
 
-The `vectors` subcommand prints "N passed, M failed" and exits 1 unless every
+The `vectors` subcommand prints "vectors: N passed, M failed" and exits 1 unless every
 test matched: a 0x0478 test must decrypt to its expected plaintext (or fail, if
 the manifest says so); a non-committing one must fail unless --allow-legacy.
 """
@@ -398,7 +398,7 @@ def cmd_vectors(args):
         else:
             failed += 1
             print("FAIL {}: {}".format(name, why))
-    print("{} passed, {} failed".format(passed, failed))
+    print("vectors: {} passed, {} failed".format(passed, failed))
     return 0 if failed == 0 and passed > 0 else 1
 
 
@@ -481,8 +481,32 @@ def build_parser():
     return p
 
 
+def _reexec_with_sdk():
+    """Run under an interpreter that has the SDK when this one lacks it.
+
+    So `python3 tests/interop/esdk_tool.py ...` works after .ci/setup-python.sh:
+    tries $ENVARC_ESDK_PYTHON, then the repository's .venv/bin/python.
+    """
+    try:
+        import aws_encryption_sdk  # noqa: F401
+        import aws_cryptographic_material_providers  # noqa: F401
+
+        return
+    except ImportError:
+        pass
+    if os.environ.get("ESDK_TOOL_REEXEC"):
+        return  # already tried once; _sdk() reports the failure
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for py in (os.environ.get("ENVARC_ESDK_PYTHON"), os.path.join(root, ".venv", "bin", "python")):
+        if py and os.access(py, os.X_OK) and os.path.abspath(py) != os.path.abspath(sys.executable):
+            os.environ["ESDK_TOOL_REEXEC"] = "1"
+            os.execv(py, [py, os.path.abspath(__file__)] + sys.argv[1:])
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if argv is None:
+        _reexec_with_sdk()
     try:
         return args.func(args)
     except ToolError as exc:
