@@ -2,8 +2,9 @@
 //!
 //! - [`cmk`]: CMKs, backing keys, states, aliases;
 //! - [`rotation`]: the automatic schedule and the on-demand limit;
-//! - [`store`]: the file at rest (Argon2id or key file, one ESDK message),
-//!   its lock and atomic replacement;
+//! - [`kdf`]: what unlocks a keyring (Argon2id passphrase or key file);
+//! - [`store`]: the file at rest (a preamble and one ESDK message), its lock
+//!   and atomic replacement;
 //! - [`provider`]: the [`KeyProvider`](crate::envelope::KeyProvider) that wraps
 //!   data keys as raw-AES EDKs named `<cmk-uuid>/v<N>`;
 //! - [`blob`]: the ciphertext format of the small-payload operations;
@@ -18,14 +19,15 @@ pub mod blob;
 pub mod clock;
 pub mod cmk;
 mod data;
+mod file;
+pub mod kdf;
 pub mod provider;
 pub mod rotation;
 pub mod store;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -38,8 +40,9 @@ pub use admin::{
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use cmk::{BackingKey, BackingKeyKind, Cmk, KeySpec, KeyState, Material, Origin};
 pub use data::{DataKeyResult, Decrypted, Encrypted};
+pub use file::{KeyringFile, KeyringOptions};
+pub use kdf::{Argon2Params, FixedSecret, KdfKind, Secret, UnlockRequest, Unlocker};
 pub use provider::{KeyringProvider, PROVIDER_ID};
-pub use store::{Argon2Params, FixedSecret, KdfKind, Secret, UnlockRequest, Unlocker};
 
 use crate::{Error, Result};
 
@@ -278,12 +281,24 @@ impl Keyring {
         })
     }
 
+    /// An upper bound of the JSON's size. The buffer holding key material is
+    /// sized up front so that it never reallocates (a reallocation would leave
+    /// an unzeroized copy behind).
+    fn json_capacity(&self) -> usize {
+        // Worst case per key: fixed fields, a description of control characters
+        // (6 bytes each once escaped), about 130 bytes per backing key.
+        let keys: usize = self
+            .data
+            .keys
+            .iter()
+            .map(|k| 1024 + 6 * k.description.len() + 256 * k.backing_keys.len())
+            .sum();
+        let aliases: usize = self.data.aliases.keys().map(|a| a.len() + 64).sum();
+        4096 + keys + aliases
+    }
+
     fn to_json(&self) -> Result<Zeroizing<Vec<u8>>> {
-        // Sized up front so the buffer holding key material never reallocates
-        // (a reallocation would leave an unzeroized copy behind).
-        let backing: usize = self.data.keys.iter().map(|k| k.backing_keys.len()).sum();
-        let cap = 4096 + 1024 * self.data.keys.len() + 256 * backing;
-        let mut out = Zeroizing::new(Vec::with_capacity(cap));
+        let mut out = Zeroizing::new(Vec::with_capacity(self.json_capacity()));
         serde_json::to_writer(&mut *out, &*self.data)
             .map_err(|e| Error::Other(format!("serializing the keyring: {e}")))?;
         Ok(out)
@@ -450,129 +465,28 @@ fn rotation_due(k: &Cmk, now: OffsetDateTime) -> bool {
         .is_some_and(|s| rotation::due(s, &k.key_id, now).is_some())
 }
 
-/// How to find, unlock and lock a keyring file.
-pub struct KeyringOptions {
-    pub path: PathBuf,
-    pub unlocker: Arc<dyn Unlocker>,
-    pub clock: Arc<dyn Clock>,
-    /// Argon2id cost for a keyring created by this handle (reads always use
-    /// the cost recorded in the file).
-    pub argon2: Argon2Params,
-    /// How long to wait for another process's lock before giving up.
-    pub lock_timeout: Duration,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl KeyringOptions {
-    /// System clock, interactive Argon2id cost, 60 s lock timeout.
-    pub fn new(path: PathBuf, unlocker: Arc<dyn Unlocker>) -> KeyringOptions {
-        KeyringOptions {
-            path,
-            unlocker,
-            clock: Arc::new(SystemClock),
-            argon2: Argon2Params::INTERACTIVE,
-            lock_timeout: Duration::from_secs(60),
-        }
-    }
-}
-
-/// A keyring file. Construction does no I/O and asks for no secret.
-pub struct KeyringFile {
-    store: store::Store,
-    clock: Arc<dyn Clock>,
-}
-
-impl KeyringFile {
-    pub fn new(opts: KeyringOptions) -> KeyringFile {
-        KeyringFile {
-            store: store::Store::new(opts.path, opts.unlocker, opts.argon2, opts.lock_timeout),
-            clock: opts.clock,
-        }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.store.path
-    }
-
-    pub fn exists(&self) -> bool {
-        self.store.path.exists()
-    }
-
-    fn missing(&self) -> Error {
-        Error::Key {
-            message: format!(
-                "there is no keyring at {}; create it and its first key with `envarc key create`, \
-                 or point --keyring (or ENVARC_KEYRING) at an existing keyring",
-                self.store.path.display()
-            ),
-        }
-    }
-
-    /// Reads the keyring under a shared lock. If a rotation or deletion is
-    /// due, carries it out under the exclusive lock; when the keyring cannot
-    /// be written, uses it as it is and says so in [`Keyring::report`].
-    pub fn load(&self) -> Result<Keyring> {
-        let kr = {
-            let _lock = self.store.lock(false)?;
-            let plain = self.store.read()?.ok_or_else(|| self.missing())?;
-            Keyring::from_json(&plain, self.clock.clone(), &self.store.path)?
-        };
-        if !kr.maintenance_due(self.clock.now()) {
-            return Ok(kr);
-        }
-        match self.transact(false, None, |_| Ok(())) {
-            Ok((kr, ())) => Ok(kr),
-            Err(e) => {
-                let mut kr = kr;
-                kr.report.not_written = Some(e.to_string());
-                Ok(kr)
+    #[test]
+    fn json_fits_its_preallocated_buffer() {
+        let mut kr = Keyring::in_memory(Arc::new(SystemClock));
+        for n in 0..5 {
+            let id = kr
+                .create_key(CreateKey {
+                    description: "\u{1}".repeat(n * 1000),
+                    alias: Some(format!("alias/{}", "x".repeat(200 + n))),
+                    rotation_period_days: Some(90),
+                    ..CreateKey::default()
+                })
+                .unwrap();
+            for _ in 0..10 {
+                kr.rotate_on_demand(&id.to_string()).unwrap();
             }
         }
-    }
-
-    /// A locked read-modify-write of an existing keyring: `f` runs after due
-    /// maintenance; the file is replaced only if something changed and `f`
-    /// succeeded.
-    pub fn update<T>(&self, f: impl FnOnce(&mut Keyring) -> Result<T>) -> Result<T> {
-        self.transact(false, None, f).map(|(_, t)| t)
-    }
-
-    /// Like [`update`](Self::update), but creates the keyring (asking the
-    /// unlocker for a new secret) when the file does not exist.
-    pub fn create_or_update<T>(&self, f: impl FnOnce(&mut Keyring) -> Result<T>) -> Result<T> {
-        self.transact(true, None, f).map(|(_, t)| t)
-    }
-
-    /// Carries out what is due at `as_of` (never earlier than now): the
-    /// `key rotate-due` command.
-    pub fn run_due(&self, as_of: Option<OffsetDateTime>) -> Result<MaintenanceReport> {
-        self.transact(false, as_of, |kr| Ok(kr.report.clone()))
-            .map(|(_, r)| r)
-    }
-
-    fn transact<T>(
-        &self,
-        create: bool,
-        as_of: Option<OffsetDateTime>,
-        f: impl FnOnce(&mut Keyring) -> Result<T>,
-    ) -> Result<(Keyring, T)> {
-        let _lock = self.store.lock(true)?;
-        let mut kr = match self.store.read()? {
-            Some(plain) => Keyring::from_json(&plain, self.clock.clone(), &self.store.path)?,
-            None if create => {
-                let mut kr = Keyring::in_memory(self.clock.clone());
-                kr.label = Arc::from(self.store.path.display().to_string());
-                kr.dirty = true;
-                kr
-            }
-            None => return Err(self.missing()),
-        };
-        let now = self.clock.now();
-        kr.report = kr.maintain(as_of.map_or(now, |t| t.max(now)));
-        let t = f(&mut kr)?;
-        if kr.dirty {
-            self.store.write(&kr.to_json()?)?;
-            kr.dirty = false;
-        }
-        Ok((kr, t))
+        let json = kr.to_json().unwrap();
+        assert!(json.len() <= kr.json_capacity());
+        assert_eq!(json.capacity(), kr.json_capacity(), "no reallocation");
     }
 }

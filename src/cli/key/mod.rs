@@ -18,7 +18,8 @@ pub struct KeyArgs {
     pub command: KeyCommand,
 }
 
-/// An encryption context pair; repeatable.
+/// Encryption context pairs. Clap fields spell the type out: its derive
+/// recognizes a repeatable option only by a literal `Vec`.
 type Pairs = Vec<(String, String)>;
 
 #[derive(Subcommand)]
@@ -106,7 +107,7 @@ pub enum KeyCommand {
         #[arg(long, value_name = "FILE")]
         plaintext_file: PathBuf,
         #[arg(short = 'c', long = "context", value_name = "KEY=VALUE", value_parser = context::parse_pair)]
-        context: Pairs,
+        context: Vec<(String, String)>,
         /// Write the raw ciphertext blob here instead of printing it in base64.
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
@@ -118,7 +119,7 @@ pub enum KeyCommand {
         ciphertext_file: PathBuf,
         /// The encryption context it was encrypted with.
         #[arg(short = 'c', long = "context", value_name = "KEY=VALUE", value_parser = context::parse_pair)]
-        context: Pairs,
+        context: Vec<(String, String)>,
         /// Fail unless the blob was encrypted under this key.
         #[arg(long, value_name = "KEY")]
         key_id: Option<String>,
@@ -132,12 +133,12 @@ pub enum KeyCommand {
         ciphertext_file: PathBuf,
         /// The source encryption context.
         #[arg(short = 'c', long = "context", value_name = "KEY=VALUE", value_parser = context::parse_pair)]
-        context: Pairs,
+        context: Vec<(String, String)>,
         #[arg(long, value_name = "KEY")]
         destination_key: String,
         /// The destination encryption context (none by default, as in KMS).
         #[arg(long, value_name = "KEY=VALUE", value_parser = context::parse_pair)]
-        destination_context: Pairs,
+        destination_context: Vec<(String, String)>,
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
@@ -167,7 +168,7 @@ pub struct CreateArgs {
 pub struct DataKeyArgs {
     pub key: String,
     #[arg(short = 'c', long = "context", value_name = "KEY=VALUE", value_parser = context::parse_pair)]
-    pub context: Pairs,
+    pub context: Vec<(String, String)>,
     /// AES_256 (32 bytes) or AES_128 (16 bytes).
     #[arg(long, default_value = "AES_256", value_parser = ["AES_256", "AES_128"], conflicts_with = "number_of_bytes")]
     pub key_spec: String,
