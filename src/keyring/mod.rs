@@ -352,10 +352,11 @@ impl Keyring {
                 ),
                 });
         }
-        let id = Uuid::try_parse(key).map_err(|_| {
-            Error::Usage(format!(
-                "'{key}' is neither a key id (a UUID) nor an alias (alias/NAME)"
-            ))
+        let id = Uuid::try_parse(key).map_err(|_| Error::Key {
+            message: format!(
+                "no key '{key}': name a key by its id (a UUID) or an alias (alias/NAME); see \
+                 them with `envarc key list`"
+            ),
         })?;
         if self.data.find(&id).is_none() {
             return Err(Error::Key {

@@ -458,4 +458,19 @@ mod tests {
         assert!(Argon2Params::parse("m=4,t=1,p=1").is_err());
         assert!(Argon2Params::parse("m=8,t=1").is_err());
     }
+
+    #[test]
+    fn a_held_lock_makes_writers_wait_then_give_up() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = store(d.path(), "pw");
+        s.lock_timeout = Duration::from_millis(50);
+        let held = s.lock(true).unwrap();
+        let e = s.lock(true).err().expect("locked");
+        assert_eq!(e.exit_code(), crate::error::exit::LOCKED, "{e}");
+        assert!(s.lock(false).is_err(), "readers wait for writers too");
+        drop(held);
+        let _shared = s.lock(false).unwrap();
+        assert!(s.lock(false).is_ok(), "readers share");
+        assert!(s.lock(true).is_err());
+    }
 }

@@ -54,6 +54,8 @@ fn create_list_describe_and_aliases() {
     let ghost = "8c3f8f3e-2d7b-4f1e-9a51-6a0f5e3b9d11";
     let e = r.fails(&["key", "describe", ghost], 5);
     assert!(e.contains(ghost), "{e}");
+    let e = r.fails(&["key", "disable", "nope"], 5);
+    assert!(e.contains("'nope'"), "{e}");
     let e = r.fails(&["key", "enable", "alias/nope"], 5);
     assert!(e.contains("alias/nope"), "{e}");
     let human = r
