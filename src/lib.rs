@@ -7,6 +7,7 @@
 
 pub mod envelope;
 pub mod error;
+pub mod keyring;
 pub mod progress;
 
 pub use error::{Error, Result};

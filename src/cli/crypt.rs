@@ -11,11 +11,17 @@ use crate::envelope::{
 use crate::fsutil::AtomicFile;
 use crate::{Error, Result};
 
-use super::Output;
+use super::keyring_args::load_keyring;
+use super::{GlobalArgs, Output};
 
-/// Where the wrapping key comes from.
+/// Where the wrapping key comes from: the keyring (the default), or a raw key file.
 #[derive(clap::Args, Clone, Debug)]
 pub struct KeyArgs {
+    /// The keyring CMK that wraps the data key: a key id or alias/NAME. To
+    /// decrypt, none is needed (the message names its key); given, only that
+    /// key is accepted.
+    #[arg(long, value_name = "KEY", conflicts_with = "raw_key_file")]
+    pub key: Option<String>,
     /// A file holding a raw AES wrapping key (16, 24 or 32 bytes, as they are).
     #[arg(long, value_name = "FILE")]
     pub raw_key_file: Option<PathBuf>,
@@ -80,12 +86,22 @@ pub struct DecryptArgs {
     pub output: Option<PathBuf>,
 }
 
-/// Builds the key provider the arguments name.
-pub fn provider(args: &KeyArgs) -> Result<Box<dyn KeyProvider>> {
+/// Builds the key provider the arguments name: a raw key file, else the
+/// keyring (bound to `--key` when given; without it the provider only unwraps,
+/// from any key of the keyring).
+pub fn provider(args: &KeyArgs, g: &GlobalArgs) -> Result<Box<dyn KeyProvider>> {
+    open_provider(args, g, false)
+}
+
+/// `only_key`: decrypt accepts only EDKs of `--key` (KMS Decrypt with KeyId).
+fn open_provider(args: &KeyArgs, g: &GlobalArgs, only_key: bool) -> Result<Box<dyn KeyProvider>> {
     let Some(path) = &args.raw_key_file else {
-        return Err(Error::Usage(
-            "no key given: pass --raw-key-file FILE --key-name NAME".into(),
-        ));
+        let kr = load_keyring(g)?;
+        return Ok(match &args.key {
+            Some(k) if only_key => Box::new(kr.provider(k)?.only_this_key()),
+            Some(k) => Box::new(kr.provider(k)?),
+            None => Box::new(kr.decrypt_provider()),
+        });
     };
     let Some(name) = &args.key_name else {
         return Err(Error::Usage(
@@ -158,8 +174,15 @@ fn with_output(p: &Option<PathBuf>, body: impl FnOnce(&mut dyn Write) -> Result<
     })
 }
 
-pub fn encrypt(out: &Output, a: EncryptArgs) -> Result<i32> {
-    let provider = provider(&a.key)?;
+pub fn encrypt(out: &Output, g: &GlobalArgs, a: EncryptArgs) -> Result<i32> {
+    if a.key.key.is_none() && a.key.raw_key_file.is_none() {
+        return Err(Error::Usage(
+            "no key given: pass --key KEY (a key id or alias/NAME; see `envarc key list`), or \
+             --raw-key-file FILE --key-name NAME"
+                .into(),
+        ));
+    }
+    let provider = provider(&a.key, g)?;
     let opts = EncryptOptions {
         suite: Suite::from_cli_name(&a.cipher).expect("clap restricts the cipher names"),
         frame_length: a.frame_length,
@@ -183,8 +206,8 @@ pub fn encrypt(out: &Output, a: EncryptArgs) -> Result<i32> {
     Ok(crate::error::exit::OK)
 }
 
-pub fn decrypt(out: &Output, a: DecryptArgs) -> Result<i32> {
-    let provider = provider(&a.key)?;
+pub fn decrypt(out: &Output, g: &GlobalArgs, a: DecryptArgs) -> Result<i32> {
+    let provider = open_provider(&a.key, g, true)?;
     let opts = DecryptOptions {
         policy: if a.legacy_non_committing {
             CommitmentPolicy::AllowLegacyRead

@@ -1,9 +1,13 @@
 //! Command-line interface: clap definitions and one handler module per
 //! command group. The only place that prints, and the only user of indicatif.
 
-mod crypt;
+pub mod crypt;
+mod key;
+pub mod keyring_args;
 mod output;
 mod progress_bar;
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +33,20 @@ pub struct GlobalArgs {
     /// Print nothing but errors; no progress display.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// The keyring file [default: $XDG_CONFIG_HOME/envarc/keyring, else ~/.config/envarc/keyring].
+    #[arg(long, global = true, env = "ENVARC_KEYRING", value_name = "PATH")]
+    pub keyring: Option<PathBuf>,
+    /// Read the keyring passphrase from FILE (one trailing newline is ignored).
+    /// Other sources: ENVARC_PASSPHRASE, else a terminal prompt.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Run CMD with `sh -c` and use what it prints as the keyring passphrase.
+    #[arg(long, global = true, value_name = "CMD")]
+    pub passphrase_command: Option<String>,
+    /// Unlock the keyring with a 32-byte key file instead of a passphrase (for
+    /// unattended jobs; a new keyring created with it is locked by it).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub keyring_key_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -37,13 +55,16 @@ pub enum Command {
     Encrypt(crypt::EncryptArgs),
     /// Decrypt a message; the output appears only once it fully authenticated.
     Decrypt(crypt::DecryptArgs),
+    /// Manage and use the customer master keys of the local keyring (a small KMS).
+    Key(key::KeyArgs),
 }
 
 /// Runs a command and returns the exit code for a run that did not fail outright.
 pub fn run(cli: Cli) -> Result<i32> {
     let out = Output::new(&cli.global);
     match cli.command {
-        Command::Encrypt(a) => crypt::encrypt(&out, a),
-        Command::Decrypt(a) => crypt::decrypt(&out, a),
+        Command::Encrypt(a) => crypt::encrypt(&out, &cli.global, a),
+        Command::Decrypt(a) => crypt::decrypt(&out, &cli.global, a),
+        Command::Key(a) => key::run(&out, &cli.global, a),
     }
 }

@@ -1,0 +1,214 @@
+//! Finding and unlocking the keyring from the global options: the path
+//! (`--keyring`, `ENVARC_KEYRING`, the per-user default) and the secret
+//! (`--keyring-key-file`, `--passphrase-file`, `--passphrase-command`,
+//! `ENVARC_PASSPHRASE`, else the terminal), asked for only when needed.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use zeroize::Zeroizing;
+
+use super::{GlobalArgs, Output};
+use crate::keyring::{
+    Argon2Params, KdfKind, Keyring, KeyringFile, KeyringOptions, Secret, UnlockRequest, Unlocker,
+};
+use crate::{Error, Result};
+
+/// Environment variable holding the keyring passphrase.
+pub const PASSPHRASE_ENV: &str = "ENVARC_PASSPHRASE";
+/// Environment variable with the Argon2id cost (`m=KIB,t=N,p=N`) of keyrings
+/// created from now on; the cost is recorded in the file and used to read it.
+pub const ARGON2_ENV: &str = "ENVARC_ARGON2_PARAMS";
+
+/// The keyring path: `--keyring`/`ENVARC_KEYRING`, else
+/// `$XDG_CONFIG_HOME/envarc/keyring`, else `~/.config/envarc/keyring`.
+pub fn keyring_path(g: &GlobalArgs) -> Result<PathBuf> {
+    if let Some(p) = &g.keyring {
+        return Ok(p.clone());
+    }
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .ok_or_else(|| {
+            Error::Usage(
+                "cannot find the keyring: HOME and XDG_CONFIG_HOME are unset; pass --keyring PATH \
+                 or set ENVARC_KEYRING"
+                    .into(),
+            )
+        })?;
+    Ok(config.join("envarc").join("keyring"))
+}
+
+/// The keyring file the global options name. No I/O, no prompt yet.
+pub fn keyring_file(g: &GlobalArgs) -> Result<KeyringFile> {
+    let given = [
+        g.keyring_key_file.is_some(),
+        g.passphrase_file.is_some(),
+        g.passphrase_command.is_some(),
+    ];
+    if given.iter().filter(|x| **x).count() > 1 {
+        return Err(Error::Usage(
+            "give only one of --keyring-key-file, --passphrase-file and --passphrase-command"
+                .into(),
+        ));
+    }
+    let mut opts = KeyringOptions::new(
+        keyring_path(g)?,
+        Arc::new(CliUnlocker {
+            key_file: g.keyring_key_file.clone(),
+            passphrase_file: g.passphrase_file.clone(),
+            passphrase_command: g.passphrase_command.clone(),
+        }),
+    );
+    if let Some(p) = std::env::var_os(ARGON2_ENV) {
+        opts.argon2 = Argon2Params::parse(&p.to_string_lossy())?;
+    }
+    Ok(KeyringFile::new(opts))
+}
+
+/// Opens the keyring for reading (carrying out due rotations when it can)
+/// and warns when due work could not be written.
+pub fn load_keyring(g: &GlobalArgs) -> Result<Keyring> {
+    let kr = keyring_file(g)?.load()?;
+    if let Some(why) = &kr.report().not_written {
+        Output::new(g).warn(format!(
+            "a scheduled rotation or deletion is due, but the keyring could not be written \
+             ({why}); using it as it is"
+        ));
+    }
+    Ok(kr)
+}
+
+struct CliUnlocker {
+    key_file: Option<PathBuf>,
+    passphrase_file: Option<PathBuf>,
+    passphrase_command: Option<String>,
+}
+
+fn key_err(message: String) -> Error {
+    Error::Key { message }
+}
+
+/// Strips one trailing newline (`\n` or `\r\n`), as files and commands end.
+fn strip_newline(mut v: Zeroizing<Vec<u8>>) -> Zeroizing<Vec<u8>> {
+    if v.last() == Some(&b'\n') {
+        v.pop();
+        if v.last() == Some(&b'\r') {
+            v.pop();
+        }
+    }
+    v
+}
+
+fn read_secret_file(path: &Path, what: &str) -> Result<Zeroizing<Vec<u8>>> {
+    let mut buf = Zeroizing::new(Vec::with_capacity(4096));
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut buf))
+        .map_err(|e| Error::io(format!("reading the {what} {}", path.display()), e))?;
+    Ok(buf)
+}
+
+impl CliUnlocker {
+    fn passphrase(&self, path: &Path, creating: bool) -> Result<Zeroizing<Vec<u8>>> {
+        let (pw, source) = if let Some(f) = &self.passphrase_file {
+            let pw = strip_newline(read_secret_file(f, "passphrase file")?);
+            (pw, format!("the passphrase file {}", f.display()))
+        } else if let Some(cmd) = &self.passphrase_command {
+            (
+                run_passphrase_command(cmd)?,
+                "--passphrase-command".to_string(),
+            )
+        } else if let Some(v) = std::env::var_os(PASSPHRASE_ENV) {
+            let v = Zeroizing::new(v.into_encoded_bytes());
+            (v, PASSPHRASE_ENV.to_string())
+        } else {
+            (prompt(path, creating)?, "the terminal".to_string())
+        };
+        if pw.is_empty() {
+            return Err(key_err(format!(
+                "the passphrase from {source} is empty; the keyring needs a non-empty passphrase"
+            )));
+        }
+        Ok(pw)
+    }
+}
+
+impl Unlocker for CliUnlocker {
+    fn secret(&self, req: &UnlockRequest<'_>) -> Result<Secret> {
+        if let Some(f) = &self.key_file {
+            let bytes = read_secret_file(f, "keyring key file")?;
+            if bytes.len() != 32 {
+                return Err(Error::Usage(format!(
+                    "the keyring key file {} holds {} bytes; it must hold exactly 32 random bytes \
+                     (create one with: head -c 32 /dev/urandom > FILE; chmod 600 FILE)",
+                    f.display(),
+                    bytes.len()
+                )));
+            }
+            let mut k = Zeroizing::new([0u8; 32]);
+            k.copy_from_slice(&bytes);
+            return Ok(Secret::KeyFile(k));
+        }
+        if req.kind == Some(KdfKind::KeyFile) {
+            return Err(key_err(format!(
+                "the keyring {} is locked with a key file: pass --keyring-key-file FILE",
+                req.path.display()
+            )));
+        }
+        Ok(Secret::Passphrase(
+            self.passphrase(req.path, req.kind.is_none())?,
+        ))
+    }
+}
+
+fn run_passphrase_command(cmd: &str) -> Result<Zeroizing<Vec<u8>>> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .stdout(Stdio::piped())
+        .output()
+        .map_err(|e| Error::io("running --passphrase-command", e))?;
+    let pw = strip_newline(Zeroizing::new(out.stdout));
+    if !out.status.success() {
+        return Err(key_err(format!(
+            "--passphrase-command failed ({}); it must print the passphrase and exit 0",
+            out.status
+        )));
+    }
+    Ok(pw)
+}
+
+fn prompt(path: &Path, creating: bool) -> Result<Zeroizing<Vec<u8>>> {
+    let no_terminal = |_| {
+        key_err(format!(
+            "no passphrase for the keyring {} and no terminal to ask on: set {PASSPHRASE_ENV}, or \
+             pass --passphrase-file FILE, --passphrase-command CMD or --keyring-key-file FILE",
+            path.display()
+        ))
+    };
+    let ask = |p: &str| {
+        rpassword::prompt_password(p)
+            .map(|s| Zeroizing::new(s.into_bytes()))
+            .map_err(no_terminal)
+    };
+    if !creating {
+        return ask(&format!("Passphrase for the keyring {}: ", path.display()));
+    }
+    let first = ask(&format!(
+        "New passphrase for the keyring {}: ",
+        path.display()
+    ))?;
+    let second = ask("Repeat the passphrase: ")?;
+    if *first != *second {
+        return Err(Error::Usage(
+            "the two passphrases differ; nothing was created".into(),
+        ));
+    }
+    Ok(first)
+}

@@ -1,0 +1,476 @@
+//! The keyring file at rest: a small plaintext preamble, then one ESDK message.
+//!
+//! ```text
+//! "ENVARC-KEYRING"        14 bytes, magic
+//! format version          1 byte (1)
+//! KDF kind                1 byte: 1 = Argon2id, 2 = key file
+//! Argon2id only:          m (KiB), t, p as u32 big-endian; salt length (1 byte); salt
+//! ESDK v2 message         to the end of the file
+//! ```
+//!
+//! The message is written with suite 0x0478 under a raw AES key (namespace
+//! `envarc-keyring`, name `argon2id` or `key-file`) whose 32 bytes are the
+//! Argon2id output of the passphrase, or the key file's bytes. Its encryption
+//! context is `{"envarc-kind": "keyring", "envarc-keyring-preamble": hex
+//! SHA-256 of the preamble}`, so the preamble is authenticated too. A wrong
+//! passphrase fails the data-key unwrap; any altered or missing byte fails the
+//! message's authentication. Reads always use the parameters recorded in the
+//! preamble; the parameters for a new keyring come from
+//! [`Argon2Params`](super::kdf::Argon2Params).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, ErrorKind};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use super::kdf::{derive_key, Argon2Params, Kdf, KdfKind, Secret, UnlockRequest, Unlocker};
+use crate::envelope::{
+    self, decrypt_to_vec, encrypt_to_vec, DecryptOptions, EncryptOptions, EncryptionContext,
+    ProviderError, RawAesKey,
+};
+use crate::{Error, Result};
+
+pub const MAGIC: &[u8; 14] = b"ENVARC-KEYRING";
+pub const FORMAT_VERSION: u8 = 1;
+const KDF_ARGON2ID: u8 = 1;
+const KDF_KEY_FILE: u8 = 2;
+const NAMESPACE: &str = "envarc-keyring";
+
+pub(crate) fn encode_preamble(kdf: &Kdf) -> Vec<u8> {
+    let mut out = MAGIC.to_vec();
+    out.push(FORMAT_VERSION);
+    match kdf {
+        Kdf::Argon2id { params, salt } => {
+            out.push(KDF_ARGON2ID);
+            out.extend_from_slice(&params.m_kib.to_be_bytes());
+            out.extend_from_slice(&params.t.to_be_bytes());
+            out.extend_from_slice(&params.p.to_be_bytes());
+            out.push(salt.len() as u8);
+            out.extend_from_slice(salt);
+        }
+        Kdf::KeyFile => out.push(KDF_KEY_FILE),
+    }
+    out
+}
+
+fn damaged(path: &Path, what: &str) -> Error {
+    Error::Integrity(format!(
+        "the keyring {} is damaged ({what}); restore it from a backup",
+        path.display()
+    ))
+}
+
+/// Splits a keyring file into its KDF, the preamble's length, and the message.
+pub(crate) fn parse_preamble(path: &Path, bytes: &[u8]) -> Result<(Kdf, usize)> {
+    if bytes.len() < MAGIC.len() + 2 {
+        if MAGIC.starts_with(bytes) || bytes.starts_with(MAGIC) {
+            return Err(damaged(path, "it is truncated"));
+        }
+        return Err(damaged(
+            path,
+            "it does not start with ENVARC-KEYRING: not an envarc keyring",
+        ));
+    }
+    if &bytes[..MAGIC.len()] != MAGIC {
+        return Err(damaged(
+            path,
+            "it does not start with ENVARC-KEYRING: not an envarc keyring",
+        ));
+    }
+    let version = bytes[MAGIC.len()];
+    if version != FORMAT_VERSION {
+        return Err(Error::Other(format!(
+            "the keyring {} has format version {version}, which this envarc does not know \
+             (it reads version {FORMAT_VERSION}); use the envarc release that wrote it, or a newer one",
+            path.display()
+        )));
+    }
+    let mut at = MAGIC.len() + 2;
+    let kdf = match bytes[MAGIC.len() + 1] {
+        KDF_KEY_FILE => Kdf::KeyFile,
+        KDF_ARGON2ID => {
+            let fixed = bytes
+                .get(at..at + 13)
+                .ok_or_else(|| damaged(path, "it is truncated"))?;
+            let u = |i: usize| u32::from_be_bytes(fixed[i..i + 4].try_into().expect("4 bytes"));
+            let params = Argon2Params {
+                m_kib: u(0),
+                t: u(4),
+                p: u(8),
+            };
+            params.check().map_err(|e| damaged(path, &e))?;
+            let salt_len = fixed[12] as usize;
+            if !(16..=64).contains(&salt_len) {
+                return Err(damaged(path, "its salt length is out of range"));
+            }
+            at += 13;
+            let salt = bytes
+                .get(at..at + salt_len)
+                .ok_or_else(|| damaged(path, "it is truncated"))?;
+            at += salt_len;
+            Kdf::Argon2id {
+                params,
+                salt: salt.to_vec(),
+            }
+        }
+        k => return Err(damaged(path, &format!("unknown key-derivation kind {k}"))),
+    };
+    Ok((kdf, at))
+}
+
+fn wrapping_key(kdf: &Kdf, key: &[u8; 32]) -> RawAesKey {
+    let name = match kdf {
+        Kdf::Argon2id { .. } => "argon2id",
+        Kdf::KeyFile => "key-file",
+    };
+    RawAesKey::new(NAMESPACE, name, key).expect("32 bytes and non-empty names")
+}
+
+fn context_for(preamble: &[u8]) -> EncryptionContext {
+    let mut ctx = EncryptionContext::new();
+    ctx.insert("envarc-kind".into(), "keyring".into());
+    ctx.insert(
+        "envarc-keyring-preamble".into(),
+        hex::encode(Sha256::digest(preamble)),
+    );
+    ctx
+}
+
+/// A derived key together with the preamble it belongs to.
+struct Unlocked {
+    preamble: Vec<u8>,
+    kdf: Kdf,
+    key: Zeroizing<[u8; 32]>,
+}
+
+/// The keyring file: where it is, how to unlock it, and how to lock it.
+pub(crate) struct Store {
+    pub path: PathBuf,
+    unlocker: Arc<dyn Unlocker>,
+    create_params: Argon2Params,
+    lock_timeout: Duration,
+    /// The key derived at the first read, reused while the preamble is the same
+    /// (Argon2 runs once per process, not once per read).
+    unlocked: Mutex<Option<Unlocked>>,
+}
+
+/// Holds a lock on the sidecar `PATH.lock`; closing the file releases it.
+pub(crate) struct LockGuard(#[allow(dead_code)] Option<File>);
+
+impl Store {
+    pub fn new(
+        path: PathBuf,
+        unlocker: Arc<dyn Unlocker>,
+        create_params: Argon2Params,
+        lock_timeout: Duration,
+    ) -> Store {
+        Store {
+            path,
+            unlocker,
+            create_params,
+            lock_timeout,
+            unlocked: Mutex::new(None),
+        }
+    }
+
+    fn lock_path(&self) -> PathBuf {
+        let mut p = self.path.clone().into_os_string();
+        p.push(".lock");
+        PathBuf::from(p)
+    }
+
+    fn ensure_dir(&self) -> Result<()> {
+        match self.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| {
+                    Error::io(format!("creating the keyring folder {}", dir.display()), e)
+                }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Takes the sidecar lock, waiting up to the lock timeout. A shared lock on
+    /// a keyring whose folder cannot be written goes without: nobody can be
+    /// writing it, and readers never see a partial file (writes are renames).
+    pub fn lock(&self, exclusive: bool) -> Result<LockGuard> {
+        use fs4::fs_std::FileExt;
+        if exclusive {
+            self.ensure_dir()?;
+        }
+        let lp = self.lock_path();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lp)
+            .or_else(|e| match e.kind() {
+                ErrorKind::PermissionDenied
+                | ErrorKind::ReadOnlyFilesystem
+                | ErrorKind::NotFound
+                    if !exclusive =>
+                {
+                    File::open(&lp)
+                }
+                _ => Err(e),
+            });
+        let file = match file {
+            Ok(f) => f,
+            Err(_) if !exclusive => return Ok(LockGuard(None)),
+            Err(e) => {
+                return Err(Error::io(
+                    format!("opening the lock file {}", lp.display()),
+                    e,
+                ))
+            }
+        };
+        let start = Instant::now();
+        loop {
+            let got = if exclusive {
+                FileExt::try_lock_exclusive(&file)
+            } else {
+                FileExt::try_lock_shared(&file)
+            }
+            .map_err(|e| Error::io(format!("locking {}", lp.display()), e))?;
+            if got {
+                return Ok(LockGuard(Some(file)));
+            }
+            if start.elapsed() >= self.lock_timeout {
+                return Err(Error::Locked(format!(
+                    "the keyring {} is locked by another envarc process (waited {} s); try again \
+                     when it has finished",
+                    self.path.display(),
+                    self.lock_timeout.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Reads and decrypts the keyring; `None` when the file does not exist.
+    /// The caller holds a lock.
+    pub fn read(&self) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        let bytes = match fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(Error::io(
+                    format!("reading the keyring {}", self.path.display()),
+                    e,
+                ))
+            }
+        };
+        let (kdf, at) = parse_preamble(&self.path, &bytes)?;
+        let preamble = &bytes[..at];
+        let mut cache = self.unlocked.lock().unwrap_or_else(|p| p.into_inner());
+        let reuse = cache.as_ref().is_some_and(|u| u.preamble == preamble);
+        let fresh = if reuse {
+            None
+        } else {
+            let secret = self.unlocker.secret(&UnlockRequest {
+                path: &self.path,
+                kind: Some(kdf.kind()),
+            })?;
+            self.check_kind(&kdf, &secret)?;
+            Some(derive_key(&kdf, &secret)?)
+        };
+        let key: &[u8; 32] = match &fresh {
+            Some(k) => k,
+            None => &cache.as_ref().expect("reuse checked it").key,
+        };
+        let opts = DecryptOptions {
+            expected_context: context_for(preamble),
+            ..DecryptOptions::default()
+        };
+        let plain = match decrypt_to_vec(&wrapping_key(&kdf, key), &opts, &bytes[at..]) {
+            Ok((_, plain)) => Zeroizing::new(plain),
+            Err(envelope::Error::Provider(ProviderError::UnwrapFailed { .. })) => {
+                return Err(Error::Key {
+                    message: format!(
+                        "cannot unlock the keyring {}: wrong passphrase or key file (if it is \
+                         right, the keyring file is damaged: restore it from a backup)",
+                        self.path.display()
+                    ),
+                })
+            }
+            Err(envelope::Error::Io(e)) => {
+                return Err(Error::io(
+                    format!("reading the keyring {}", self.path.display()),
+                    e,
+                ))
+            }
+            Err(e) => return Err(damaged(&self.path, &e.to_string())),
+        };
+        if let Some(key) = fresh {
+            *cache = Some(Unlocked {
+                preamble: preamble.to_vec(),
+                kdf,
+                key,
+            });
+        }
+        Ok(Some(plain))
+    }
+
+    fn check_kind(&self, kdf: &Kdf, secret: &Secret) -> Result<()> {
+        match (kdf.kind(), secret.kind()) {
+            (a, b) if a == b => Ok(()),
+            (KdfKind::KeyFile, _) => Err(Error::Key {
+                message: format!(
+                    "the keyring {} is locked with a key file, not a passphrase: pass --keyring-key-file FILE",
+                    self.path.display()
+                ),
+            }),
+            (KdfKind::Passphrase, _) => Err(Error::Key {
+                message: format!(
+                    "the keyring {} is locked with a passphrase, not a key file: drop \
+                     --keyring-key-file and give the passphrase (ENVARC_PASSPHRASE, \
+                     --passphrase-file, --passphrase-command, or the terminal prompt)",
+                    self.path.display()
+                ),
+            }),
+        }
+    }
+
+    /// Encrypts and atomically replaces the keyring (mode 0600). A new keyring
+    /// asks the unlocker for its secret here. The caller holds the exclusive lock.
+    pub fn write(&self, plaintext: &[u8]) -> Result<()> {
+        let mut cache = self.unlocked.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.is_none() {
+            let secret = self.unlocker.secret(&UnlockRequest {
+                path: &self.path,
+                kind: None,
+            })?;
+            let kdf = match secret.kind() {
+                KdfKind::Passphrase => {
+                    let mut salt = vec![0u8; 32];
+                    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut salt);
+                    Kdf::Argon2id {
+                        params: self.create_params,
+                        salt,
+                    }
+                }
+                KdfKind::KeyFile => Kdf::KeyFile,
+            };
+            let key = derive_key(&kdf, &secret)?;
+            *cache = Some(Unlocked {
+                preamble: encode_preamble(&kdf),
+                kdf,
+                key,
+            });
+        }
+        let u = cache.as_ref().expect("set above");
+        let opts = EncryptOptions {
+            context: context_for(&u.preamble),
+            ..EncryptOptions::default()
+        };
+        let message = encrypt_to_vec(&wrapping_key(&u.kdf, &u.key), &opts, plaintext)?;
+        let mut file = Vec::with_capacity(u.preamble.len() + message.len());
+        file.extend_from_slice(&u.preamble);
+        file.extend_from_slice(&message);
+        self.ensure_dir()?;
+        crate::fsutil::atomic_write(&self.path, &file, Some(0o600))
+            .map_err(|e| Error::io(format!("writing the keyring {}", self.path.display()), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keyring::kdf::FixedSecret;
+
+    const CHEAP: Argon2Params = Argon2Params {
+        m_kib: 8,
+        t: 1,
+        p: 1,
+    };
+
+    fn store(dir: &Path, pw: &str) -> Store {
+        Store::new(
+            dir.join("kr"),
+            Arc::new(FixedSecret(Secret::Passphrase(Zeroizing::new(
+                pw.as_bytes().to_vec(),
+            )))),
+            CHEAP,
+            Duration::from_secs(5),
+        )
+    }
+
+    #[test]
+    fn round_trip_and_wrong_passphrase() {
+        let d = tempfile::tempdir().unwrap();
+        let s = store(d.path(), "right");
+        assert!(s.read().unwrap().is_none());
+        s.write(b"{\"hello\":1}").unwrap();
+        let bytes = fs::read(d.path().join("kr")).unwrap();
+        assert!(bytes.starts_with(MAGIC));
+        assert!(
+            !bytes.windows(5).any(|w| w == b"hello"),
+            "encrypted at rest"
+        );
+        let again = store(d.path(), "right");
+        assert_eq!(&again.read().unwrap().unwrap()[..], b"{\"hello\":1}");
+        let wrong = store(d.path(), "wrong");
+        let e = wrong.read().err().unwrap();
+        assert!(e.to_string().contains("wrong passphrase"), "{e}");
+        assert_eq!(e.exit_code(), crate::error::exit::KEY);
+    }
+
+    #[test]
+    fn preamble_is_authenticated_and_parsed_strictly() {
+        let d = tempfile::tempdir().unwrap();
+        let s = store(d.path(), "pw");
+        s.write(b"x").unwrap();
+        let good = fs::read(&s.path).unwrap();
+        let check = |bytes: &[u8], want: &str, code: i32| {
+            fs::write(&s.path, bytes).unwrap();
+            let e = store(d.path(), "pw").read().expect_err("must fail");
+            assert!(e.to_string().contains(want), "{e}");
+            assert_eq!(e.exit_code(), code, "{e}");
+        };
+        let mut v = good.clone();
+        v[14] = 9;
+        check(&v, "format version 9", crate::error::exit::FAILURE);
+        check(&good[..10], "truncated", crate::error::exit::INTEGRITY);
+        check(
+            &good[..good.len() - 1],
+            "damaged",
+            crate::error::exit::INTEGRITY,
+        );
+        check(
+            b"not a keyring at all",
+            "not an envarc keyring",
+            crate::error::exit::INTEGRITY,
+        );
+        let mut v = good.clone();
+        let last = v.len() - 1;
+        v[last] ^= 1;
+        check(&v, "damaged", crate::error::exit::INTEGRITY);
+        assert!(Argon2Params::parse("m=8,t=1,p=1").is_ok());
+        assert!(Argon2Params::parse("m=4,t=1,p=1").is_err());
+        assert!(Argon2Params::parse("m=8,t=1").is_err());
+    }
+
+    #[test]
+    fn a_held_lock_makes_writers_wait_then_give_up() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = store(d.path(), "pw");
+        s.lock_timeout = Duration::from_millis(50);
+        let held = s.lock(true).unwrap();
+        let e = s.lock(true).err().expect("locked");
+        assert_eq!(e.exit_code(), crate::error::exit::LOCKED, "{e}");
+        assert!(s.lock(false).is_err(), "readers wait for writers too");
+        drop(held);
+        let _shared = s.lock(false).unwrap();
+        assert!(s.lock(false).is_ok(), "readers share");
+        assert!(s.lock(true).is_err());
+    }
+}
