@@ -8,6 +8,7 @@
 pub mod envelope;
 pub mod error;
 pub mod progress;
+pub mod providers;
 
 pub use error::{Error, Result};
 pub mod cli;

@@ -30,6 +30,15 @@ pub struct KeyArgs {
     /// Name of the raw wrapping key, as stored in each message.
     #[arg(long, value_name = "NAME", requires = "raw_key_file")]
     pub key_name: Option<String>,
+    // [transit] merge with the keyring branch's `--key KEY`: same flag, and
+    // `transit:` specs go to keys::transit_from_spec (see provider()).
+    /// Key to wrap data keys with: transit:KEYNAME for an OpenBao/Vault
+    /// transit key. Decrypt needs none for transit-wrapped messages.
+    #[arg(long = "key", value_name = "KEY", conflicts_with = "raw_key_file")]
+    pub key: Option<String>,
+    // [transit] the flags of transit: keys (address, mount, CA file, timeout).
+    #[command(flatten)]
+    pub transit: super::keys::TransitArgs,
 }
 
 #[derive(clap::Args)]
@@ -82,6 +91,16 @@ pub struct DecryptArgs {
 
 /// Builds the key provider the arguments name.
 pub fn provider(args: &KeyArgs) -> Result<Box<dyn KeyProvider>> {
+    // [transit] begin
+    if let Some(spec) = &args.key {
+        if let Some(p) = super::keys::transit_from_spec(spec, &args.transit) {
+            return p;
+        }
+        return Err(Error::Usage(format!(
+            "unknown key '{spec}': write transit:KEYNAME for an OpenBao/Vault transit key"
+        )));
+    }
+    // [transit] end
     let Some(path) = &args.raw_key_file else {
         return Err(Error::Usage(
             "no key given: pass --raw-key-file FILE --key-name NAME".into(),
@@ -184,7 +203,12 @@ pub fn encrypt(out: &Output, a: EncryptArgs) -> Result<i32> {
 }
 
 pub fn decrypt(out: &Output, a: DecryptArgs) -> Result<i32> {
-    let provider = provider(&a.key)?;
+    // [transit] no key given: transit-wrapped messages need none.
+    let provider = if a.key.raw_key_file.is_none() && a.key.key.is_none() {
+        super::keys::transit_for_decrypt(&a.key.transit)
+    } else {
+        provider(&a.key)?
+    };
     let opts = DecryptOptions {
         policy: if a.legacy_non_committing {
             CommitmentPolicy::AllowLegacyRead

@@ -2,6 +2,7 @@
 //! command group. The only place that prints, and the only user of indicatif.
 
 mod crypt;
+mod keys;
 mod output;
 mod progress_bar;
 
