@@ -268,7 +268,10 @@ fn rewrap_moves_old_messages_to_the_newest_version_on_the_server() {
     let mut rewrapped = new_header;
     rewrapped.extend_from_slice(&message[old_len as usize..]);
 
-    b.configure_key("rw", serde_json::json!({"min_decryption_version": 3}));
+    b.configure_key(
+        "rw",
+        serde_json::json!({"min_decryption_version": 3, "auto_rotate_period": "24h"}),
+    );
     assert_eq!(
         decrypt_to_vec(&p, &opts, &rewrapped).unwrap().1,
         b"old data"
@@ -280,6 +283,7 @@ fn rewrap_moves_old_messages_to_the_newest_version_on_the_server() {
     // What `stats` would show.
     let info = p.key_info(&p.wrapping_key().unwrap()).unwrap();
     assert_eq!((info.latest_version, info.min_decryption_version), (3, 3));
+    assert_eq!(info.auto_rotate_period_secs, 24 * 3600);
     assert!(info.derived);
 }
 
