@@ -55,6 +55,8 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Envelope(e) => match e {
+                // A key service that cannot be reached is not a key problem.
+                envelope::Error::Provider(envelope::ProviderError::Unavailable(_)) => exit::FAILURE,
                 envelope::Error::Provider(_) => exit::KEY,
                 envelope::Error::Invalid(_) => exit::USAGE,
                 e if e.is_integrity() => exit::INTEGRITY,

@@ -9,6 +9,7 @@ pub mod envelope;
 pub mod error;
 pub mod keyring;
 pub mod progress;
+pub mod providers;
 
 pub use error::{Error, Result};
 pub mod cli;

@@ -17,9 +17,9 @@ use super::{GlobalArgs, Output};
 /// Where the wrapping key comes from: the keyring (the default), or a raw key file.
 #[derive(clap::Args, Clone, Debug)]
 pub struct KeyArgs {
-    /// The keyring CMK that wraps the data key: a key id or alias/NAME. To
-    /// decrypt, none is needed (the message names its key); given, only that
-    /// key is accepted.
+    /// The CMK that wraps the data key: a keyring key id or alias/NAME, or
+    /// transit:KEYNAME for an OpenBao/Vault transit key. To decrypt, none is
+    /// needed (the message names its key); given, only that key is accepted.
     #[arg(long, value_name = "KEY", conflicts_with = "raw_key_file")]
     pub key: Option<String>,
     /// A file holding a raw AES wrapping key (16, 24 or 32 bytes, as they are).
@@ -36,6 +36,9 @@ pub struct KeyArgs {
     /// Name of the raw wrapping key, as stored in each message.
     #[arg(long, value_name = "NAME", requires = "raw_key_file")]
     pub key_name: Option<String>,
+    /// Where the server of transit: keys is.
+    #[command(flatten)]
+    pub transit: super::keys::TransitArgs,
 }
 
 #[derive(clap::Args)]
@@ -95,12 +98,20 @@ pub fn provider(args: &KeyArgs, g: &GlobalArgs) -> Result<Box<dyn KeyProvider>> 
 
 /// `only_key`: decrypt accepts only EDKs of `--key` (KMS Decrypt with KeyId).
 fn open_provider(args: &KeyArgs, g: &GlobalArgs, only_key: bool) -> Result<Box<dyn KeyProvider>> {
+    if let Some(p) = args
+        .key
+        .as_deref()
+        .and_then(|k| super::keys::transit_from_spec(k, &args.transit))
+    {
+        return p;
+    }
     let Some(path) = &args.raw_key_file else {
-        let kr = load_keyring(g)?;
         return Ok(match &args.key {
-            Some(k) if only_key => Box::new(kr.provider(k)?.only_this_key()),
-            Some(k) => Box::new(kr.provider(k)?),
-            None => Box::new(kr.decrypt_provider()),
+            Some(k) if only_key => Box::new(load_keyring(g)?.provider(k)?.only_this_key()),
+            Some(k) => Box::new(load_keyring(g)?.provider(k)?),
+            // No key named: unwrap with whichever provider the message's EDKs
+            // name, opening the keyring or reaching the transit server only then.
+            None => super::keys::keyless_decrypt(g, &args.transit),
         });
     };
     let Some(name) = &args.key_name else {

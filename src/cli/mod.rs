@@ -4,6 +4,7 @@
 pub mod crypt;
 mod key;
 pub mod keyring_args;
+pub mod keys;
 mod output;
 mod progress_bar;
 

@@ -23,7 +23,8 @@ pub use header::{ContentType, EncryptedDataKey, Header, MessageId};
 pub use provider::{DataKey, KeyProvider, ProviderError};
 pub use raw_aes::RawAesKey;
 pub use stream::{
-    decrypt_to_vec, encrypt_to_vec, open_header, rewrap_header, Decryptor, Encryptor, MessageInfo,
+    decrypt_to_vec, encrypt_to_vec, open_header, rewrap_header, rewrap_header_with, Decryptor,
+    Encryptor, MessageInfo,
 };
 pub use suite::Suite;
 

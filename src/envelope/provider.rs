@@ -44,6 +44,10 @@ pub enum ProviderError {
     /// The key is known but unwrapping failed: wrong material or a tampered EDK.
     #[error("could not unwrap the data key with {key}: wrong key material, or the EDK or encryption context was altered")]
     UnwrapFailed { key: String },
+    /// The key service could not be reached or did not answer in time
+    /// (network down, timeouts, repeated 5xx). Not a key problem: exit 1.
+    #[error("{0}")]
+    Unavailable(String),
     /// Anything else, already phrased for the user.
     #[error("{0}")]
     Other(String),

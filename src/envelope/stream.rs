@@ -606,6 +606,24 @@ pub fn rewrap_header<R: Read>(
     new: &dyn KeyProvider,
     opts: &DecryptOptions,
 ) -> Result<(Vec<u8>, u64, Header), Error> {
+    rewrap_header_with(inner, old, opts, |_, key, ctx| new.wrap_data_key(key, ctx))
+}
+
+/// [`rewrap_header`] with the new EDKs made by `new_edks(old EDKs, data key,
+/// context)`: for services that re-encrypt an EDK themselves (transit's
+/// `rewrap`), so that the data key is not sent back to be wrapped. The data
+/// key is still unwrapped here, because the header tag that covers the EDKs is
+/// keyed by it.
+pub fn rewrap_header_with<R: Read>(
+    inner: &mut R,
+    old: &dyn KeyProvider,
+    opts: &DecryptOptions,
+    new_edks: impl FnOnce(
+        &[EncryptedDataKey],
+        &DataKey,
+        &EncryptionContext,
+    ) -> Result<Vec<EncryptedDataKey>, super::ProviderError>,
+) -> Result<(Vec<u8>, u64, Header), Error> {
     let (parsed, header_bytes, _rest) = read_header(inner, opts.policy, &opts.limits)?;
     let mut header = parsed.header;
     if !header.suite.is_committing() {
@@ -624,7 +642,7 @@ pub fn rewrap_header<R: Read>(
         &header_bytes[..parsed.authenticated_len],
         &reproduced,
     )?;
-    header.edks = new.wrap_data_key(&data_key, &full_ctx)?;
+    header.edks = new_edks(&header.edks, &data_key, &full_ctx)?;
     let mut bytes = header.serialize_authenticated()?;
     header.auth_tag = header_tag(&cipher, &header.auth_iv, &bytes);
     bytes.extend_from_slice(&header.auth_tag);
