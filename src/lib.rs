@@ -5,9 +5,11 @@
 //! Every encrypted file is an AWS Encryption SDK message (format 2).
 #![forbid(unsafe_code)]
 
+pub mod backup;
 pub mod envelope;
 pub mod error;
 pub mod progress;
+pub mod repo;
 
 pub use error::{Error, Result};
 pub mod cli;

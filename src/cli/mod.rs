@@ -1,9 +1,12 @@
 //! Command-line interface: clap definitions and one handler module per
 //! command group. The only place that prints, and the only user of indicatif.
 
+mod backup;
 mod crypt;
 mod output;
 mod progress_bar;
+mod repo;
+mod repo_key;
 
 use clap::{Parser, Subcommand};
 
@@ -37,6 +40,14 @@ pub enum Command {
     Encrypt(crypt::EncryptArgs),
     /// Decrypt a message; the output appears only once it fully authenticated.
     Decrypt(crypt::DecryptArgs),
+    /// Create a repository.
+    Init(repo::InitArgs),
+    /// Back up files and folders into a new snapshot.
+    Backup(backup::BackupArgs),
+    /// List snapshots.
+    Snapshots(repo::SnapshotsArgs),
+    /// List the entries of a snapshot.
+    Ls(repo::LsArgs),
 }
 
 /// Runs a command and returns the exit code for a run that did not fail outright.
@@ -45,5 +56,9 @@ pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Encrypt(a) => crypt::encrypt(&out, a),
         Command::Decrypt(a) => crypt::decrypt(&out, a),
+        Command::Init(a) => repo::init(&out, a),
+        Command::Backup(a) => backup::backup(&out, a),
+        Command::Snapshots(a) => repo::snapshots(&out, a),
+        Command::Ls(a) => repo::ls(&out, a),
     }
 }
