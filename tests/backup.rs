@@ -412,3 +412,33 @@ fn unreadable_file_as_non_root() {
     assert_eq!(sum["total_files"], 1);
     assert_eq!(sum["errors"], 1);
 }
+
+#[test]
+fn a_damaged_snapshot_does_not_stop_nightly_backups() {
+    let r = TestRepo::init(&[]);
+    let src = r.dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"x").unwrap();
+    let (_, first, _) = r.backup(&[&src]);
+    let (_, second, _) = r.backup(&[&src]);
+    // Flip a byte inside the second snapshot's first frame.
+    let id = second["snapshot_id"].as_str().unwrap();
+    let path = r.repo.join("snapshots").join(id);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes[n - 30] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+
+    let out = r.cmd("snapshots").output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "an unreadable snapshot exits 4");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&first["snapshot_id"].as_str().unwrap()[..8]));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&id[..16]));
+    let (code, third, stderr) = r.backup(&[&src]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        third["parent"], first["snapshot_id"],
+        "the readable one is the parent"
+    );
+    assert!(stderr.contains("not considered as parent"), "{stderr}");
+}

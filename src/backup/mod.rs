@@ -67,20 +67,31 @@ struct Parent {
     entries: Vec<Entry>,
 }
 
+/// The parent: the one asked for, else the latest of the same host and paths.
+/// A snapshot that cannot be read is passed over with a warning, so one bad
+/// snapshot does not stop nightly backups (verify reports it).
 fn choose_parent(
     repo: &Repository,
     spec: Option<&str>,
     host: &str,
     paths: &[Vec<u8>],
+    progress: &dyn Progress,
 ) -> Result<Option<Parent>> {
     let id = match spec {
         Some(s) => Some(repo.resolve_snapshot(s)?),
-        None => repo
-            .snapshots()?
-            .into_iter()
-            .rev()
-            .find(|(_, m)| m.host == host && m.paths == paths)
-            .map(|(id, _)| id),
+        None => {
+            let (all, failed) = repo.snapshots_lenient()?;
+            for (id, e) in failed {
+                progress.warn(&format!(
+                    "snapshot {} cannot be read and is not considered as parent: {e}",
+                    id.short()
+                ));
+            }
+            all.into_iter()
+                .rev()
+                .find(|(_, m)| m.host == host && m.paths == paths)
+                .map(|(id, _)| id)
+        }
     };
     let Some(id) = id else { return Ok(None) };
     let (meta, entries) = repo.load_snapshot(&id)?;
@@ -121,7 +132,7 @@ pub fn backup(
         Some(repo.lock(LockKind::Shared, progress)?)
     };
     let index = repo.load_index()?;
-    let parent = choose_parent(repo, opts.parent.as_deref(), &host, &root_bytes)?;
+    let parent = choose_parent(repo, opts.parent.as_deref(), &host, &root_bytes, progress)?;
 
     let repo_dir = std::fs::metadata(repo.root())
         .map_err(|e| Error::io(format!("reading {}", repo.root().display()), e))?;

@@ -181,8 +181,20 @@ fn read_into(
 ) -> std::result::Result<Written<u64>, FileError> {
     let mut enc = Encryptor::new(provider, opts, w).map_err(|e| FileError::Repo(e.into()))?;
     let mut read = 0u64;
+    let expected = before.size();
     loop {
-        let n = match file.read(buf) {
+        // Stop at the size fstat gave (no extra read for EOF): a file that grew
+        // or changed meanwhile shows in the fstat after the read. A file that
+        // claims 0 bytes is read to its end (some pseudo files do that).
+        let want = if expected == 0 {
+            buf.len()
+        } else {
+            (expected - read).min(buf.len() as u64) as usize
+        };
+        if want == 0 {
+            break;
+        }
+        let n = match file.read(&mut buf[..want]) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

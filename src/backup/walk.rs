@@ -264,6 +264,7 @@ pub fn scan(roots: &[PathBuf], opts: &WalkOptions, progress: &dyn Progress) -> S
                 }
             }
             scan.entries.push(entry);
+            progress.advance(1, 0);
         }
     }
     scan

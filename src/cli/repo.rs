@@ -152,11 +152,19 @@ fn snapshot_json(id: &crate::repo::Id, m: &SnapshotMeta) -> serde_json::Value {
 
 pub fn snapshots(out: &Output, a: SnapshotsArgs) -> Result<i32> {
     let repo = a.repo.open()?;
-    let all = repo.snapshots()?;
+    let (all, failed) = repo.snapshots_lenient()?;
+    for (id, e) in &failed {
+        out.warn(format!("snapshot {id} cannot be read: {e}"));
+    }
+    let code = if failed.is_empty() {
+        crate::error::exit::OK
+    } else {
+        crate::error::exit::INTEGRITY
+    };
     if out.json {
         let list: Vec<_> = all.iter().map(|(id, m)| snapshot_json(id, m)).collect();
         out.json(&list)?;
-        return Ok(crate::error::exit::OK);
+        return Ok(code);
     }
     out.say(format!(
         "{:<8}  {:<20}  {:<16}  {:<12}  {:>8}  {:>10}  Paths",
@@ -176,7 +184,7 @@ pub fn snapshots(out: &Output, a: SnapshotsArgs) -> Result<i32> {
         ));
     }
     out.say(format!("{} snapshots", all.len()));
-    Ok(crate::error::exit::OK)
+    Ok(code)
 }
 
 #[derive(clap::Args)]

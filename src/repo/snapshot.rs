@@ -296,16 +296,35 @@ impl Repository {
         self.list_ids("snapshots")
     }
 
-    /// Every snapshot's metadata, oldest first.
+    /// Every snapshot's metadata, oldest first; fails if any cannot be read.
     pub fn snapshots(&self) -> Result<Vec<(Id, SnapshotMeta)>> {
+        let (all, mut failed) = self.snapshots_lenient()?;
+        match failed.pop() {
+            Some((_, e)) => Err(e),
+            None => Ok(all),
+        }
+    }
+
+    /// Every readable snapshot's metadata, oldest first, and the snapshots
+    /// that could not be read with the reason (for listings that go on).
+    #[allow(clippy::type_complexity)]
+    pub fn snapshots_lenient(&self) -> Result<(Vec<(Id, SnapshotMeta)>, Vec<(Id, Error)>)> {
         use rayon::prelude::*;
         let ids = self.list_snapshots()?;
-        let mut all = ids
+        let loaded: Vec<(Id, Result<SnapshotMeta>)> = ids
             .par_iter()
-            .map(|id| Ok((*id, self.load_snapshot_meta(id)?)))
-            .collect::<Result<Vec<_>>>()?;
+            .map(|id| (*id, self.load_snapshot_meta(id)))
+            .collect();
+        let mut all = Vec::with_capacity(loaded.len());
+        let mut failed = Vec::new();
+        for (id, r) in loaded {
+            match r {
+                Ok(m) => all.push((id, m)),
+                Err(e) => failed.push((id, e)),
+            }
+        }
         all.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
-        Ok(all)
+        Ok((all, failed))
     }
 
     /// Resolves `latest`, a full ID or a unique ID prefix.
