@@ -442,3 +442,26 @@ fn a_damaged_snapshot_does_not_stop_nightly_backups() {
     );
     assert!(stderr.contains("not considered as parent"), "{stderr}");
 }
+
+#[test]
+fn a_repository_error_stops_the_run_without_a_snapshot() {
+    let r = TestRepo::init(&[]);
+    let src = r.dir.path().join("src");
+    many_files(&src, 20, 4, 5);
+    // Every fan-out folder replaced by a file: no pack can be created, even as root.
+    let data = r.repo.join("data");
+    for d in util::dir_names(&data) {
+        std::fs::remove_dir(data.join(&d)).unwrap();
+        std::fs::write(data.join(&d), b"").unwrap();
+    }
+    let out = r.cmd("backup").arg(&src).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("creating a pack file"), "{stderr}");
+    assert!(util::dir_names(&r.repo.join("snapshots")).is_empty());
+    assert!(util::dir_names(&r.repo.join("index")).is_empty());
+    assert!(
+        util::dir_names(&r.repo.join("locks")).is_empty(),
+        "the lock is released"
+    );
+}

@@ -89,6 +89,11 @@ pub fn work(shared: &Shared) -> Result<(Vec<Outcome>, Vec<PackRecord>)> {
         }
         shared.progress.advance(1, 0);
     }
+    if shared.abort.load(Ordering::Relaxed) {
+        // Another worker failed: no snapshot will be written, so the open
+        // pack is dropped (its temporary file removed) rather than committed.
+        return Ok((outcomes, Vec::new()));
+    }
     let records = packs.finish()?;
     Ok((outcomes, records))
 }

@@ -162,7 +162,14 @@ impl Repository {
                     )));
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => create_dir(root)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Missing parents get the default mode, the repository 0700.
+                if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    fs::create_dir_all(parent)
+                        .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+                }
+                create_dir(root)?
+            }
             Err(e) => return Err(Error::io(format!("reading {}", root.display()), e)),
         }
         let config = Config::new(key, provider.as_ref(), opts)?;
