@@ -5,11 +5,13 @@
 //! Every encrypted file is an AWS Encryption SDK message (format 2).
 #![forbid(unsafe_code)]
 
+pub mod backup;
 pub mod envelope;
 pub mod error;
 pub mod keyring;
 pub mod progress;
 pub mod providers;
+pub mod repo;
 
 pub use error::{Error, Result};
 pub mod cli;

@@ -1,12 +1,15 @@
 //! Command-line interface: clap definitions and one handler module per
 //! command group. The only place that prints, and the only user of indicatif.
 
+mod backup;
 pub mod crypt;
 mod key;
 pub mod keyring_args;
 pub mod keys;
 mod output;
 mod progress_bar;
+mod repo;
+mod repo_key;
 
 use std::path::PathBuf;
 
@@ -58,6 +61,14 @@ pub enum Command {
     Decrypt(crypt::DecryptArgs),
     /// Manage and use the customer master keys of the local keyring (a small KMS).
     Key(key::KeyArgs),
+    /// Create a repository.
+    Init(repo::InitArgs),
+    /// Back up files and folders into a new snapshot.
+    Backup(backup::BackupArgs),
+    /// List snapshots.
+    Snapshots(repo::SnapshotsArgs),
+    /// List the entries of a snapshot.
+    Ls(repo::LsArgs),
 }
 
 /// Runs a command and returns the exit code for a run that did not fail outright.
@@ -67,5 +78,9 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Encrypt(a) => crypt::encrypt(&out, &cli.global, a),
         Command::Decrypt(a) => crypt::decrypt(&out, &cli.global, a),
         Command::Key(a) => key::run(&out, &cli.global, a),
+        Command::Init(a) => repo::init(&out, &cli.global, a),
+        Command::Backup(a) => backup::backup(&out, &cli.global, a),
+        Command::Snapshots(a) => repo::snapshots(&out, &cli.global, a),
+        Command::Ls(a) => repo::ls(&out, &cli.global, a),
     }
 }

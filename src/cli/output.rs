@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 
 use serde::Serialize;
 
-use super::progress_bar::Bar;
+use super::progress_bar::{Bar, WarningsOnly};
 use super::GlobalArgs;
 use crate::progress::{Progress, Silent};
 
@@ -50,12 +50,15 @@ impl Output {
         Ok(())
     }
 
-    /// A progress sink: a bar on a terminal, silence otherwise.
+    /// A progress sink: a bar on a terminal; elsewhere (or with --json) only
+    /// warnings, on stderr; nothing with --quiet.
     pub fn progress(&self) -> Box<dyn Progress> {
-        if self.tty && !self.quiet && !self.json {
+        if self.quiet {
+            Box::new(Silent)
+        } else if self.tty && !self.json {
             Box::new(Bar::new())
         } else {
-            Box::new(Silent)
+            Box::new(WarningsOnly)
         }
     }
 }

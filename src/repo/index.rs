@@ -1,0 +1,186 @@
+//! The index: encrypted files under `index/<id>` (kind `index`), each listing
+//! packs and the messages in them. Loading merges them all into one map from
+//! message ID to location.
+//!
+//! Each backup writes one index file for the packs it wrote, after those packs
+//! are durable and before its snapshot. Rewriters (prune, rewrap) write a new
+//! index file for their new packs first and delete old index files after; a
+//! message listed twice meanwhile is harmless (either location holds it).
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::{Encryptor, MessageId};
+use crate::fsutil::AtomicFile;
+use crate::{Error, Result};
+
+use super::pack::PackRecord;
+use super::{decrypt_file, remove_durably, Id, Kind, Repository};
+
+const INDEX_VERSION: u32 = 1;
+
+/// The plaintext of one index file (postcard).
+#[derive(Deserialize)]
+struct IndexData {
+    version: u32,
+    packs: Vec<PackRecord>,
+}
+
+/// The same, borrowed, for writing (postcard encodes a slice like a Vec).
+#[derive(Serialize)]
+struct IndexDataRef<'a> {
+    version: u32,
+    packs: &'a [PackRecord],
+}
+
+/// One index file as loaded.
+#[derive(Clone, Debug)]
+pub struct IndexFile {
+    pub id: Id,
+    pub packs: Vec<PackRecord>,
+}
+
+/// Where a message lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Location {
+    pub pack: Id,
+    pub offset: u64,
+    pub length: u64,
+    pub plaintext_len: u64,
+}
+
+/// All index files merged. Entries are kept once (in `files`); the map holds
+/// positions into them, so a large index costs about 100 bytes per message.
+#[derive(Default)]
+pub struct Index {
+    files: Vec<IndexFile>,
+    map: HashMap<MessageId, (u32, u32, u32)>,
+}
+
+impl Index {
+    fn from_files(files: Vec<IndexFile>) -> Index {
+        let mut map = HashMap::new();
+        for (fi, f) in files.iter().enumerate() {
+            for (pi, p) in f.packs.iter().enumerate() {
+                for (mi, m) in p.messages.iter().enumerate() {
+                    map.insert(m.id, (fi as u32, pi as u32, mi as u32));
+                }
+            }
+        }
+        Index { files, map }
+    }
+
+    pub fn get(&self, id: &MessageId) -> Option<Location> {
+        let &(f, p, m) = self.map.get(id)?;
+        let pack = &self.files[f as usize].packs[p as usize];
+        let e = &pack.messages[m as usize];
+        Some(Location {
+            pack: pack.id,
+            offset: e.offset,
+            length: e.length,
+            plaintext_len: e.plaintext_len,
+        })
+    }
+
+    pub fn contains(&self, id: &MessageId) -> bool {
+        self.map.contains_key(id)
+    }
+
+    /// Number of distinct messages.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The index files, each with the packs it lists.
+    pub fn files(&self) -> &[IndexFile] {
+        &self.files
+    }
+
+    /// Every pack record of every index file (a pack listed by two files, as
+    /// during a rewrite, appears twice).
+    pub fn packs(&self) -> impl Iterator<Item = &PackRecord> {
+        self.files.iter().flat_map(|f| f.packs.iter())
+    }
+
+    /// Adds packs in memory (e.g. those a running backup just committed).
+    pub fn add(&mut self, id: Id, packs: Vec<PackRecord>) {
+        let mut files = std::mem::take(&mut self.files);
+        files.push(IndexFile { id, packs });
+        *self = Index::from_files(files);
+    }
+}
+
+impl Repository {
+    /// IDs of all index files.
+    pub fn list_index_files(&self) -> Result<Vec<Id>> {
+        self.list_ids("index")
+    }
+
+    /// Reads and decrypts one index file.
+    pub fn read_index_file(&self, id: &Id) -> Result<IndexFile> {
+        let path = self.dir("index").join(id.to_hex());
+        let plain = decrypt_file(self, &path, Kind::Index)?;
+        let data: IndexData = postcard::from_bytes(&plain).map_err(|e| {
+            Error::Integrity(format!(
+                "index file {id} decrypted but does not decode: {e}"
+            ))
+        })?;
+        if data.version != INDEX_VERSION {
+            return Err(Error::Other(format!(
+                "index file {id} has version {}, this envarc reads {INDEX_VERSION}",
+                data.version
+            )));
+        }
+        Ok(IndexFile {
+            id: *id,
+            packs: data.packs,
+        })
+    }
+
+    /// Loads and merges every index file.
+    pub fn load_index(&self) -> Result<Index> {
+        use rayon::prelude::*;
+        let ids = self.list_index_files()?;
+        let files = ids
+            .par_iter()
+            .map(|id| self.read_index_file(id))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Index::from_files(files))
+    }
+
+    /// Writes a new index file listing `packs`; durable when this returns.
+    /// Write it only after the packs themselves are committed.
+    pub fn write_index_file(&self, packs: &[PackRecord]) -> Result<Id> {
+        let plain = postcard::to_stdvec(&IndexDataRef {
+            version: INDEX_VERSION,
+            packs,
+        })
+        .map_err(|e| Error::Other(format!("encoding an index file: {e}")))?;
+        let id = Id::random();
+        let path = self.dir("index").join(id.to_hex());
+        let io_err = |e| Error::io(format!("writing {}", path.display()), e);
+        let mut f = AtomicFile::create(&path).map_err(io_err)?;
+        let mut enc = Encryptor::new(
+            self.provider(),
+            &self.encrypt_options(Kind::Index),
+            std::io::BufWriter::new(&mut f),
+        )?;
+        enc.write_all(&plain).map_err(io_err)?;
+        let (mut w, _) = enc.finish()?;
+        w.flush().map_err(io_err)?;
+        drop(w);
+        f.commit().map_err(io_err)?;
+        Ok(id)
+    }
+
+    /// Deletes an index file; durable when this returns.
+    pub fn delete_index_file(&self, id: &Id) -> Result<()> {
+        remove_durably(&self.dir("index").join(id.to_hex()))
+    }
+}

@@ -1,0 +1,151 @@
+//! Helpers for the repository tests: a repository with a raw key in a temp
+//! folder, running `envarc backup --json`, and checking through the library
+//! that every snapshot's messages exist and decrypt.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use envarc::envelope::RawAesKey;
+use envarc::repo::{Config, EntryKind, Repository};
+
+use crate::util;
+
+pub const KEY_NAME: &str = "test-key";
+pub const NAMESPACE: &str = "envarc";
+
+pub struct TestRepo {
+    pub dir: tempfile::TempDir,
+    pub repo: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TestRepo {
+    /// `envarc init` with extra init arguments (e.g. a small frame length).
+    pub fn init(extra: &[&str]) -> TestRepo {
+        let dir = util::tempdir();
+        let (key, _) = util::write_key(dir.path(), "key", 32, 7);
+        let repo = dir.path().join("repo");
+        let mut cmd = util::envarc();
+        cmd.arg("init").arg("-r").arg(&repo);
+        cmd.args(util::raw_key_args(&key, KEY_NAME));
+        cmd.args(extra);
+        cmd.assert().success();
+        TestRepo { dir, repo, key }
+    }
+
+    /// `envarc SUBCOMMAND -r REPO --raw-key-file KEY ARGS...`
+    pub fn cmd(&self, sub: &str) -> assert_cmd::Command {
+        let mut cmd = util::envarc();
+        cmd.arg(sub)
+            .arg("-r")
+            .arg(&self.repo)
+            .arg("--raw-key-file")
+            .arg(&self.key);
+        cmd
+    }
+
+    /// `envarc backup --json ARGS...`: exit code, summary, stderr.
+    pub fn backup<S: AsRef<std::ffi::OsStr>>(
+        &self,
+        args: &[S],
+    ) -> (i32, serde_json::Value, String) {
+        let out: Output = self
+            .cmd("backup")
+            .arg("--json")
+            .args(args)
+            .output()
+            .expect("running envarc backup");
+        let code = out.status.code().unwrap_or(-1);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "backup printed no JSON ({e}); exit {code}; stdout {:?}; stderr {stderr}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        });
+        (code, json, stderr)
+    }
+
+    /// The repository opened through the library.
+    pub fn open(&self) -> Repository {
+        let cfg = Config::load(&self.repo).expect("config");
+        let material = std::fs::read(&self.key).expect("key");
+        let p = RawAesKey::new(NAMESPACE, KEY_NAME, &material).expect("key");
+        Repository::open(&self.repo, cfg, Box::new(p)).expect("open")
+    }
+
+    /// Total bytes under data/.
+    pub fn data_bytes(&self) -> u64 {
+        walk_bytes(&self.repo.join("data"))
+    }
+}
+
+pub fn walk_bytes(dir: &Path) -> u64 {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).expect("listing") {
+        let e = e.expect("entry");
+        let md = e.metadata().expect("metadata");
+        n += if md.is_dir() {
+            walk_bytes(&e.path())
+        } else {
+            md.len()
+        };
+    }
+    n
+}
+
+/// Checks every snapshot: each file entry's message is in the index, decrypts
+/// (header ID matching) and holds as many bytes as the entry's size. Returns
+/// the number of snapshots and of messages checked.
+pub fn verify_all(repo: &Repository) -> (usize, usize) {
+    let index = repo.load_index().expect("index loads");
+    let snaps = repo.snapshots().expect("snapshots list");
+    let mut messages = 0;
+    for (id, _) in &snaps {
+        let (_, entries) = repo.load_snapshot(id).expect("snapshot loads");
+        for e in entries.iter().filter(|e| e.kind == EntryKind::File) {
+            let mid = e.content.expect("a file entry has content");
+            let mut dec = repo
+                .decrypt_object(&index, &mid)
+                .unwrap_or_else(|err| panic!("{}: {err}", e.path().display()));
+            let n = dec
+                .copy_to(&mut std::io::sink())
+                .unwrap_or_else(|err| panic!("{}: {err}", e.path().display()));
+            assert_eq!(n, e.size, "{}", e.path().display());
+            messages += 1;
+        }
+    }
+    (snaps.len(), messages)
+}
+
+/// Writes `n` files of sizes 1..=max_kib KiB (deterministic) under `dir`,
+/// spread over a few subfolders; returns their total size.
+pub fn many_files(dir: &Path, n: usize, max_kib: usize, seed: u64) -> u64 {
+    let mut total = 0;
+    for i in 0..n {
+        let sub = dir.join(format!("d{}", i % 7));
+        std::fs::create_dir_all(&sub).unwrap();
+        let len = 1024 * (1 + (i * 37 + seed as usize) % max_kib);
+        std::fs::write(
+            sub.join(format!("f{i:04}")),
+            util::random_bytes(seed + i as u64, len),
+        )
+        .unwrap();
+        total += len as u64;
+    }
+    total
+}
+
+/// Whether the tests run as root (then permission bits do not stop reads).
+pub fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+/// Waits out the "racy" window: files changed less than 50 ms before a backup
+/// starts are read again by the next backup even if they look unchanged.
+pub fn settle() {
+    std::thread::sleep(std::time::Duration::from_millis(120));
+}
