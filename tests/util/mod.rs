@@ -1,0 +1,79 @@
+//! Shared helpers for the integration tests: run the built binary in a temp
+//! folder, write key files, make reproducible test data. Generic on purpose;
+//! each test file uses what it needs (hence `dead_code` is allowed).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use rand::{RngCore, SeedableRng};
+
+/// The built `envarc` binary, with a clean environment for the variables that
+/// could change its behaviour.
+pub fn envarc() -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::cargo_bin("envarc").expect("the envarc binary is built");
+    cmd.env_remove("RUST_LOG");
+    cmd
+}
+
+/// The path of the built binary, for tests that need `std::process::Command`
+/// (pipes, signals).
+pub fn envarc_path() -> PathBuf {
+    assert_cmd::cargo::cargo_bin("envarc")
+}
+
+/// `len` bytes that depend only on `seed`: failures reproduce exactly.
+pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut v);
+    v
+}
+
+/// Writes a raw wrapping key of `len` bytes (16, 24 or 32) derived from `seed`
+/// to `dir/name` and returns its path and material.
+pub fn write_key(dir: &Path, name: &str, len: usize, seed: u64) -> (PathBuf, Vec<u8>) {
+    let material = random_bytes(seed, len);
+    let path = dir.join(name);
+    std::fs::write(&path, &material).expect("writing a key file");
+    (path, material)
+}
+
+/// The arguments that select a raw key file for `envarc encrypt|decrypt`.
+pub fn raw_key_args(key_file: &Path, key_name: &str) -> Vec<String> {
+    vec![
+        "--raw-key-file".into(),
+        key_file.display().to_string(),
+        "--key-name".into(),
+        key_name.into(),
+    ]
+}
+
+/// Names of the entries in `dir`, sorted (hidden files included), so a test
+/// can assert that a failed command left nothing behind.
+pub fn dir_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("listing a test folder")
+        .map(|e| {
+            e.expect("a folder entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// A fresh temporary folder, removed when dropped.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("envarc-test.")
+        .tempdir()
+        .expect("creating a temporary folder")
+}
+
+/// The shared ESDK test vectors beside the repository.
+pub fn esdk_vectors_dir() -> PathBuf {
+    std::env::var_os("ENVARC_ESDK_VECTORS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors/esdk"))
+}
