@@ -115,6 +115,12 @@ fn file_round_trip_with_json_summary() {
         .stdout
         .clone();
     assert_eq!(f.read("back.bin"), plaintext);
+    // Plaintext may be secret: outputs are created readable by their owner only.
+    use std::os::unix::fs::PermissionsExt;
+    for out in ["back.bin", "msg.env"] {
+        let mode = std::fs::metadata(f.path(out)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{out}");
+    }
     let summary: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(summary["PlaintextBytes"], 200_000);
     assert_eq!(
@@ -126,6 +132,21 @@ fn file_round_trip_with_json_summary() {
         ["back.bin", "in.bin", "msg.env", "wrapping.key"],
         "no temporary files left"
     );
+}
+
+/// The JSON summary and the data cannot share stdout.
+#[test]
+fn json_needs_an_output_file() {
+    let f = Fixture::new();
+    for verb in ["encrypt", "decrypt"] {
+        f.cmd(verb)
+            .args(["--json", "-"])
+            .write_stdin("x")
+            .assert()
+            .code(2)
+            .stdout(predicate::str::is_empty())
+            .stderr(predicate::str::contains("pass -o FILE"));
+    }
 }
 
 #[test]

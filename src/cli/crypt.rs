@@ -184,7 +184,19 @@ fn copy_into<W: Write>(input: &mut dyn Read, enc: &mut Encryptor<W>) -> Result<(
     }
 }
 
+/// `--json` prints its summary on stdout, so it cannot share stdout with the data:
+/// the summary would end up inside the message (or the plaintext).
+fn check_json_output(out: &Output, output: &Option<PathBuf>) -> Result<()> {
+    if out.json && is_stdio(output) {
+        return Err(Error::Usage(
+            "--json prints its summary on stdout, which carries the data here; pass -o FILE, or drop --json".into(),
+        ));
+    }
+    Ok(())
+}
+
 pub fn encrypt(out: &Output, a: EncryptArgs) -> Result<i32> {
+    check_json_output(out, &a.output)?;
     let provider = provider(&a.key)?;
     let opts = EncryptOptions {
         suite: Suite::from_cli_name(&a.cipher).expect("clap restricts the cipher names"),
@@ -210,6 +222,7 @@ pub fn encrypt(out: &Output, a: EncryptArgs) -> Result<i32> {
 }
 
 pub fn decrypt(out: &Output, a: DecryptArgs) -> Result<i32> {
+    check_json_output(out, &a.output)?;
     let provider = provider(&a.key)?;
     let opts = DecryptOptions {
         policy: if a.legacy_non_committing {
