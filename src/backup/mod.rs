@@ -278,7 +278,7 @@ fn finish_summary(s: &mut Summary, entries: &[Entry], errors: &[String], started
     s.duration_ms = started.elapsed().as_millis() as u64;
 }
 
-/// Runs one worker per thread of rayon's pool over `jobs`. Returns every
+/// Runs the workers (one per thread of rayon's pool, or more; see below) over `jobs`. Returns every
 /// outcome and every committed pack, or the first repository error.
 fn run_workers(
     repo: &Repository,
@@ -297,11 +297,16 @@ fn run_workers(
         abort: AtomicBool::new(false),
         progress,
     };
-    let workers = rayon::current_num_threads().clamp(1, jobs.len());
+    // One worker per core, or more for a remote key service: each worker
+    // blocks on its own GenerateDataKey round trip, so the service's
+    // concurrency (not the core count) bounds small-file throughput.
+    let workers = rayon::current_num_threads()
+        .max(repo.provider().max_in_flight())
+        .clamp(1, jobs.len());
     let results = Mutex::new(Vec::with_capacity(workers));
-    rayon::scope(|s| {
+    std::thread::scope(|s| {
         for _ in 0..workers {
-            s.spawn(|_| {
+            s.spawn(|| {
                 let r = store::work(&shared);
                 results.lock().expect("no worker panics holding it").push(r);
             });

@@ -11,17 +11,18 @@ use crate::envelope::{
 use crate::fsutil::AtomicFile;
 use crate::{Error, Result};
 
-use super::keyring_args::load_keyring;
 use super::{GlobalArgs, Output};
 
 /// Where the wrapping key comes from: the keyring (the default), or a raw key file.
 #[derive(clap::Args, Clone, Debug)]
 pub struct KeyArgs {
-    /// The CMK that wraps the data key: a keyring key id or alias/NAME, or
-    /// transit:KEYNAME for an OpenBao/Vault transit key. To decrypt, none is
-    /// needed (the message names its key); given, only that key is accepted.
+    /// The CMK that wraps the data key: a keyring key id or alias/NAME,
+    /// transit:KEYNAME for an OpenBao/Vault transit key, or an AWS KMS key
+    /// (arn:aws:kms:…, aws-kms:alias/NAME). Repeat it to wrap each data key
+    /// under every key given, so that any one of them decrypts. To decrypt,
+    /// none is needed (the message names its keys); given, only those are used.
     #[arg(long, value_name = "KEY", conflicts_with = "raw_key_file")]
-    pub key: Option<String>,
+    pub key: Vec<String>,
     /// A file holding a raw AES wrapping key (16, 24 or 32 bytes, as they are).
     #[arg(long, value_name = "FILE")]
     pub raw_key_file: Option<PathBuf>,
@@ -39,6 +40,9 @@ pub struct KeyArgs {
     /// Where the server of transit: keys is.
     #[command(flatten)]
     pub transit: super::keys::TransitArgs,
+    /// How to reach AWS KMS.
+    #[command(flatten)]
+    pub kms: super::kms_key::KmsArgs,
 }
 
 #[derive(clap::Args)]
@@ -90,29 +94,21 @@ pub struct DecryptArgs {
 }
 
 /// Builds the key provider the arguments name: a raw key file, else the
-/// keyring (bound to `--key` when given; without it the provider only unwraps,
-/// from any key of the keyring).
+/// `--key`s (keyring, transit or KMS; several wrap under each); without any,
+/// a provider that only unwraps, with whichever key the message names.
 pub fn provider(args: &KeyArgs, g: &GlobalArgs) -> Result<Box<dyn KeyProvider>> {
     open_provider(args, g, false)
 }
 
-/// `only_key`: decrypt accepts only EDKs of `--key` (KMS Decrypt with KeyId).
+/// `only_key`: decrypt accepts only EDKs of the `--key`s (KMS Decrypt with KeyId).
 fn open_provider(args: &KeyArgs, g: &GlobalArgs, only_key: bool) -> Result<Box<dyn KeyProvider>> {
-    if let Some(p) = args
-        .key
-        .as_deref()
-        .and_then(|k| super::keys::transit_from_spec(k, &args.transit))
-    {
-        return p;
-    }
     let Some(path) = &args.raw_key_file else {
-        return Ok(match &args.key {
-            Some(k) if only_key => Box::new(load_keyring(g)?.provider(k)?.only_this_key()),
-            Some(k) => Box::new(load_keyring(g)?.provider(k)?),
+        if args.key.is_empty() {
             // No key named: unwrap with whichever provider the message's EDKs
-            // name, opening the keyring or reaching the transit server only then.
-            None => super::keys::keyless_decrypt(g, &args.transit),
-        });
+            // name, opening the keyring or reaching a key service only then.
+            return Ok(super::keys::keyless_decrypt(g, args));
+        }
+        return super::keys::spec_provider(args, g, only_key);
     };
     let Some(name) = &args.key_name else {
         return Err(Error::Usage(
@@ -224,10 +220,10 @@ fn check_json_output(out: &Output, output: &Option<PathBuf>) -> Result<()> {
 
 pub fn encrypt(out: &Output, g: &GlobalArgs, a: EncryptArgs) -> Result<i32> {
     check_json_output(out, &a.output)?;
-    if a.key.key.is_none() && a.key.raw_key_file.is_none() {
+    if a.key.key.is_empty() && a.key.raw_key_file.is_none() {
         return Err(Error::Usage(
-            "no key given: pass --key KEY (a key id or alias/NAME; see `envarc key list`), or \
-             --raw-key-file FILE --key-name NAME"
+            "no key given: pass --key KEY (a key id or alias/NAME, see `envarc key list`; \
+             transit:KEYNAME; or an AWS KMS key ARN), or --raw-key-file FILE --key-name NAME"
                 .into(),
         ));
     }

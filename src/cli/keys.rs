@@ -1,18 +1,76 @@
 //! Key specs that name remote key services: `--key transit:KEYNAME` (OpenBao /
-//! Vault transit) and the flags that say where that service is. Kept apart
-//! from `crypt.rs` so that other commands (backup, rewrap, stats) resolve keys
-//! the same way with one call.
+//! Vault transit) and the flags that say where that service is, and how the
+//! `--key` specs of a command become one provider ([`spec_provider`]; AWS KMS
+//! specs are in `kms_key.rs`). Kept apart from `crypt.rs` so that other
+//! commands (backup, rewrap, stats) resolve keys the same way with one call.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use super::crypt::KeyArgs;
 use super::keyring_args::load_keyring;
+use super::kms_key::{kms_from_spec, LazyKms, AWS_KMS};
 use super::GlobalArgs;
 use crate::envelope::provider::describe_edks;
-use crate::envelope::{DataKey, EncryptedDataKey, EncryptionContext, KeyProvider, ProviderError};
-use crate::providers::{TransitConfig, TransitProvider, TRANSIT_PROVIDER_ID};
+use crate::envelope::{
+    DataKey, EncryptedDataKey, EncryptionContext, KeyProvider, ProviderError, ReadLimits,
+};
+use crate::providers::multi::combine_errors;
+use crate::providers::{MultiKeyProvider, TransitConfig, TransitProvider, TRANSIT_PROVIDER_ID};
 use crate::{Error, Result};
+
+/// The provider for the command's `--key` specs (at least one): one member
+/// per spec, in the order given, the keyring opened once for all of its
+/// keys; several make a [`MultiKeyProvider`]. `only_key`: decrypt accepts
+/// only EDKs of the keys given.
+pub fn spec_provider(
+    args: &KeyArgs,
+    g: &GlobalArgs,
+    only_key: bool,
+) -> Result<Box<dyn KeyProvider>> {
+    check_specs(&args.key)?;
+    let mut keyring = None;
+    let mut members = Vec::with_capacity(args.key.len());
+    for spec in &args.key {
+        if let Some(p) = transit_from_spec(spec, &args.transit) {
+            members.push(p?);
+            continue;
+        }
+        if let Some(p) = kms_from_spec(spec, &args.kms, only_key) {
+            members.push(p?);
+            continue;
+        }
+        if keyring.is_none() {
+            keyring = Some(load_keyring(g)?);
+        }
+        let p = keyring.as_ref().expect("just loaded").provider(spec)?;
+        members.push(if only_key {
+            Box::new(p.only_this_key())
+        } else {
+            Box::new(p)
+        });
+    }
+    MultiKeyProvider::boxed(members)
+        .ok_or_else(|| Error::Usage("no key given: pass --key KEY".into()))
+}
+
+/// Several `--key`s: each once, and no more than a reader accepts by default.
+pub fn check_specs(specs: &[String]) -> Result<()> {
+    let max = ReadLimits::default().max_edks;
+    if specs.len() > max {
+        return Err(Error::Usage(format!(
+            "{} keys given; a message holds at most {max} wrapped data keys (the readers' default limit)",
+            specs.len()
+        )));
+    }
+    for (i, s) in specs.iter().enumerate() {
+        if specs[..i].contains(s) {
+            return Err(Error::Usage(format!("--key {s} is given twice")));
+        }
+    }
+    Ok(())
+}
 
 /// Where the OpenBao / Vault server of `transit:` keys is.
 #[derive(clap::Args, Clone, Debug)]
@@ -59,17 +117,19 @@ fn config(args: &TransitArgs) -> std::result::Result<TransitConfig, String> {
 }
 
 /// The provider for decrypting when no key was given: it unwraps EDKs of any
-/// keyring CMK or any transit key, and opens the keyring (which may prompt for
-/// a passphrase) or reads the transit server settings only once a message
-/// turns out to hold such an EDK.
-pub fn keyless_decrypt(g: &GlobalArgs, args: &TransitArgs) -> Box<dyn KeyProvider> {
+/// keyring CMK, any transit key or any AWS KMS key, trying them in that order
+/// (local first), and opens the keyring (which may prompt for a passphrase),
+/// reads the transit server settings or loads the AWS configuration only
+/// once a message turns out to hold such an EDK.
+pub fn keyless_decrypt(g: &GlobalArgs, args: &KeyArgs) -> Box<dyn KeyProvider> {
     Box::new(Keyless {
         global: g.clone(),
         keyring: OnceLock::new(),
         transit: LazyTransit {
-            args: args.clone(),
+            args: args.transit.clone(),
             inner: OnceLock::new(),
         },
+        kms: LazyKms::new(&args.kms),
     })
 }
 
@@ -77,6 +137,7 @@ struct Keyless {
     global: GlobalArgs,
     keyring: OnceLock<std::result::Result<Box<dyn KeyProvider>, String>>,
     transit: LazyTransit,
+    kms: LazyKms,
 }
 
 impl Keyless {
@@ -99,7 +160,7 @@ impl KeyProvider for Keyless {
         _ctx: &EncryptionContext,
     ) -> std::result::Result<(DataKey, Vec<EncryptedDataKey>), ProviderError> {
         Err(ProviderError::Other(
-            "no key given to encrypt with: pass --key KEY (alias/NAME, key id, or transit:KEYNAME) or --raw-key-file FILE --key-name NAME".into(),
+            "no key given to encrypt with: pass --key KEY (alias/NAME, key id, transit:KEYNAME or an AWS KMS key ARN) or --raw-key-file FILE --key-name NAME".into(),
         ))
     }
 
@@ -108,38 +169,41 @@ impl KeyProvider for Keyless {
         edks: &[EncryptedDataKey],
         ctx: &EncryptionContext,
     ) -> std::result::Result<DataKey, ProviderError> {
-        let mut last = None;
-        if edks
-            .iter()
-            .any(|e| e.provider_id == crate::keyring::provider::PROVIDER_ID)
-        {
+        let has = |id: &str| edks.iter().any(|e| e.provider_id == id);
+        let mut errors = Vec::new();
+        if has(crate::keyring::provider::PROVIDER_ID) {
             match self.keyring() {
                 Ok(k) => match k.decrypt_data_key(edks, ctx) {
                     Ok(k) => return Ok(k),
-                    Err(e) => last = Some(e),
+                    Err(e) => errors.push(e),
                 },
                 // The namespace `envarc` is also the default of raw key files,
                 // so a keyring that cannot be opened may simply not be the key.
-                Err(e) => {
-                    last = Some(ProviderError::NoMatchingKey {
-                        found: describe_edks(edks),
-                        tried: format!(
-                            "the keyring, which could not be opened ({e}); for a raw AES key pass --raw-key-file FILE --key-name NAME"
-                        ),
-                    })
+                Err(e) => errors.push(ProviderError::NoMatchingKey {
+                    found: describe_edks(edks),
+                    tried: format!(
+                        "the keyring, which could not be opened ({e}); for a raw AES key pass --raw-key-file FILE --key-name NAME"
+                    ),
+                }),
+            }
+        }
+        let remote: [(&str, &dyn KeyProvider); 2] =
+            [(TRANSIT_PROVIDER_ID, &self.transit), (AWS_KMS, &self.kms)];
+        for (id, provider) in remote {
+            if has(id) {
+                match provider.decrypt_data_key(edks, ctx) {
+                    Ok(k) => return Ok(k),
+                    Err(e) => errors.push(e),
                 }
             }
         }
-        if edks.iter().any(|e| e.provider_id == TRANSIT_PROVIDER_ID) {
-            match self.transit.decrypt_data_key(edks, ctx) {
-                Ok(k) => return Ok(k),
-                Err(e) => last = Some(e),
-            }
+        if errors.is_empty() {
+            return Err(ProviderError::NoMatchingKey {
+                found: describe_edks(edks),
+                tried: "the keyring, transit and AWS KMS (for a raw AES key pass --raw-key-file FILE --key-name NAME)".into(),
+            });
         }
-        Err(last.unwrap_or_else(|| ProviderError::NoMatchingKey {
-            found: describe_edks(edks),
-            tried: "the keyring and transit (for a raw AES key pass --raw-key-file FILE --key-name NAME)".into(),
-        }))
+        Err(combine_errors(edks, errors))
     }
 }
 

@@ -6,6 +6,7 @@ pub mod crypt;
 mod key;
 pub mod keyring_args;
 pub mod keys;
+pub mod kms_key;
 mod output;
 mod progress_bar;
 mod repo;

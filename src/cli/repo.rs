@@ -16,7 +16,7 @@ use crate::repo::{
 use crate::{Error, Result};
 
 use super::crypt::KeyArgs;
-use super::repo_key::{init_key, repo_provider};
+use super::repo_key::{init_keys, repo_provider};
 use super::{GlobalArgs, Output};
 
 /// The repository and the key that opens it.
@@ -96,26 +96,27 @@ pub struct InitArgs {
 }
 
 pub fn init(out: &Output, g: &GlobalArgs, a: InitArgs) -> Result<i32> {
-    let (key, provider) = init_key(&a.key, g)?;
+    let (keys, provider) = init_keys(&a.key, g)?;
     let opts = InitOptions {
         suite: Suite::from_cli_name(&a.cipher).expect("clap restricts the cipher names"),
         frame_length: a.frame_length,
         pack_size: a.pack_size,
         large_file_size: a.large_file_size,
     };
-    let repo = Repository::init(&a.repo, key, provider, &opts)?;
+    let repo = Repository::init_with_keys(&a.repo, keys, provider, &opts)?;
     let c = repo.config();
     out.say(format!(
         "created repository {} at {} ({}, {})",
         c.id,
         a.repo.display(),
-        crate::repo::describe_key(&c.key),
+        c.describe_keys(),
         c.suite
     ));
     out.json(&json!({
         "id": c.id,
         "path": a.repo,
         "key": c.key,
+        "more_keys": c.more_keys,
         "suite": c.suite,
         "frame_length": c.frame_length,
         "pack_size": c.pack_size,

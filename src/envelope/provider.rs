@@ -80,6 +80,14 @@ pub trait KeyProvider: Send + Sync {
             "this key provider cannot re-wrap an existing data key".into(),
         ))
     }
+
+    /// How many calls this provider serves well at once. Local providers are
+    /// CPU-bound (1: one per core is plenty); a remote key service answers
+    /// many requests concurrently, so pipelines that call it per file run at
+    /// least this many workers to overlap the round trips.
+    fn max_in_flight(&self) -> usize {
+        1
+    }
 }
 
 /// Describes EDKs for an error message: provider and key name, never bytes.

@@ -3,8 +3,16 @@
 //! message format and the keyring.
 //!
 //! - [`transit`]: the OpenBao / Vault transit engine (`--key transit:NAME`).
+//! - [`aws_kms`]: AWS KMS (`--key arn:aws:kms:…`, `--key aws-kms:alias/NAME`),
+//!   with the cargo feature `aws-kms` (on by default).
+//! - [`multi`]: several of the above per message (`--key A --key B`).
 
+#[cfg(feature = "aws-kms")]
+pub mod aws_kms;
+#[cfg(feature = "aws-kms")]
+pub mod aws_kms_client;
 mod http;
+pub mod multi;
 pub mod transit;
 mod transit_config;
 
@@ -13,3 +21,10 @@ pub use transit::{
     PROVIDER_ID as TRANSIT_PROVIDER_ID,
 };
 pub use transit_config::{TransitConfig, DEFAULT_MOUNT as DEFAULT_TRANSIT_MOUNT};
+
+pub use multi::MultiKeyProvider;
+#[cfg(feature = "aws-kms")]
+pub use {
+    aws_kms::{AwsKmsProvider, KmsArn, PROVIDER_ID as AWS_KMS_PROVIDER_ID},
+    aws_kms_client::{Kms, KmsConfig},
+};

@@ -9,7 +9,8 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use crate::envelope::{
-    decrypt_to_vec, encrypt_to_vec, DecryptOptions, EncryptOptions, KeyProvider, Suite,
+    decrypt_to_vec, encrypt_to_vec, DecryptOptions, EncryptOptions, KeyProvider, ProviderError,
+    Suite,
 };
 use crate::{Error, Result};
 
@@ -24,7 +25,8 @@ pub const DEFAULT_LARGE_FILE_SIZE: u64 = 8 * 1024 * 1024;
 
 /// Which key provider and key the repository's messages are wrapped with, as
 /// recorded in the config: `{"provider": "raw-aes", "key": NAME, "namespace": NS}`
-/// or `{"provider": "keyring", "key": "<cmk-uuid>"}`. The CLI turns this (plus
+/// or `{"provider": "keyring", "key": "<cmk-uuid>"}` or `{"provider": "aws-kms",
+/// "key": "<key ARN>"}`. The CLI turns this (plus
 /// the key arguments of the command) into a [`KeyProvider`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyRef {
@@ -41,6 +43,10 @@ pub struct Config {
     /// Random UUID; bound into every message's encryption context.
     pub id: String,
     pub key: KeyRef,
+    /// Further keys that every data key is also wrapped under (`envarc init
+    /// --key A --key B`): any one of the keys opens the repository.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_keys: Vec<KeyRef>,
     /// Suite of new messages, by CLI name (`aes-256-gcm`, `chacha20-poly1305`).
     pub suite: String,
     /// Plaintext bytes per frame of new messages.
@@ -79,6 +85,20 @@ impl Default for InitOptions {
 impl Config {
     /// A new config with a fresh repository id and a key check made with `provider`.
     pub fn new(key: KeyRef, provider: &dyn KeyProvider, opts: &InitOptions) -> Result<Config> {
+        Config::with_keys(vec![key], provider, opts)
+    }
+
+    /// Like [`Config::new`] for data keys wrapped under each of `keys` (at
+    /// least one) by `provider`.
+    pub fn with_keys(
+        keys: Vec<KeyRef>,
+        provider: &dyn KeyProvider,
+        opts: &InitOptions,
+    ) -> Result<Config> {
+        let first = keys
+            .first()
+            .cloned()
+            .ok_or_else(|| Error::Usage("a repository needs a key".into()))?;
         if opts.frame_length == 0 || opts.pack_size == 0 {
             return Err(Error::Usage(
                 "frame length and pack size must be at least 1 byte".into(),
@@ -87,14 +107,15 @@ impl Config {
         let mut cfg = Config {
             version: FORMAT_VERSION,
             id: uuid::Uuid::new_v4().to_string(),
-            key: key.clone(),
+            key: first,
+            more_keys: Vec::new(),
             suite: opts.suite.cli_name().to_string(),
             frame_length: opts.frame_length,
             pack_size: opts.pack_size,
             large_file_size: opts.large_file_size,
             key_check: String::new(),
         };
-        cfg.set_key(key, provider)?;
+        cfg.set_keys(keys, provider)?;
         Ok(cfg)
     }
 
@@ -140,13 +161,23 @@ impl Config {
     /// Records a new key and re-creates the key check with it (for rewrap).
     /// The caller saves the config with [`super::Repository::save_config`].
     pub fn set_key(&mut self, key: KeyRef, provider: &dyn KeyProvider) -> Result<()> {
+        self.set_keys(vec![key], provider)
+    }
+
+    /// Records new keys (at least one; `provider` wraps under all of them)
+    /// and re-creates the key check with them.
+    pub fn set_keys(&mut self, mut keys: Vec<KeyRef>, provider: &dyn KeyProvider) -> Result<()> {
+        if keys.is_empty() {
+            return Err(Error::Usage("a repository needs a key".into()));
+        }
         let opts = EncryptOptions {
             suite: self.suite()?,
             frame_length: self.frame_length,
             context: encryption_context(&self.id, Kind::KeyCheck),
         };
         let msg = encrypt_to_vec(provider, &opts, self.id.as_bytes())?;
-        self.key = key;
+        self.key = keys.remove(0);
+        self.more_keys = keys;
         self.key_check = base64::engine::general_purpose::STANDARD.encode(msg);
         Ok(())
     }
@@ -166,14 +197,33 @@ impl Config {
                 "the config's key check does not hold the repository id: the config was altered"
                     .into(),
             )),
+            // An unreachable key service is not a wrong key (exit 1, not 5).
+            Err(e @ crate::envelope::Error::Provider(ProviderError::Unavailable(_))) => {
+                Err(e.into())
+            }
             Err(crate::envelope::Error::Provider(e)) => Err(Error::Key {
                 message: format!(
                     "the key given does not open this repository ({}): {e}",
-                    describe_key(&self.key)
+                    self.describe_keys()
                 ),
             }),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+impl Config {
+    /// Every key the repository's data keys are wrapped under, first the main one.
+    pub fn keys(&self) -> impl Iterator<Item = &KeyRef> {
+        std::iter::once(&self.key).chain(&self.more_keys)
+    }
+
+    /// The keys for messages: "keyring key ID and aws-kms key ARN".
+    pub fn describe_keys(&self) -> String {
+        self.keys()
+            .map(describe_key)
+            .collect::<Vec<_>>()
+            .join(" and ")
     }
 }
 

@@ -153,7 +153,18 @@ impl Repository {
         provider: Box<dyn KeyProvider>,
         opts: &InitOptions,
     ) -> Result<Repository> {
-        match fs::read_dir(root) {
+        Repository::init_with_keys(root, vec![key], provider, opts)
+    }
+
+    /// Like [`Repository::init`], with every data key wrapped under each of
+    /// `keys` (at least one) by `provider`.
+    pub fn init_with_keys(
+        root: &Path,
+        keys: Vec<KeyRef>,
+        provider: Box<dyn KeyProvider>,
+        opts: &InitOptions,
+    ) -> Result<Repository> {
+        let missing = match fs::read_dir(root) {
             Ok(mut entries) => {
                 if entries.next().is_some() {
                     return Err(Error::Usage(format!(
@@ -161,18 +172,21 @@ impl Repository {
                         root.display()
                     )));
                 }
+                false
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                // Missing parents get the default mode, the repository 0700.
-                if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    fs::create_dir_all(parent)
-                        .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
-                }
-                create_dir(root)?
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => true,
             Err(e) => return Err(Error::io(format!("reading {}", root.display()), e)),
+        };
+        // The key check first: a key that does not work creates nothing.
+        let config = Config::with_keys(keys, provider.as_ref(), opts)?;
+        if missing {
+            // Missing parents get the default mode, the repository 0700.
+            if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fs::create_dir_all(parent)
+                    .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+            }
+            create_dir(root)?
         }
-        let config = Config::new(key, provider.as_ref(), opts)?;
         for sub in SUBDIRS {
             create_dir(&root.join(sub))?;
         }

@@ -13,11 +13,17 @@ error, as argparse does):
   encrypt  --key-file F --namespace NS --name N [--frame-length BYTES] [-c k=v ...] IN OUT
   decrypt  --key-file F --namespace NS --name N [-c k=v ...] [--allow-legacy]
            [--header-json FILE] IN OUT
+  encrypt|decrypt --kms-key-arn ARN [--kms-endpoint URL] ...   (AWS KMS keyring instead)
   vectors  DIR [--allow-legacy]    decrypt every test of an awses-decrypt manifest set
   selftest                         round-trip a few sizes to prove the install works
 
 IN and OUT may be "-" for stdin/stdout. The key file holds the raw wrapping key:
 exactly 16, 24 or 32 bytes, which selects AES-128/192/256-GCM wrapping.
+
+With --kms-key-arn the MPL's AWS KMS keyring (create_aws_kms_keyring) wraps
+and unwraps instead, through a boto3 KMS client in the ARN's region, pointed
+at --kms-endpoint when given (a local KMS such as moto); credentials come
+from the usual AWS environment.
 
 Encrypt always uses suite 0x0478 (AES-256-GCM, HKDF-SHA512, key commitment) under
 the commitment policy REQUIRE_ENCRYPT_REQUIRE_DECRYPT. --frame-length 0 writes a
@@ -106,6 +112,31 @@ def make_keyring(namespace, name, key):
             wrapping_alg=algs[len(key)],
         )
     )
+
+
+def make_kms_keyring(arn, endpoint=None):
+    """The MPL's AWS KMS keyring for one key ARN, with a boto3 client in its region."""
+    parts = arn.split(":")
+    if len(parts) < 6 or parts[0] != "arn" or parts[2] != "kms":
+        raise ToolError("--kms-key-arn {!r} is not a KMS key ARN".format(arn))
+    try:
+        import boto3
+        from aws_cryptographic_material_providers.mpl.models import CreateAwsKmsKeyringInput
+    except ImportError as exc:
+        raise ToolError("the KMS keyring needs boto3 and the MPL ({})".format(exc))
+    s = _sdk()
+    client = boto3.client("kms", region_name=parts[3], endpoint_url=endpoint)
+    mpl = s["MPL"](config=s["MPLConfig"]())
+    return mpl.create_aws_kms_keyring(
+        input=CreateAwsKmsKeyringInput(kms_key_id=arn, kms_client=client)
+    )
+
+
+def keyring_of(args):
+    """The keyring the arguments name: the KMS key, else the raw AES key file."""
+    if args.kms_key_arn:
+        return make_kms_keyring(args.kms_key_arn, args.kms_endpoint)
+    return make_keyring(args.namespace, args.name, read_key_file(args.key_file))
 
 
 def make_client(allow_legacy=False):
@@ -237,7 +268,7 @@ def header_summary(header):
             "ciphertext_len": len(edk.encrypted_data_key),
         }
         # Raw AES keyring provider info: key name || tag bits (u32) || IV len (u32) || IV.
-        if len(info) >= 20:
+        if len(info) >= 20 and edk.key_provider.provider_id != "aws-kms":
             entry["raw_aes_key_name"] = info[:-20].decode("utf-8", "replace")
         edks.append(entry)
     return {
@@ -294,11 +325,10 @@ def decrypt_stream(src, out, keyring, expect_context, allow_legacy=False):
 
 
 def cmd_encrypt(args):
-    key = read_key_file(args.key_file)
     ctx = parse_context(args.context)
     if args.frame_length is not None and args.frame_length < 0:
         raise ToolError("--frame-length must be >= 0")
-    keyring = make_keyring(args.namespace, args.name, key)
+    keyring = keyring_of(args)
     src = _open_in(args.input)
     out = _AtomicOut(args.output)
     try:
@@ -314,9 +344,8 @@ def cmd_encrypt(args):
 
 
 def cmd_decrypt(args):
-    key = read_key_file(args.key_file)
     ctx = parse_context(args.context)
-    keyring = make_keyring(args.namespace, args.name, key)
+    keyring = keyring_of(args)
     src = _open_in(args.input)
     out = _AtomicOut(args.output)
     try:
@@ -448,9 +477,12 @@ def build_parser():
     sub = p.add_subparsers(dest="cmd", required=True)
 
     def keyring_args(sp):
-        sp.add_argument("--key-file", required=True, help="raw 16/24/32-byte wrapping key")
-        sp.add_argument("--namespace", required=True, help="raw AES keyring key namespace (provider ID)")
-        sp.add_argument("--name", required=True, help="raw AES keyring key name")
+        sp.add_argument("--key-file", help="raw 16/24/32-byte wrapping key")
+        sp.add_argument("--namespace", help="raw AES keyring key namespace (provider ID)")
+        sp.add_argument("--name", help="raw AES keyring key name")
+        sp.add_argument("--kms-key-arn", metavar="ARN",
+                        help="use the AWS KMS keyring with this key instead of a raw AES key")
+        sp.add_argument("--kms-endpoint", metavar="URL", help="KMS endpoint URL (e.g. a local moto)")
         sp.add_argument(
             "-c", "--context", action="append", metavar="K=V", default=[],
             help="encryption context pair (repeatable)",
@@ -504,7 +536,14 @@ def _reexec_with_sdk():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.cmd in ("encrypt", "decrypt"):
+        raw = (args.key_file, args.namespace, args.name)
+        if args.kms_key_arn is None and None in raw:
+            parser.error("{}: give --key-file, --namespace and --name (or --kms-key-arn)".format(args.cmd))
+        if args.kms_key_arn is not None and any(v is not None for v in raw):
+            parser.error("{}: --kms-key-arn replaces --key-file/--namespace/--name".format(args.cmd))
     if argv is None:
         _reexec_with_sdk()
     try:

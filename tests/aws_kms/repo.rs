@@ -1,0 +1,138 @@
+//! A repository under a KMS key: init records the key ARN, backups before
+//! and after a rotation, and every message of both snapshots decrypts.
+//! (moto records the rotation but keeps one key material per key, so this
+//! checks the plumbing; with real KMS, old ciphertexts name their backing
+//! key inside the blob and decrypt the same way.)
+
+use envarc::providers::{AwsKmsProvider, Kms, KmsConfig};
+use envarc::repo::{Config, Repository};
+
+use crate::repo_support::verify_all;
+use crate::util::stdout_json;
+use crate::{s, server, Scratch};
+
+/// The test process's own AWS settings, for library calls (the children get
+/// theirs from [`crate::aws_env`]). Set once, before any library KMS call.
+fn library_env() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let mut probe = std::process::Command::new("true");
+        crate::aws_env(&mut probe);
+        for (k, v) in probe.get_envs() {
+            match v {
+                Some(v) => std::env::set_var(k, v),
+                None => std::env::remove_var(k),
+            }
+        }
+    });
+}
+
+/// The repository opened through the library with its KMS key.
+fn open(repo: &std::path::Path, endpoint: &str) -> Repository {
+    library_env();
+    let cfg = Config::load(repo).unwrap();
+    let kms = Kms::new(KmsConfig {
+        endpoint: Some(endpoint.into()),
+        ..Default::default()
+    });
+    let p = AwsKmsProvider::new(kms, Some(&cfg.key.key));
+    Repository::open(repo, cfg, Box::new(p)).unwrap()
+}
+
+#[test]
+fn backup_rotate_backup_and_read_both() {
+    let Some(moto) = server("backup_rotate_backup_and_read_both") else {
+        return;
+    };
+    let sc = Scratch::new(moto);
+    let arn = moto.create_key("backups");
+    moto.create_alias("alias/backups", &arn);
+    moto.enable_rotation(&arn);
+    let repo = sc.path("repo");
+    let src = sc.path("src");
+    crate::repo_support::many_files(&src, 12, 3, 1);
+
+    // By alias: the config records the key ARN, not the alias.
+    let out = sc
+        .kms(&[
+            "--json",
+            "init",
+            "-r",
+            s(&repo),
+            "--key",
+            "aws-kms:alias/backups",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j = stdout_json(&out);
+    assert_eq!(j["key"]["provider"], "aws-kms");
+    assert_eq!(j["key"]["key"], arn.as_str());
+    assert!(j
+        .get("more_keys")
+        .is_none_or(|m| m.as_array().is_some_and(Vec::is_empty)));
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(repo.join("config")).unwrap()).unwrap();
+    assert_eq!(
+        cfg["key"],
+        serde_json::json!({"provider": "aws-kms", "key": arn})
+    );
+
+    sc.kms(&["backup", "-r", s(&repo), s(&src)])
+        .assert()
+        .success();
+    assert_eq!(
+        moto.rotate_now(&arn),
+        1,
+        "moto records the on-demand rotation"
+    );
+    std::fs::write(src.join("d0/f0000"), b"changed after the rotation").unwrap();
+    std::fs::write(src.join("new.txt"), b"new after the rotation").unwrap();
+    sc.kms(&["backup", "-r", s(&repo), s(&src)])
+        .assert()
+        .success();
+
+    let r = open(&repo, &moto.url);
+    let (snapshots, messages) = verify_all(&r);
+    assert_eq!(snapshots, 2);
+    // 12 files, then 12 + 1 (the unchanged ones reuse their messages).
+    assert_eq!(messages, 25);
+    // Every object's EDK is the KMS key's.
+    let snaps = r.snapshots().unwrap();
+    let (_, entries) = r.load_snapshot(&snaps[0].0).unwrap();
+    let index = r.load_index().unwrap();
+    let file = entries.iter().find(|e| e.content.is_some()).unwrap();
+    let dec = r.decrypt_object(&index, &file.content.unwrap()).unwrap();
+    let edks = &dec.header().edks;
+    assert_eq!(edks.len(), 1);
+    assert_eq!(edks[0].provider_id, "aws-kms");
+    assert_eq!(edks[0].provider_info, arn.as_bytes());
+
+    // Listing through the binary opens the repository by its recorded ARN.
+    sc.kms(&["ls", "-r", s(&repo), "latest"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("new.txt"));
+}
+
+#[test]
+fn kms_repository_with_kms_down_is_a_network_error() {
+    let Some(moto) = server("kms_repository_with_kms_down_is_a_network_error") else {
+        return;
+    };
+    let sc = Scratch::new(moto);
+    let arn = moto.create_key("down");
+    let repo = sc.path("repo");
+    sc.kms(&["init", "-r", s(&repo), "--key", &arn])
+        .assert()
+        .success();
+    let down = format!("http://127.0.0.1:{}", crate::moto::free_port());
+    let mut ls = sc.envarc();
+    ls.args(["snapshots", "-r", s(&repo), "--kms-endpoint", &down]);
+    let err = crate::expect_exit(&mut ls, 1);
+    assert!(err.contains("cannot reach"), "{err}");
+}
