@@ -3,8 +3,6 @@
 //! every build, so scripts parse the same; without the cargo feature `aws-kms`
 //! a KMS key is a clear usage error.
 
-use std::time::Duration;
-
 use crate::envelope::{DataKey, EncryptedDataKey, EncryptionContext, KeyProvider, ProviderError};
 use crate::repo::KeyRef;
 use crate::{Error, Result};
@@ -43,6 +41,7 @@ fn unsupported() -> Error {
 #[cfg(feature = "aws-kms")]
 mod imp {
     use std::sync::Arc;
+    use std::time::Duration;
 
     use super::*;
     use crate::providers::aws_kms::parse_key_spec;
@@ -156,7 +155,10 @@ impl LazyKms {
                 #[cfg(feature = "aws-kms")]
                 let made = imp::any_key(&self.args);
                 #[cfg(not(feature = "aws-kms"))]
-                let made = Err(unsupported());
+                let made = {
+                    let _ = &self.args;
+                    Err(unsupported())
+                };
                 made.map_err(|e| e.to_string())
             })
             .as_ref()
