@@ -12,7 +12,7 @@ pub const AWS_KMS: &str = "aws-kms";
 
 /// How to reach AWS KMS. Region, credentials and profile come from the usual
 /// AWS environment variables and `~/.aws/config` / `~/.aws/credentials`.
-#[derive(clap::Args, Clone, Debug, Default)]
+#[derive(clap::Args, Clone, Debug)]
 pub struct KmsArgs {
     /// AWS KMS endpoint URL for every region (a VPC endpoint, a test server)
     /// [default: $AWS_ENDPOINT_URL_KMS, $AWS_ENDPOINT_URL, the profile's, else AWS's].
@@ -21,6 +21,10 @@ pub struct KmsArgs {
     /// Seconds one try of a request to AWS KMS may take.
     #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub kms_timeout: u64,
+    /// Most requests to AWS KMS in flight at once (a backup of many small
+    /// files makes one per file); lower it to leave request quota to others.
+    #[arg(long, default_value_t = 16, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub kms_max_in_flight: u32,
 }
 
 /// Whether `spec` names a KMS key (whether or not this build supports KMS).
@@ -58,7 +62,7 @@ mod imp {
         Ok(Kms::new(KmsConfig {
             endpoint: args.kms_endpoint.clone(),
             timeout: Duration::from_secs(args.kms_timeout),
-            ..Default::default()
+            max_in_flight: args.kms_max_in_flight as usize,
         }))
     }
 
