@@ -3,10 +3,13 @@
 
 mod backup;
 mod crypt;
+mod diff;
 mod output;
 mod progress_bar;
 mod repo;
 mod repo_key;
+mod restore;
+mod verify;
 
 use clap::{Parser, Subcommand};
 
@@ -48,6 +51,12 @@ pub enum Command {
     Snapshots(repo::SnapshotsArgs),
     /// List the entries of a snapshot.
     Ls(repo::LsArgs),
+    /// Check that every snapshot can be restored (--read-data: authenticate all data).
+    Verify(verify::VerifyArgs),
+    /// Restore a snapshot into a folder.
+    Restore(restore::RestoreArgs),
+    /// List paths added, removed and changed between two snapshots.
+    Diff(diff::DiffArgs),
 }
 
 /// Runs a command and returns the exit code for a run that did not fail outright.
@@ -60,5 +69,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Backup(a) => backup::backup(&out, a),
         Command::Snapshots(a) => repo::snapshots(&out, a),
         Command::Ls(a) => repo::ls(&out, a),
+        Command::Verify(a) => verify::verify(&out, a),
+        Command::Restore(a) => restore::restore(&out, a),
+        Command::Diff(a) => diff::diff(&out, a),
     }
 }
