@@ -3,6 +3,7 @@
 
 mod backup;
 pub mod crypt;
+mod diff;
 mod key;
 pub mod keyring_args;
 pub mod keys;
@@ -11,6 +12,8 @@ mod output;
 mod progress_bar;
 mod repo;
 mod repo_key;
+mod restore;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -70,6 +73,12 @@ pub enum Command {
     Snapshots(repo::SnapshotsArgs),
     /// List the entries of a snapshot.
     Ls(repo::LsArgs),
+    /// Check that every snapshot can be restored (--read-data: authenticate all data).
+    Verify(verify::VerifyArgs),
+    /// Restore a snapshot into a folder.
+    Restore(restore::RestoreArgs),
+    /// List paths added, removed and changed between two snapshots.
+    Diff(diff::DiffArgs),
 }
 
 /// Runs a command and returns the exit code for a run that did not fail outright.
@@ -83,5 +92,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Backup(a) => backup::backup(&out, &cli.global, a),
         Command::Snapshots(a) => repo::snapshots(&out, &cli.global, a),
         Command::Ls(a) => repo::ls(&out, &cli.global, a),
+        Command::Verify(a) => verify::verify(&out, &cli.global, a),
+        Command::Restore(a) => restore::restore(&out, &cli.global, a),
+        Command::Diff(a) => diff::diff(&out, &cli.global, a),
     }
 }
