@@ -492,19 +492,21 @@ fn write_all(ctx: &Ctx, items: &[Item], report: &mut RestoreReport) {
     let bytes: u64 = files.iter().map(|i| i.e.size).sum();
     ctx.progress
         .start("restoring", Some(files.len() as u64), Some(bytes));
-    let outcomes: Vec<Outcome> = files
-        .par_iter()
-        .map_init(
-            || Worker { ctx, cached: None },
-            |w, it| {
-                ctx.progress.item(&lossy(&it.e.path));
-                let o = w.restore_file(it);
-                let n = if let Outcome::Restored(n) = o { n } else { 0 };
-                ctx.progress.advance(1, n);
-                o
-            },
-        )
-        .collect();
+    let outcomes: Vec<Outcome> = crate::providers::run_for_provider(ctx.repo.provider(), || {
+        files
+            .par_iter()
+            .map_init(
+                || Worker { ctx, cached: None },
+                |w, it| {
+                    ctx.progress.item(&lossy(&it.e.path));
+                    let o = w.restore_file(it);
+                    let n = if let Outcome::Restored(n) = o { n } else { 0 };
+                    ctx.progress.advance(1, n);
+                    o
+                },
+            )
+            .collect()
+    });
     ctx.progress.finish();
     for (it, o) in files.iter().zip(outcomes) {
         match o {

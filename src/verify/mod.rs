@@ -150,17 +150,19 @@ pub fn verify(
         Some(todo.len() as u64),
         Some(read_bytes),
     );
-    let results: Vec<(MessageId, Checked)> = todo
-        .par_iter()
-        .map(|(id, w, read)| {
-            let r = check_message(repo, &index, &packs, id, w.size, *read);
-            if let Err((_, e)) = &r {
-                progress.warn(&format!("message {}: {e}", hex::encode(id)));
-            }
-            progress.advance(1, r.as_ref().ok().copied().flatten().unwrap_or(0));
-            (*id, r)
-        })
-        .collect();
+    let results: Vec<(MessageId, Checked)> =
+        crate::providers::run_for_provider(repo.provider(), || {
+            todo.par_iter()
+                .map(|(id, w, read)| {
+                    let r = check_message(repo, &index, &packs, id, w.size, *read);
+                    if let Err((_, e)) = &r {
+                        progress.warn(&format!("message {}: {e}", hex::encode(id)));
+                    }
+                    progress.advance(1, r.as_ref().ok().copied().flatten().unwrap_or(0));
+                    (*id, r)
+                })
+                .collect()
+        });
     progress.finish();
     let mut damaged: HashMap<MessageId, Problem> = HashMap::new();
     for (id, r) in results {

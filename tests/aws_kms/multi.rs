@@ -172,12 +172,18 @@ fn a_repository_under_two_keys_opens_with_either() {
         .assert()
         .success()
         .stdout(predicates::str::contains("a.txt"));
-    // KMS only (no keyring): reading works; writing needs every key.
+    // KMS only (no keyring): reading and restoring work; writing needs every key.
     let mut ls = sc.kms(&["ls", "-r", s(&repo), "latest"]);
     ls.env("ENVARC_KEYRING", sc.path("no-such-keyring"));
     ls.assert()
         .success()
         .stdout(predicates::str::contains("a.txt"));
+    let target = sc.path("restored");
+    let mut restore = sc.kms(&["restore", "-r", s(&repo), "latest", "--target", s(&target)]);
+    restore.env("ENVARC_KEYRING", sc.path("no-such-keyring"));
+    restore.assert().success();
+    let got = target.join(src.strip_prefix("/").unwrap()).join("a.txt");
+    assert_eq!(std::fs::read(got).unwrap(), b"alpha");
     std::fs::write(src.join("b.txt"), b"beta").unwrap();
     let mut backup = sc.kms(&["backup", "-r", s(&repo), s(&src)]);
     backup.env("ENVARC_KEYRING", sc.path("no-such-keyring"));

@@ -1,5 +1,5 @@
 //! A repository under a KMS key: init records the key ARN, backups before
-//! and after a rotation, and every message of both snapshots decrypts.
+//! and after a rotation, and both snapshots verify and restore.
 //! (moto records the rotation but keeps one key material per key, so this
 //! checks the plumbing; with real KMS, old ciphertexts name their backing
 //! key inside the blob and decrypt the same way.)
@@ -85,6 +85,9 @@ fn backup_rotate_backup_and_read_both() {
     sc.kms(&["backup", "-r", s(&repo), s(&src)])
         .assert()
         .success();
+    // The tree as the first snapshot saw it.
+    let first = sc.path("first");
+    copy_tree(&src, &first);
     assert_eq!(
         moto.rotate_now(&arn),
         1,
@@ -112,11 +115,42 @@ fn backup_rotate_backup_and_read_both() {
     assert_eq!(edks[0].provider_id, "aws-kms");
     assert_eq!(edks[0].provider_info, arn.as_bytes());
 
-    // Listing through the binary opens the repository by its recorded ARN.
-    sc.kms(&["ls", "-r", s(&repo), "latest"])
+    // Through the binary: verify reads every message, restore both snapshots.
+    sc.kms(&["verify", "-r", s(&repo), "--read-data"])
         .assert()
-        .success()
-        .stdout(predicates::str::contains("new.txt"));
+        .success();
+    let list = sc
+        .kms(&["--json", "snapshots", "-r", s(&repo)])
+        .output()
+        .unwrap();
+    let list = stdout_json(&list);
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    for (id, want) in [(ids[0], &first), (ids[1], &src)] {
+        let target = sc.path(&format!("restore-{id}"));
+        sc.kms(&["restore", "-r", s(&repo), id, "--target", s(&target)])
+            .assert()
+            .success();
+        let got = target.join(src.strip_prefix("/").unwrap());
+        crate::util::tree::assert_same_tree(want, &got, false);
+    }
+}
+
+/// `cp -a`, so the copy keeps the mtimes the comparison looks at.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    let ok = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "cp -a {} {}", from.display(), to.display());
 }
 
 #[test]
