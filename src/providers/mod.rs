@@ -11,6 +11,8 @@
 pub mod aws_kms;
 #[cfg(feature = "aws-kms")]
 pub mod aws_kms_client;
+#[cfg(feature = "aws-kms")]
+mod aws_kms_errors;
 mod http;
 pub mod multi;
 pub mod transit;
