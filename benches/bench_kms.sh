@@ -5,6 +5,13 @@
 #
 #   benches/bench_kms.sh [WORKDIR] [FILES]   (default /tmp/envarc-bench-kms, 2000)
 #
+# moto answers in about 2 ms but is one Python process, so it caps the rate
+# whatever the concurrency. To show what overlapping round trips buys against a
+# service that is slow to answer but not busy (real KMS: a few ms to tens of
+# ms away), a second server answers every request from canned data after
+# LATENCY_MS (default 20) milliseconds; it is a stand-in for the network, not
+# a KMS (every data key is the same), and is used for nothing else.
+#
 # Builds nothing: run `cargo build --release` first (or set ENVARC). Needs
 # moto_server (`bash .ci/setup-moto.sh` prints it; or set ENVARC_MOTO_SERVER)
 # and curl. Deletes WORKDIR at the end unless KEEP=1.
@@ -74,7 +81,7 @@ print(f'{sys.argv[3]:<44} {t:6.2f} s  {int(sys.argv[4]) / t:7.0f} files/s')" \
         "$start" "$end" "$label" "$N"
 }
 
-echo "== $N files of 1-4 KiB; moto_server $("$MOTO" --version 2>/dev/null || echo)"
+echo "== $N files of 1-4 KiB; KMS: $MOTO on $URL"
 run "keyring" --key alias/bench -- 
 run "AWS KMS (moto), 16 in flight" --key "$ARN" --kms-endpoint "$URL" -- --kms-endpoint "$URL"
 run "AWS KMS (moto), 4 in flight" --key "$ARN" --kms-endpoint "$URL" -- \
@@ -83,3 +90,52 @@ run "AWS KMS (moto), 1 in flight (in series)" --key "$ARN" --kms-endpoint "$URL"
     --kms-endpoint "$URL" --kms-max-in-flight 1
 run "keyring + AWS KMS (moto), 16 in flight" --key alias/bench --key "$ARN" --kms-endpoint "$URL" -- \
     --kms-endpoint "$URL"
+
+LATENCY_MS=${LATENCY_MS:-20}
+SLOW_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+SLOW=http://127.0.0.1:$SLOW_PORT
+cat > slow_kms.py <<'EOF'
+import asyncio, base64, json, os, sys
+port, delay, arn = int(sys.argv[1]), int(sys.argv[2]) / 1000, sys.argv[3]
+key = base64.b64encode(os.urandom(32)).decode()
+blob = base64.b64encode(os.urandom(64)).decode()
+meta = {"KeyId": arn.rsplit("/", 1)[1], "Arn": arn, "Enabled": True, "KeyState": "Enabled",
+        "KeyUsage": "ENCRYPT_DECRYPT", "KeySpec": "SYMMETRIC_DEFAULT"}
+answers = {
+    "DescribeKey": {"KeyMetadata": meta},
+    "GenerateDataKey": {"KeyId": arn, "CiphertextBlob": blob, "Plaintext": key},
+    "Decrypt": {"KeyId": arn, "Plaintext": key, "EncryptionAlgorithm": "SYMMETRIC_DEFAULT"},
+}
+
+async def serve(reader, writer):
+    try:
+        while True:
+            head = (await reader.readuntil(b"\r\n\r\n")).decode()
+            fields = {}
+            for line in head.split("\r\n")[1:]:
+                if ":" in line:
+                    k, v = line.split(":", 1)
+                    fields[k.strip().lower()] = v.strip()
+            await reader.readexactly(int(fields.get("content-length", 0)))
+            await asyncio.sleep(delay)
+            body = json.dumps(answers[fields["x-amz-target"].split(".")[1]]).encode()
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        writer.close()
+
+async def main():
+    server = await asyncio.start_server(serve, "127.0.0.1", port)
+    await server.serve_forever()
+
+asyncio.run(main())
+EOF
+python3 slow_kms.py "$SLOW_PORT" "$LATENCY_MS" "$ARN" > slow.log 2>&1 &
+SLOW_PID=$!
+trap 'kill $SLOW_PID 2> /dev/null || true; cleanup' EXIT
+for _ in $(seq 50); do (exec 3<> "/dev/tcp/127.0.0.1/$SLOW_PORT") 2> /dev/null && break; sleep 0.1; done
+for n in 1 4 16 64; do
+    run "KMS stand-in ${LATENCY_MS} ms away, $n in flight" --key "$ARN" --kms-endpoint "$SLOW" -- \
+        --kms-endpoint "$SLOW" --kms-max-in-flight "$n"
+done

@@ -93,6 +93,11 @@ impl Client {
         &self.base
     }
 
+    /// Requests this client lets through at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.gate.max
+    }
+
     /// `GET /v1/{path}`; returns the response body of a 2xx answer.
     pub fn get(&self, path: &str) -> Result<Zeroizing<Vec<u8>>, Failure> {
         self.with_retries(|| {

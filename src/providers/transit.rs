@@ -533,6 +533,10 @@ impl KeyProvider for TransitProvider {
         let data: Wrapped<CiphertextData> = self.parse(&out, Op::Encrypt, &k)?;
         Ok(vec![self.edk(&k, data.data.ciphertext)?])
     }
+
+    fn max_in_flight(&self) -> usize {
+        self.client.max_in_flight()
+    }
 }
 
 #[cfg(test)]
