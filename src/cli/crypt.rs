@@ -130,6 +130,15 @@ fn open_provider(args: &KeyArgs, g: &GlobalArgs, only_key: bool) -> Result<Box<d
     )?))
 }
 
+/// Capacity of the buffers around input and output. Writes and reads of a whole
+/// default frame (64 KiB of content plus its framing) are at least this large,
+/// so they bypass the buffer instead of being copied through it; the buffers
+/// only gather the small reads of frame headers and the writes of tiny frames.
+const IO_BUFFER: usize = 64 * 1024;
+
+/// Bytes read from the input per `write` into the encryptor.
+const COPY_CHUNK: usize = 256 * 1024;
+
 fn is_stdio(p: &Option<PathBuf>) -> bool {
     p.as_deref().is_none_or(|p| p == Path::new("-"))
 }
@@ -140,7 +149,7 @@ fn open_input(p: &Option<PathBuf>) -> Result<Box<dyn Read>> {
     }
     let p = p.as_ref().unwrap();
     let f = File::open(p).map_err(|e| Error::io(format!("opening {}", p.display()), e))?;
-    Ok(Box::new(BufReader::with_capacity(256 * 1024, f)))
+    Ok(Box::new(BufReader::with_capacity(IO_BUFFER, f)))
 }
 
 fn context_of(pairs: &[(String, String)]) -> Result<EncryptionContext> {
@@ -160,7 +169,7 @@ fn context_of(pairs: &[(String, String)]) -> Result<EncryptionContext> {
 fn with_output(p: &Option<PathBuf>, body: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
     if is_stdio(p) {
         let stdout = io::stdout();
-        let mut w = BufWriter::with_capacity(256 * 1024, stdout.lock());
+        let mut w = BufWriter::with_capacity(IO_BUFFER, stdout.lock());
         body(&mut w)?;
         return w.flush().map_err(|e| Error::io("writing to stdout", e));
     }
@@ -172,7 +181,7 @@ fn with_output(p: &Option<PathBuf>, body: impl FnOnce(&mut dyn Write) -> Result<
         )
     })?;
     {
-        let mut w = BufWriter::with_capacity(256 * 1024, &mut f);
+        let mut w = BufWriter::with_capacity(IO_BUFFER, &mut f);
         body(&mut w)?;
         w.flush()
             .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
@@ -185,7 +194,36 @@ fn with_output(p: &Option<PathBuf>, body: impl FnOnce(&mut dyn Write) -> Result<
     })
 }
 
+/// Copies all of `input` into the encryptor in large chunks: one copy from the
+/// read buffer into the frame buffer (`io::copy` would add a second through its
+/// small stack buffer, as the input is a `dyn Read`).
+fn copy_into<W: Write>(input: &mut dyn Read, enc: &mut Encryptor<W>) -> Result<()> {
+    let mut buf = vec![0u8; COPY_CHUNK];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("reading the input", e)),
+        };
+        enc.write_all(&buf[..n])
+            .map_err(|e| Error::Envelope(crate::envelope::from_io(e)))?;
+    }
+}
+
+/// `--json` prints its summary on stdout, so it cannot share stdout with the data:
+/// the summary would end up inside the message (or the plaintext).
+fn check_json_output(out: &Output, output: &Option<PathBuf>) -> Result<()> {
+    if out.json && is_stdio(output) {
+        return Err(Error::Usage(
+            "--json prints its summary on stdout, which carries the data here; pass -o FILE, or drop --json".into(),
+        ));
+    }
+    Ok(())
+}
+
 pub fn encrypt(out: &Output, g: &GlobalArgs, a: EncryptArgs) -> Result<i32> {
+    check_json_output(out, &a.output)?;
     if a.key.key.is_none() && a.key.raw_key_file.is_none() {
         return Err(Error::Usage(
             "no key given: pass --key KEY (a key id or alias/NAME; see `envarc key list`), or \
@@ -203,7 +241,7 @@ pub fn encrypt(out: &Output, g: &GlobalArgs, a: EncryptArgs) -> Result<i32> {
     let mut info = None;
     with_output(&a.output, |w| {
         let mut enc = Encryptor::new(provider.as_ref(), &opts, w)?;
-        io::copy(&mut input, &mut enc).map_err(|e| Error::Envelope(crate::envelope::from_io(e)))?;
+        copy_into(&mut input, &mut enc)?;
         info = Some(enc.finish()?.1);
         Ok(())
     })?;
@@ -218,6 +256,7 @@ pub fn encrypt(out: &Output, g: &GlobalArgs, a: EncryptArgs) -> Result<i32> {
 }
 
 pub fn decrypt(out: &Output, g: &GlobalArgs, a: DecryptArgs) -> Result<i32> {
+    check_json_output(out, &a.output)?;
     let provider = open_provider(&a.key, g, true)?;
     let opts = DecryptOptions {
         policy: if a.legacy_non_committing {

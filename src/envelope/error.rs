@@ -38,9 +38,7 @@ pub enum Error {
     Sequence { expected: u32, found: u32 },
     #[error("bytes follow the final frame: the message was extended or concatenated with another")]
     TrailingData,
-    #[error(
-        "encryption context mismatch for key '{key}': the message was written for another context"
-    )]
+    #[error("encryption context mismatch for key '{key}': the message was written with another value for it, or without it; check the pairs you require")]
     ContextMismatch { key: String },
     #[error("message ID mismatch: expected {expected}, found {found} (the message was swapped or replaced)")]
     MessageIdMismatch { expected: String, found: String },
@@ -51,8 +49,9 @@ pub enum Error {
 }
 
 impl Error {
-    /// True when the error means the bytes are not an authentic message
-    /// (as opposed to an I/O problem, a limit, or a key that is unavailable).
+    /// True when the error means the bytes are not an authentic message, or not
+    /// the message the caller asked for (wrong context or message ID), as opposed
+    /// to an I/O problem, a limit, or a key that is unavailable.
     pub fn is_integrity(&self) -> bool {
         matches!(
             self,
@@ -63,6 +62,7 @@ impl Error {
                 | Error::FrameAuth { .. }
                 | Error::Sequence { .. }
                 | Error::TrailingData
+                | Error::ContextMismatch { .. }
                 | Error::MessageIdMismatch { .. }
         )
     }

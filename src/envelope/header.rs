@@ -316,3 +316,173 @@ impl<'a> Cursor<'a> {
         self.take(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(suite: Suite) -> Header {
+        let mut context = EncryptionContext::new();
+        context.insert("repo".into(), "r1".into());
+        context.insert("kind".into(), "object".into());
+        let edk = |n: u8| EncryptedDataKey {
+            provider_id: "envarc".into(),
+            provider_info: vec![n; 40],
+            ciphertext: vec![n + 1; 48],
+        };
+        Header {
+            suite,
+            message_id: vec![7; if suite.message_version() == 2 { 32 } else { 16 }],
+            context,
+            edks: vec![edk(1), edk(2)],
+            content_type: ContentType::Framed,
+            frame_length: 4096,
+            commitment: if suite.is_committing() {
+                [5; COMMITMENT_LEN]
+            } else {
+                [0; COMMITMENT_LEN]
+            },
+            auth_iv: if suite.message_version() == 1 {
+                [3; IV_LEN]
+            } else {
+                [0; IV_LEN]
+            },
+            auth_tag: [6; TAG_LEN],
+        }
+    }
+
+    fn bytes(h: &Header) -> Vec<u8> {
+        let mut b = h.serialize_authenticated().unwrap();
+        b.extend_from_slice(&h.serialize_auth());
+        b
+    }
+
+    fn same(a: &Header, b: &Header) {
+        assert_eq!(a.suite, b.suite);
+        assert_eq!(a.message_id, b.message_id);
+        assert_eq!(a.context, b.context);
+        assert_eq!(a.edks, b.edks);
+        assert_eq!(a.content_type, b.content_type);
+        assert_eq!(a.frame_length, b.frame_length);
+        assert_eq!(a.commitment, b.commitment);
+        assert_eq!(a.auth_iv, b.auth_iv);
+        assert_eq!(a.auth_tag, b.auth_tag);
+    }
+
+    #[test]
+    fn serialize_parse_round_trip_both_formats() {
+        let limits = ReadLimits::default();
+        for suite in [
+            Suite::Aes256GcmHkdfSha512Commit,
+            Suite::ChaCha20Poly1305HkdfSha512Commit,
+            Suite::LegacyAes256GcmHkdfSha256,
+        ] {
+            let h = sample(suite);
+            let mut b = bytes(&h);
+            let header_len = b.len();
+            b.extend_from_slice(b"body bytes follow");
+            let p = Header::parse(&b, CommitmentPolicy::AllowLegacyRead, &limits).unwrap();
+            same(&p.header, &h);
+            assert_eq!(p.total_len, header_len);
+            assert_eq!(
+                p.authenticated_len,
+                h.serialize_authenticated().unwrap().len()
+            );
+            assert_eq!(bytes(&p.header), b[..header_len]);
+        }
+    }
+
+    /// A streaming reader relies on this: any prefix is "need more bytes".
+    #[test]
+    fn every_prefix_is_truncated() {
+        let b = bytes(&sample(Suite::Aes256GcmHkdfSha512Commit));
+        for n in 0..b.len() {
+            assert!(
+                matches!(
+                    Header::parse(&b[..n], CommitmentPolicy::default(), &ReadLimits::default()),
+                    Err(Error::Truncated)
+                ),
+                "prefix of {n} bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn read_limits_are_enforced_with_their_errors() {
+        let b = bytes(&sample(Suite::Aes256GcmHkdfSha512Commit));
+        let policy = CommitmentPolicy::default();
+        let at = |f: fn(&mut ReadLimits)| {
+            let mut l = ReadLimits::default();
+            f(&mut l);
+            l
+        };
+        assert!(matches!(
+            Header::parse(&b, policy, &at(|l| l.max_edks = 1)),
+            Err(Error::TooManyEdks { count: 2, limit: 1 })
+        ));
+        assert!(Header::parse(&b, policy, &at(|l| l.max_edks = 2)).is_ok());
+        assert!(matches!(
+            Header::parse(&b, policy, &at(|l| l.max_frame_length = 4095)),
+            Err(Error::FrameTooLong {
+                length: 4096,
+                limit: 4095
+            })
+        ));
+        assert!(Header::parse(&b, policy, &at(|l| l.max_frame_length = 4096)).is_ok());
+        let exact = ReadLimits {
+            max_header_size: b.len(),
+            ..Default::default()
+        };
+        assert!(Header::parse(&b, policy, &exact).is_ok());
+        let short = ReadLimits {
+            max_header_size: b.len() - 1,
+            ..Default::default()
+        };
+        assert!(matches!(
+            Header::parse(&b, policy, &short),
+            Err(Error::HeaderTooLarge { limit }) if limit == b.len() - 1
+        ));
+    }
+
+    #[test]
+    fn malformed_headers_are_refused() {
+        let limits = ReadLimits::default();
+        let policy = CommitmentPolicy::default();
+        let mut legacy = bytes(&sample(Suite::LegacyAes256GcmHkdfSha256));
+        assert!(matches!(
+            Header::parse(&legacy, policy, &limits),
+            Err(Error::NonCommittingSuite(0x0178))
+        ));
+        legacy[1] = 0x81;
+        assert!(matches!(
+            Header::parse(&legacy, CommitmentPolicy::AllowLegacyRead, &limits),
+            Err(Error::Malformed(_))
+        ));
+
+        let mut h = sample(Suite::Aes256GcmHkdfSha512Commit);
+        h.context.insert(PUBLIC_KEY_CONTEXT_KEY.into(), "x".into());
+        assert!(matches!(
+            Header::parse(&bytes(&h), policy, &limits),
+            Err(Error::Malformed(_))
+        ));
+
+        let mut h = sample(Suite::Aes256GcmHkdfSha512Commit);
+        h.frame_length = 0;
+        assert!(matches!(
+            Header::parse(&bytes(&h), policy, &limits),
+            Err(Error::Malformed(_))
+        ));
+        h.edks.clear();
+        assert!(matches!(
+            h.serialize_authenticated(),
+            Err(Error::Invalid(_))
+        ));
+
+        let mut b = bytes(&sample(Suite::Aes256GcmHkdfSha512Commit));
+        b[0] = 3;
+        assert!(matches!(
+            Header::parse(&b, policy, &limits),
+            Err(Error::UnsupportedVersion(3))
+        ));
+    }
+}

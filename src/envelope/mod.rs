@@ -5,11 +5,13 @@
 //! - [`context`]: the encryption context and its canonical serialization;
 //! - [`header`]: pure parse/serialize of the message header, no I/O;
 //! - [`suite`]: algorithm suites, HKDF key derivation and key commitment;
-//! - [`stream`]: framed body as `Write`/`Read` adapters with an explicit `finish()`;
+//! - [`stream`]: framed body as `Write`/`Read` adapters with an explicit `finish()`
+//!   (the reading side in `decryptor.rs`, re-exported by `stream`);
 //! - [`provider`]: the `KeyProvider` seam and the data-key types;
 //! - [`raw_aes`]: a static wrapping key, byte-compatible with the ESDK raw AES keyring.
 
 pub mod context;
+mod decryptor;
 mod error;
 pub mod header;
 pub mod provider;

@@ -10,27 +10,37 @@
 //! content(len) | tag(16)`. The frame AAD is `message id | content string |
 //! seq(4) | content length(8)`, so frames cannot be reordered, dropped, moved
 //! between messages, or have their final marker changed.
+//!
+//! The writing side lives here; the reading side is in `decryptor.rs` and is
+//! re-exported from this module.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 
 use rand::RngCore;
 
-use super::header::{ContentType, Header, MessageId, Parsed};
-use super::suite::{frame_iv, ContentCipher, IV_LEN, TAG_LEN};
-use super::{
-    context, CommitmentPolicy, DataKey, DecryptOptions, EncryptOptions, EncryptedDataKey,
-    EncryptionContext, Error, KeyProvider, ReadLimits,
+pub use super::decryptor::{
+    decrypt_to_vec, open_header, rewrap_header, rewrap_header_with, Decryptor,
 };
+use super::header::{ContentType, Header, MessageId};
+use super::suite::{frame_iv, ContentCipher, IV_LEN, TAG_LEN};
+use super::{context, DataKey, EncryptOptions, EncryptedDataKey, Error, KeyProvider};
 
-const FRAME_STR: &[u8] = b"AWSKMSEncryptionClient Frame";
-const FINAL_FRAME_STR: &[u8] = b"AWSKMSEncryptionClient Final Frame";
-const SINGLE_BLOCK_STR: &[u8] = b"AWSKMSEncryptionClient Single Block";
-const END_MARKER: u32 = 0xFFFF_FFFF;
+pub(super) const FRAME_STR: &[u8] = b"AWSKMSEncryptionClient Frame";
+pub(super) const FINAL_FRAME_STR: &[u8] = b"AWSKMSEncryptionClient Final Frame";
+pub(super) const SINGLE_BLOCK_STR: &[u8] = b"AWSKMSEncryptionClient Single Block";
+pub(super) const END_MARKER: u32 = 0xFFFF_FFFF;
 /// Room before the content in the frame buffer: end marker, seq, IV, length.
-const PREFIX: usize = 4 + 4 + IV_LEN + 4;
+pub(super) const PREFIX: usize = 4 + 4 + IV_LEN + 4;
 
-fn body_aad(message_id: &[u8], kind: &[u8], seq: u32, len: u64) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(message_id.len() + kind.len() + 12);
+/// Builds a frame's AAD into `aad`, which each adapter reuses across frames.
+pub(super) fn body_aad<'a>(
+    aad: &'a mut Vec<u8>,
+    message_id: &[u8],
+    kind: &[u8],
+    seq: u32,
+    len: u64,
+) -> &'a [u8] {
+    aad.clear();
     aad.extend_from_slice(message_id);
     aad.extend_from_slice(kind);
     aad.extend_from_slice(&seq.to_be_bytes());
@@ -39,7 +49,7 @@ fn body_aad(message_id: &[u8], kind: &[u8], seq: u32, len: u64) -> Vec<u8> {
 }
 
 /// Computes the header tag: an AEAD over no plaintext with the header as AAD.
-fn header_tag(cipher: &ContentCipher, iv: &[u8; IV_LEN], aad: &[u8]) -> [u8; TAG_LEN] {
+pub(super) fn header_tag(cipher: &ContentCipher, iv: &[u8; IV_LEN], aad: &[u8]) -> [u8; TAG_LEN] {
     cipher.seal_in_place(iv, aad, &mut [])
 }
 
@@ -70,7 +80,7 @@ fn build_header(
             context::RESERVED_PREFIX
         )));
     }
-    let cipher = opts.suite.derive(data_key, &message_id)?;
+    let (cipher, commitment) = opts.suite.derive_committed(data_key, &message_id)?;
     let mut header = Header {
         suite: opts.suite,
         message_id: message_id.to_vec(),
@@ -78,7 +88,7 @@ fn build_header(
         edks,
         content_type: ContentType::Framed,
         frame_length: opts.frame_length,
-        commitment: opts.suite.commitment(data_key, &message_id),
+        commitment,
         auth_iv: [0u8; IV_LEN],
         auth_tag: [0u8; TAG_LEN],
     };
@@ -108,10 +118,16 @@ pub struct Encryptor<W: Write> {
     cipher: ContentCipher,
     message_id: MessageId,
     frame_len: usize,
-    /// `PREFIX` bytes of room, then up to `frame_len` plaintext bytes, then the tag.
+    /// `PREFIX` bytes of room, then the buffered plaintext (up to `frame_len`
+    /// bytes); the tag is appended when the frame is sealed. Allocated once at
+    /// full size but never zero-filled: only the bytes written are touched.
     buf: Vec<u8>,
-    filled: usize,
+    aad: Vec<u8>,
     seq: u32,
+    /// Set while a frame is being sealed and written, cleared on success: after
+    /// a failed write the buffer holds ciphertext and `seq` was not advanced, so
+    /// going on could seal other plaintext under the same IV (invariant 2).
+    poisoned: bool,
     header_len: u64,
     body_len: u64,
     plaintext_len: u64,
@@ -141,9 +157,14 @@ impl<W: Write> Encryptor<W> {
             cipher,
             message_id,
             frame_len,
-            buf: vec![0u8; PREFIX + frame_len + TAG_LEN],
-            filled: 0,
+            buf: {
+                let mut b = Vec::with_capacity(PREFIX + frame_len + TAG_LEN);
+                b.resize(PREFIX, 0);
+                b
+            },
+            aad: Vec::with_capacity(32 + FINAL_FRAME_STR.len() + 12),
             seq: 1,
+            poisoned: false,
             header_len: header_bytes.len() as u64,
             body_len: 0,
             plaintext_len: 0,
@@ -154,21 +175,35 @@ impl<W: Write> Encryptor<W> {
         &self.message_id
     }
 
+    /// Plaintext bytes buffered for the frame being filled.
+    fn filled(&self) -> usize {
+        self.buf.len() - PREFIX
+    }
+
+    fn check_usable(&self) -> io::Result<()> {
+        if self.poisoned {
+            return Err(io::Error::other(Error::Invalid(
+                "an earlier write of this message failed, so it is incomplete; discard it and encrypt again".into(),
+            )));
+        }
+        Ok(())
+    }
+
     /// Encrypts the buffered content as frame `self.seq` and writes it.
     fn emit(&mut self, last: bool) -> io::Result<()> {
-        let len = self.filled;
+        self.check_usable()?;
+        self.poisoned = true;
+        let len = self.filled();
         let seq = self.seq;
         let (kind, start) = if last {
             (FINAL_FRAME_STR, 0)
         } else {
             (FRAME_STR, 8)
         };
-        let aad = body_aad(&self.message_id, kind, seq, len as u64);
+        let aad = body_aad(&mut self.aad, &self.message_id, kind, seq, len as u64);
         let iv = frame_iv(seq);
-        let tag = self
-            .cipher
-            .seal_in_place(&iv, &aad, &mut self.buf[PREFIX..PREFIX + len]);
-        self.buf[PREFIX + len..PREFIX + len + TAG_LEN].copy_from_slice(&tag);
+        let tag = self.cipher.seal_in_place(&iv, aad, &mut self.buf[PREFIX..]);
+        self.buf.extend_from_slice(&tag);
         if last {
             self.buf[0..4].copy_from_slice(&END_MARKER.to_be_bytes());
             self.buf[4..8].copy_from_slice(&seq.to_be_bytes());
@@ -178,10 +213,10 @@ impl<W: Write> Encryptor<W> {
             self.buf[8..12].copy_from_slice(&seq.to_be_bytes());
             self.buf[12..24].copy_from_slice(&iv);
         }
-        let out = &self.buf[start..PREFIX + len + TAG_LEN];
+        let out = &self.buf[start..];
         self.inner.write_all(out)?;
         self.body_len += out.len() as u64;
-        self.filled = 0;
+        self.buf.truncate(PREFIX);
         if !last {
             self.seq = self
                 .seq
@@ -193,13 +228,14 @@ impl<W: Write> Encryptor<W> {
                     )
                 })?;
         }
+        self.poisoned = false;
         Ok(())
     }
 
     /// Writes the final frame (holding whatever is buffered, possibly nothing)
     /// and returns the inner writer with the message's dimensions.
     pub fn finish(mut self) -> Result<(W, MessageInfo), Error> {
-        self.emit(true)?;
+        self.emit(true).map_err(super::from_io)?;
         self.inner.flush()?;
         let info = MessageInfo {
             message_id: self.message_id,
@@ -213,17 +249,17 @@ impl<W: Write> Encryptor<W> {
 
 impl<W: Write> Write for Encryptor<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.check_usable()?;
         let mut rest = data;
         while !rest.is_empty() {
             // A full buffer becomes a regular frame only once more data arrives,
             // so that a message whose size is a multiple of the frame length ends
             // with a full final frame rather than an empty one.
-            if self.filled == self.frame_len {
+            if self.filled() == self.frame_len {
                 self.emit(false)?;
             }
-            let n = rest.len().min(self.frame_len - self.filled);
-            self.buf[PREFIX + self.filled..PREFIX + self.filled + n].copy_from_slice(&rest[..n]);
-            self.filled += n;
+            let n = rest.len().min(self.frame_len - self.filled());
+            self.buf.extend_from_slice(&rest[..n]);
             rest = &rest[n..];
         }
         self.plaintext_len += data.len() as u64;
@@ -234,419 +270,6 @@ impl<W: Write> Write for Encryptor<W> {
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
     }
-}
-
-/// A reader that first returns bytes already read past the header.
-struct Source<R> {
-    pending: Vec<u8>,
-    pos: usize,
-    inner: R,
-    consumed: u64,
-}
-
-impl<R: Read> Source<R> {
-    fn read_exact(&mut self, out: &mut [u8]) -> Result<(), Error> {
-        let from_pending = out.len().min(self.pending.len() - self.pos);
-        out[..from_pending].copy_from_slice(&self.pending[self.pos..self.pos + from_pending]);
-        self.pos += from_pending;
-        if self.pos == self.pending.len() && !self.pending.is_empty() {
-            self.pending = Vec::new();
-            self.pos = 0;
-        }
-        let rest = &mut out[from_pending..];
-        if !rest.is_empty() {
-            self.inner.read_exact(rest).map_err(|e| match e.kind() {
-                io::ErrorKind::UnexpectedEof => Error::Truncated,
-                _ => Error::Io(e),
-            })?;
-        }
-        self.consumed += out.len() as u64;
-        Ok(())
-    }
-
-    fn at_eof(&mut self) -> Result<bool, Error> {
-        if self.pos < self.pending.len() {
-            return Ok(false);
-        }
-        let mut b = [0u8; 1];
-        loop {
-            match self.inner.read(&mut b) {
-                Ok(0) => return Ok(true),
-                Ok(_) => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::Io(e)),
-            }
-        }
-    }
-}
-
-/// Reads a header from the start of `inner`, returning it and the bytes read
-/// beyond it. Reads no more than the header size limit plus one chunk.
-fn read_header<R: Read>(
-    inner: &mut R,
-    policy: CommitmentPolicy,
-    limits: &ReadLimits,
-) -> Result<(Parsed, Vec<u8>, Vec<u8>), Error> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = 512;
-    loop {
-        match Header::parse(&buf, policy, limits) {
-            Ok(parsed) => {
-                let rest = buf.split_off(parsed.total_len);
-                return Ok((parsed, buf, rest));
-            }
-            Err(Error::Truncated) => {}
-            Err(e) => return Err(e),
-        }
-        let start = buf.len();
-        buf.resize(start + chunk, 0);
-        let n = loop {
-            match inner.read(&mut buf[start..]) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::Io(e)),
-            }
-        };
-        buf.truncate(start + n);
-        if n == 0 {
-            return Err(Error::Truncated);
-        }
-        chunk = (chunk * 2).min(64 * 1024);
-    }
-}
-
-/// Parses a message's header without any key: for listing and structural checks.
-pub fn open_header<R: Read>(
-    inner: &mut R,
-    policy: CommitmentPolicy,
-    limits: &ReadLimits,
-) -> Result<Parsed, Error> {
-    Ok(read_header(inner, policy, limits)?.0)
-}
-
-/// Decrypts one message. `read` hands out plaintext frame by frame, each only
-/// after its tag verified. Plaintext read before an error belongs to frames that
-/// did authenticate, but the message as a whole is only authentic once `read`
-/// returned 0 (or [`finish`](Self::finish) returned `Ok`): write it to a
-/// temporary file and rename only then (invariant 4).
-pub struct Decryptor<R: Read> {
-    src: Source<R>,
-    header: Header,
-    header_len: u64,
-    cipher: ContentCipher,
-    frame_len: usize,
-    buf: Vec<u8>,
-    out_start: usize,
-    out_end: usize,
-    seq: u32,
-    done: bool,
-    failed: bool,
-    plaintext_len: u64,
-    limits: ReadLimits,
-}
-
-impl<R: Read> Decryptor<R> {
-    pub fn new(
-        provider: &dyn KeyProvider,
-        opts: &DecryptOptions,
-        mut inner: R,
-    ) -> Result<Self, Error> {
-        let (parsed, header_bytes, rest) = read_header(&mut inner, opts.policy, &opts.limits)?;
-        let header = parsed.header;
-        let (full_ctx, reproduced) = merge_context(&header.context, &opts.expected_context)?;
-        let data_key = provider.decrypt_data_key(&header.edks, &full_ctx)?;
-        let cipher = verify_header(
-            &header,
-            &data_key,
-            &header_bytes[..parsed.authenticated_len],
-            &reproduced,
-        )?;
-        let frame_len = header.frame_length as usize;
-        Ok(Decryptor {
-            src: Source {
-                pending: rest,
-                pos: 0,
-                inner,
-                consumed: 0,
-            },
-            header_len: parsed.total_len as u64,
-            cipher,
-            frame_len,
-            buf: Vec::with_capacity(if frame_len > 0 {
-                PREFIX + frame_len + TAG_LEN
-            } else {
-                0
-            }),
-            out_start: 0,
-            out_end: 0,
-            seq: 1,
-            done: false,
-            failed: false,
-            plaintext_len: 0,
-            limits: opts.limits.clone(),
-            header,
-        })
-    }
-
-    pub fn header(&self) -> &Header {
-        &self.header
-    }
-
-    pub fn header_len(&self) -> u64 {
-        self.header_len
-    }
-
-    /// Authenticates the next frame and returns its plaintext, or `None` after
-    /// the final frame (and the check that nothing follows it).
-    pub fn next_frame(&mut self) -> Result<Option<&[u8]>, Error> {
-        if self.failed {
-            return Err(Error::Invalid(
-                "this message already failed to decrypt".into(),
-            ));
-        }
-        if self.done {
-            return Ok(None);
-        }
-        let r = match self.header.content_type {
-            ContentType::Framed => self.read_frame(),
-            ContentType::NonFramed => self.read_single_block(),
-        };
-        match r {
-            Ok(()) => {}
-            Err(e) => {
-                self.failed = true;
-                return Err(e);
-            }
-        }
-        if self.done && !self.src.at_eof()? {
-            self.failed = true;
-            return Err(Error::TrailingData);
-        }
-        self.plaintext_len += (self.out_end - self.out_start) as u64;
-        Ok(Some(&self.buf[self.out_start..self.out_end]))
-    }
-
-    fn read_frame(&mut self) -> Result<(), Error> {
-        let mut word = [0u8; 4];
-        self.src.read_exact(&mut word)?;
-        let first = u32::from_be_bytes(word);
-        let last = first == END_MARKER;
-        let seq = if last {
-            self.src.read_exact(&mut word)?;
-            u32::from_be_bytes(word)
-        } else {
-            first
-        };
-        if seq != self.seq {
-            return Err(Error::Sequence {
-                expected: self.seq,
-                found: seq,
-            });
-        }
-        let mut iv = [0u8; IV_LEN];
-        self.src.read_exact(&mut iv)?;
-        let len = if last {
-            self.src.read_exact(&mut word)?;
-            let len = u32::from_be_bytes(word) as usize;
-            if len > self.frame_len {
-                return Err(Error::Malformed(format!(
-                    "final frame holds {len} bytes, more than the frame length {}",
-                    self.frame_len
-                )));
-            }
-            len
-        } else {
-            self.frame_len
-        };
-        self.buf.resize(len + TAG_LEN, 0);
-        self.src.read_exact(&mut self.buf[..len + TAG_LEN])?;
-        let kind = if last { FINAL_FRAME_STR } else { FRAME_STR };
-        let aad = body_aad(&self.header.message_id, kind, seq, len as u64);
-        let (content, tag) = self.buf.split_at_mut(len);
-        self.cipher
-            .open_in_place(&iv, &aad, content, tag)
-            .map_err(|_| Error::FrameAuth { sequence: seq })?;
-        self.out_start = 0;
-        self.out_end = len;
-        if last {
-            self.done = true;
-        } else {
-            self.seq = seq
-                .checked_add(1)
-                .filter(|s| *s != END_MARKER)
-                .ok_or_else(|| Error::Malformed("more than 2^32 - 2 frames".into()))?;
-        }
-        Ok(())
-    }
-
-    fn read_single_block(&mut self) -> Result<(), Error> {
-        let mut iv = [0u8; IV_LEN];
-        self.src.read_exact(&mut iv)?;
-        let mut len = [0u8; 8];
-        self.src.read_exact(&mut len)?;
-        let len = u64::from_be_bytes(len);
-        let limit = u64::from(self.limits.max_frame_length);
-        if len > limit {
-            return Err(Error::FrameTooLong { length: len, limit });
-        }
-        let len = len as usize;
-        self.buf.resize(len + TAG_LEN, 0);
-        self.src.read_exact(&mut self.buf[..len + TAG_LEN])?;
-        let aad = body_aad(&self.header.message_id, SINGLE_BLOCK_STR, 1, len as u64);
-        let (content, tag) = self.buf.split_at_mut(len);
-        self.cipher
-            .open_in_place(&iv, &aad, content, tag)
-            .map_err(|_| Error::FrameAuth { sequence: 1 })?;
-        self.out_start = 0;
-        self.out_end = len;
-        self.done = true;
-        Ok(())
-    }
-
-    /// Decrypts the rest of the message into `out`, frame by frame, without an
-    /// intermediate copy. Returns the plaintext length written.
-    pub fn copy_to<W: Write + ?Sized>(&mut self, out: &mut W) -> Result<u64, Error> {
-        let mut n = 0u64;
-        if self.out_start < self.out_end {
-            out.write_all(&self.buf[self.out_start..self.out_end])?;
-            n += (self.out_end - self.out_start) as u64;
-            self.out_start = self.out_end;
-        }
-        while let Some(frame) = self.next_frame()? {
-            out.write_all(frame)?;
-            n += frame.len() as u64;
-        }
-        self.out_start = self.out_end;
-        Ok(n)
-    }
-
-    /// Reads and authenticates the rest of the message, discarding plaintext.
-    /// Returns the total plaintext length of the message.
-    pub fn finish(mut self) -> Result<MessageInfo, Error> {
-        self.out_start = self.out_end;
-        while self.next_frame()?.is_some() {}
-        Ok(MessageInfo {
-            message_id: self.header.message_id32().unwrap_or([0u8; 32]),
-            header_len: self.header_len,
-            total_len: self.header_len + self.src.consumed,
-            plaintext_len: self.plaintext_len,
-        })
-    }
-
-    /// Body bytes consumed so far (header excluded).
-    pub fn body_bytes_read(&self) -> u64 {
-        self.src.consumed
-    }
-}
-
-impl<R: Read> Read for Decryptor<R> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.out_start == self.out_end {
-            match self.next_frame() {
-                Ok(Some(_)) => {}
-                Ok(None) => return Ok(0),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let n = out.len().min(self.out_end - self.out_start);
-        out[..n].copy_from_slice(&self.buf[self.out_start..self.out_start + n]);
-        self.out_start += n;
-        Ok(n)
-    }
-}
-
-/// Splits the caller's expected context into the header's pairs (which must
-/// match) and reproduced pairs (absent from the header, authenticated only).
-fn merge_context(
-    stored: &EncryptionContext,
-    expected: &EncryptionContext,
-) -> Result<(EncryptionContext, EncryptionContext), Error> {
-    let mut full = stored.clone();
-    let mut reproduced = EncryptionContext::new();
-    for (k, v) in expected {
-        match stored.get(k) {
-            Some(sv) if sv == v => {}
-            Some(_) => return Err(Error::ContextMismatch { key: k.clone() }),
-            None => {
-                full.insert(k.clone(), v.clone());
-                reproduced.insert(k.clone(), v.clone());
-            }
-        }
-    }
-    Ok((full, reproduced))
-}
-
-/// Checks key commitment and the header tag; returns the content cipher.
-fn verify_header(
-    header: &Header,
-    data_key: &DataKey,
-    authenticated: &[u8],
-    reproduced: &EncryptionContext,
-) -> Result<ContentCipher, Error> {
-    header
-        .suite
-        .verify_commitment(data_key, &header.message_id, &header.commitment)?;
-    let cipher = header.suite.derive(data_key, &header.message_id)?;
-    let mut aad = authenticated.to_vec();
-    aad.extend_from_slice(&context::serialize(reproduced)?);
-    cipher
-        .open_in_place(&header.auth_iv, &aad, &mut [], &header.auth_tag)
-        .map_err(|_| Error::HeaderAuth)?;
-    Ok(cipher)
-}
-
-/// Re-wraps a message's data key without touching its body: unwraps it with
-/// `old`, checks commitment and header tag, wraps it with `new`, and returns the
-/// new header bytes (authentication included) and the old header's length. The
-/// body that follows the old header stays valid under the new header because
-/// frame AADs bind only the message ID, which does not change.
-pub fn rewrap_header<R: Read>(
-    inner: &mut R,
-    old: &dyn KeyProvider,
-    new: &dyn KeyProvider,
-    opts: &DecryptOptions,
-) -> Result<(Vec<u8>, u64, Header), Error> {
-    rewrap_header_with(inner, old, opts, |_, key, ctx| new.wrap_data_key(key, ctx))
-}
-
-/// [`rewrap_header`] with the new EDKs made by `new_edks(old EDKs, data key,
-/// context)`: for services that re-encrypt an EDK themselves (transit's
-/// `rewrap`), so that the data key is not sent back to be wrapped. The data
-/// key is still unwrapped here, because the header tag that covers the EDKs is
-/// keyed by it.
-pub fn rewrap_header_with<R: Read>(
-    inner: &mut R,
-    old: &dyn KeyProvider,
-    opts: &DecryptOptions,
-    new_edks: impl FnOnce(
-        &[EncryptedDataKey],
-        &DataKey,
-        &EncryptionContext,
-    ) -> Result<Vec<EncryptedDataKey>, super::ProviderError>,
-) -> Result<(Vec<u8>, u64, Header), Error> {
-    let (parsed, header_bytes, _rest) = read_header(inner, opts.policy, &opts.limits)?;
-    let mut header = parsed.header;
-    if !header.suite.is_committing() {
-        return Err(Error::NonCommittingSuite(header.suite.id()));
-    }
-    let (full_ctx, reproduced) = merge_context(&header.context, &opts.expected_context)?;
-    if !reproduced.is_empty() {
-        return Err(Error::Invalid(
-            "cannot rewrap a message with a reproduced encryption context".into(),
-        ));
-    }
-    let data_key = old.decrypt_data_key(&header.edks, &full_ctx)?;
-    let cipher = verify_header(
-        &header,
-        &data_key,
-        &header_bytes[..parsed.authenticated_len],
-        &reproduced,
-    )?;
-    header.edks = new_edks(&header.edks, &data_key, &full_ctx)?;
-    let mut bytes = header.serialize_authenticated()?;
-    header.auth_tag = header_tag(&cipher, &header.auth_iv, &bytes);
-    bytes.extend_from_slice(&header.auth_tag);
-    Ok((bytes, parsed.total_len as u64, header))
 }
 
 /// Encrypts a whole buffer (small payloads: snapshots, indexes, keyrings).
@@ -660,14 +283,82 @@ pub fn encrypt_to_vec(
     Ok(enc.finish()?.0)
 }
 
-/// Decrypts a whole buffer; returns the header and the plaintext.
-pub fn decrypt_to_vec(
-    provider: &dyn KeyProvider,
-    opts: &DecryptOptions,
-    message: &[u8],
-) -> Result<(Header, Vec<u8>), Error> {
-    let mut dec = Decryptor::new(provider, opts, message)?;
-    let mut out = Vec::with_capacity(message.len());
-    dec.copy_to(&mut out)?;
-    Ok((dec.header().clone(), out))
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::{decrypt_to_vec, DecryptOptions, RawAesKey};
+
+    /// A writer that fails its `fail_at`-th write (counting from 0) once.
+    struct Flaky {
+        out: Vec<u8>,
+        writes: usize,
+        fail_at: usize,
+    }
+
+    impl Write for Flaky {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.writes += 1;
+            if self.writes - 1 == self.fail_at {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.out.extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Invariant 2: after a failed frame write the encryptor refuses to go on,
+    /// so no other plaintext can be sealed under the IV of the failed frame.
+    #[test]
+    fn invariant2_failed_write_poisons_the_encryptor() {
+        let key = RawAesKey::new("envarc", "k", &[1u8; 32]).unwrap();
+        let opts = EncryptOptions {
+            frame_length: 16,
+            ..Default::default()
+        };
+        let sink = Flaky {
+            out: Vec::new(),
+            writes: 0,
+            fail_at: 2, // header, frame 1, then frame 2 fails
+        };
+        let mut enc = Encryptor::new(&key, &opts, sink).unwrap();
+        enc.write_all(&[7u8; 17]).unwrap(); // frame 1 written, 1 byte buffered
+        assert!(enc.write_all(&[8u8; 16]).is_err(), "frame 2 fails");
+        let again = enc.write(&[9u8; 1]).unwrap_err();
+        assert!(again.to_string().contains("earlier write"), "{again}");
+        assert!(matches!(enc.finish(), Err(Error::Invalid(_))));
+    }
+
+    #[test]
+    fn buffer_stays_within_one_frame_and_no_empty_final_frame() {
+        let key = RawAesKey::new("envarc", "k", &[1u8; 32]).unwrap();
+        for (size, frame) in [(0usize, 5u32), (5, 5), (10, 5), (11, 5), (1, 1)] {
+            let opts = EncryptOptions {
+                frame_length: frame,
+                ..Default::default()
+            };
+            let mut enc = Encryptor::new(&key, &opts, Vec::new()).unwrap();
+            for b in 0..size {
+                enc.write_all(&[b as u8]).unwrap();
+                assert!(enc.buf.len() <= PREFIX + frame as usize);
+                assert!(enc.buf.capacity() >= PREFIX + frame as usize + TAG_LEN);
+            }
+            let (m, info) = enc.finish().unwrap();
+            let regular = size.saturating_sub(1) / frame as usize;
+            let last = size - regular * frame as usize;
+            assert_eq!(
+                last > 0,
+                size > 0,
+                "a non-empty message ends with a non-empty frame"
+            );
+            assert_eq!(
+                info.total_len - info.header_len,
+                (regular * (32 + frame as usize) + 40 + last) as u64
+            );
+            let (_, pt) = decrypt_to_vec(&key, &DecryptOptions::default(), &m).unwrap();
+            assert_eq!(pt, (0..size).map(|b| b as u8).collect::<Vec<_>>());
+        }
+    }
 }

@@ -114,12 +114,54 @@ impl Suite {
                     .expect("32 bytes is a valid HKDF-SHA256 output length");
             }
         }
-        Ok(match self {
+        Ok(self.cipher(&key))
+    }
+
+    fn cipher(self, key: &[u8; 32]) -> ContentCipher {
+        match self {
             Suite::ChaCha20Poly1305HkdfSha512Commit => {
-                ContentCipher::ChaCha(Box::new(ChaCha20Poly1305::new((&*key).into())))
+                ContentCipher::ChaCha(Box::new(ChaCha20Poly1305::new(key.into())))
             }
-            _ => ContentCipher::Aes(Box::new(Aes256Gcm::new((&*key).into()))),
-        })
+            _ => ContentCipher::Aes(Box::new(Aes256Gcm::new(key.into()))),
+        }
+    }
+
+    /// [`derive`](Self::derive) and [`commitment`](Self::commitment) together.
+    /// For committing suites both expand the same HKDF-SHA512 extract (salt =
+    /// message ID, key = data key), so it runs once: that is a quarter of the
+    /// hashing per message, which shows in the throughput of small messages.
+    /// Non-committing suites return an all-zero commitment.
+    pub fn derive_committed(
+        self,
+        data_key: &DataKey,
+        message_id: &[u8],
+    ) -> Result<(ContentCipher, [u8; COMMITMENT_LEN]), Error> {
+        if !self.is_committing() {
+            return Ok((self.derive(data_key, message_id)?, [0u8; COMMITMENT_LEN]));
+        }
+        let hkdf = Hkdf::<Sha512>::new(Some(message_id), data_key.expose());
+        let mut key = Zeroizing::new([0u8; 32]);
+        hkdf.expand_multi_info(&[&self.id().to_be_bytes(), b"DERIVEKEY"], key.as_mut())
+            .expect("32 bytes is a valid HKDF-SHA512 output length");
+        let mut commitment = [0u8; COMMITMENT_LEN];
+        hkdf.expand(b"COMMITKEY", &mut commitment)
+            .expect("32 bytes is a valid HKDF-SHA512 output length");
+        Ok((self.cipher(&key), commitment))
+    }
+
+    /// Derives the content cipher of a message being read, after checking (in
+    /// constant time) that the data key is the one the header commits to.
+    pub fn derive_verified(
+        self,
+        data_key: &DataKey,
+        message_id: &[u8],
+        stored_commitment: &[u8],
+    ) -> Result<ContentCipher, Error> {
+        let (cipher, expected) = self.derive_committed(data_key, message_id)?;
+        if self.is_committing() && !bool::from(expected.ct_eq(stored_commitment)) {
+            return Err(Error::Commitment);
+        }
+        Ok(cipher)
     }
 
     /// The 32-byte commitment stored in the header of committing suites.
@@ -199,4 +241,68 @@ pub fn frame_iv(sequence: u32) -> [u8; IV_LEN] {
     let mut iv = [0u8; IV_LEN];
     iv[IV_LEN - 4..].copy_from_slice(&sequence.to_be_bytes());
     iv
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one-extract derivation must give exactly the separate derivations.
+    #[test]
+    fn derive_committed_matches_separate_derivations() {
+        let key = DataKey::from_slice(&[3u8; 32]).unwrap();
+        let id = [9u8; 32];
+        for suite in [
+            Suite::Aes256GcmHkdfSha512Commit,
+            Suite::ChaCha20Poly1305HkdfSha512Commit,
+        ] {
+            let (joint, commitment) = suite.derive_committed(&key, &id).unwrap();
+            assert_eq!(commitment, suite.commitment(&key, &id));
+            let alone = suite.derive(&key, &id).unwrap();
+            let iv = frame_iv(1);
+            let (mut a, mut b) = (*b"same plaintext", *b"same plaintext");
+            assert_eq!(
+                joint.seal_in_place(&iv, b"aad", &mut a),
+                alone.seal_in_place(&iv, b"aad", &mut b)
+            );
+            assert_eq!(a, b);
+            assert!(suite.derive_verified(&key, &id, &commitment).is_ok());
+            let mut bad = commitment;
+            bad[31] ^= 1;
+            assert!(matches!(
+                suite.derive_verified(&key, &id, &bad),
+                Err(Error::Commitment)
+            ));
+        }
+    }
+
+    #[test]
+    fn suite_ids_and_policy() {
+        for s in [
+            Suite::Aes256GcmHkdfSha512Commit,
+            Suite::ChaCha20Poly1305HkdfSha512Commit,
+        ] {
+            assert_eq!(
+                Suite::from_id(s.id(), CommitmentPolicy::default()).unwrap(),
+                s
+            );
+            assert_eq!(Suite::from_cli_name(s.cli_name()), Some(s));
+        }
+        assert!(matches!(
+            Suite::from_id(0x0178, CommitmentPolicy::RequireCommitment),
+            Err(Error::NonCommittingSuite(0x0178))
+        ));
+        assert_eq!(
+            Suite::from_id(0x0178, CommitmentPolicy::AllowLegacyRead).unwrap(),
+            Suite::LegacyAes256GcmHkdfSha256
+        );
+        assert!(matches!(
+            Suite::from_id(0x0578, CommitmentPolicy::AllowLegacyRead),
+            Err(Error::SignedSuite(0x0578))
+        ));
+        assert!(matches!(
+            Suite::from_id(0x1234, CommitmentPolicy::AllowLegacyRead),
+            Err(Error::UnknownSuite(0x1234))
+        ));
+    }
 }

@@ -3,7 +3,7 @@
 # trees, in one run, warm cache: a 2 GiB tree of 4 large files and a tree of
 # 20,000 small files (1-64 KiB). Prints wall time and peak RSS of each.
 #
-#   scripts/bench_backup.sh [WORKDIR]     (default /tmp/envarc-bench; needs ~6 GiB)
+#   benches/bench_backup.sh [WORKDIR]     (default /tmp/envarc-bench; needs ~6 GiB)
 #
 # Builds nothing: run `cargo build --release` first. Deletes WORKDIR at the end
 # unless KEEP=1.
