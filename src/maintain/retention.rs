@@ -217,3 +217,218 @@ pub fn apply(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::{Summary, Time, SNAPSHOT_VERSION};
+    use time::macros::datetime;
+
+    fn meta(t: OffsetDateTime, tags: &[&str]) -> SnapshotMeta {
+        SnapshotMeta {
+            version: SNAPSHOT_VERSION,
+            time: Time {
+                sec: t.unix_timestamp(),
+                nsec: 0,
+            },
+            host: "mopped".into(),
+            paths: vec![b"/home/user/work".to_vec()],
+            tags: tags.iter().map(|s| s.to_string()).collect(),
+            parent: None,
+            summary: Summary::default(),
+            entries: 0,
+        }
+    }
+
+    /// Snapshots at the given times; the ID's first bytes number them.
+    fn snaps(times: &[OffsetDateTime]) -> Vec<(Id, SnapshotMeta)> {
+        times
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let mut id = [0u8; 32];
+                id[..4].copy_from_slice(&(i as u32).to_be_bytes());
+                (Id(id), meta(*t, &[]))
+            })
+            .collect()
+    }
+
+    fn kept_times(policy: &Policy, list: &[(Id, SnapshotMeta)]) -> Vec<String> {
+        let (keep, remove) = apply_group(policy, list);
+        assert_eq!(keep.len() + remove.len(), list.len());
+        let mut v: Vec<String> = keep
+            .iter()
+            .map(|(id, _)| {
+                let m = &list.iter().find(|(i, _)| i == id).unwrap().1;
+                m.time.to_rfc3339()
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// restic's documentation: one backup every Sunday for 12 weeks;
+    /// `--keep-daily 4` keeps the last four Sundays.
+    #[test]
+    fn restic_doc_twelve_sundays_keep_daily_4() {
+        let first = datetime!(2019-09-01 11:00 UTC);
+        let times: Vec<_> = (0..12).map(|w| first + time::Duration::weeks(w)).collect();
+        let policy = Policy {
+            daily: Some(Count::N(4)),
+            ..Default::default()
+        };
+        assert_eq!(
+            kept_times(&policy, &snaps(&times)),
+            [
+                "2019-10-27T11:00:00Z",
+                "2019-11-03T11:00:00Z",
+                "2019-11-10T11:00:00Z",
+                "2019-11-17T11:00:00Z"
+            ]
+        );
+    }
+
+    /// restic's documentation: daily backups for 100 years and
+    /// `--keep-daily 7 --keep-weekly 5 --keep-monthly 12 --keep-yearly 75`.
+    /// Derived by hand for 1925-01-01 .. 2024-12-31 (a Tuesday): the 7 last
+    /// days (Dec 25-31); weekly adds Dec 22, 15, 8 (Dec 31 and 29 end ISO
+    /// weeks 2025-W01 and 2024-W52 and are daily already); monthly adds the
+    /// last day of Jan..Nov 2024; yearly adds Dec 31 of 1950..2023.
+    #[test]
+    fn restic_doc_hundred_years_of_dailies() {
+        let start = datetime!(1925-01-01 11:00 UTC);
+        let end = datetime!(2024-12-31 11:00 UTC);
+        let days = (end - start).whole_days();
+        let times: Vec<_> = (0..=days).map(|d| start + time::Duration::days(d)).collect();
+        let policy = Policy {
+            daily: Some(Count::N(7)),
+            weekly: Some(Count::N(5)),
+            monthly: Some(Count::N(12)),
+            yearly: Some(Count::N(75)),
+            ..Default::default()
+        };
+        let mut want: Vec<String> = Vec::new();
+        for d in 25..=31 {
+            want.push(format!("2024-12-{d}T11:00:00Z"));
+        }
+        for d in [8, 15, 22] {
+            want.push(format!("2024-12-{d:02}T11:00:00Z"));
+        }
+        let month_ends = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30];
+        for (m, d) in month_ends.iter().enumerate() {
+            want.push(format!("2024-{:02}-{d}T11:00:00Z", m + 1));
+        }
+        for y in 1950..=2023 {
+            want.push(format!("{y}-12-31T11:00:00Z"));
+        }
+        want.sort();
+        assert_eq!(want.len(), 95);
+        assert_eq!(kept_times(&policy, &snaps(&times)), want);
+    }
+
+    /// restic ≥ 0.17: with counts left at the oldest snapshot, it is kept too.
+    #[test]
+    fn oldest_is_kept_while_counts_are_left() {
+        let times: Vec<_> = (0..36)
+            .map(|i| datetime!(2022-01-15 12:00 UTC) + time::Duration::days(30 * i))
+            .collect();
+        let list = snaps(&times);
+        let policy = Policy {
+            yearly: Some(Count::N(10)),
+            ..Default::default()
+        };
+        let (keep, _) = apply_group(&policy, &list);
+        let kept = kept_times(&policy, &list);
+        // The newest of 2024, 2023 and 2022, and the oldest of all.
+        assert_eq!(
+            kept,
+            [
+                "2022-01-15T12:00:00Z",
+                "2022-12-11T12:00:00Z",
+                "2023-12-06T12:00:00Z",
+                "2024-11-30T12:00:00Z"
+            ]
+        );
+        assert_eq!(keep.last().unwrap().1, ["oldest yearly"]);
+        // Counts used up: the oldest goes.
+        let policy = Policy {
+            yearly: Some(Count::N(2)),
+            ..Default::default()
+        };
+        assert_eq!(kept_times(&policy, &list).len(), 2);
+    }
+
+    #[test]
+    fn last_hourly_tags_and_unlimited() {
+        let t0 = datetime!(2024-03-01 10:05 UTC);
+        // Three in one hour, then one per hour.
+        let mut times = vec![t0, t0 + time::Duration::minutes(10), t0 + time::Duration::minutes(20)];
+        times.extend((1..5).map(|h| t0 + time::Duration::hours(h)));
+        let mut list = snaps(&times);
+        let hourly = Policy {
+            hourly: Some(Count::N(2)),
+            ..Default::default()
+        };
+        assert_eq!(
+            kept_times(&hourly, &list),
+            ["2024-03-01T13:05:00Z", "2024-03-01T14:05:00Z"]
+        );
+        let last = Policy {
+            last: Some(Count::N(3)),
+            ..Default::default()
+        };
+        assert_eq!(kept_times(&last, &list).len(), 3);
+        let all_hours = Policy {
+            hourly: Some(Count::Unlimited),
+            ..Default::default()
+        };
+        // One per hour: 10:25 (the newest of the 10 o'clock three) and 4
+        // more; an unlimited count is never used up, so the oldest (10:05)
+        // is kept too, as in restic.
+        assert_eq!(kept_times(&all_hours, &list).len(), 6);
+        // Tags: kept whatever the counts, and not counted.
+        list[0].1.tags = vec!["important".into(), "db".into()];
+        list[1].1.tags = vec!["important".into()];
+        let tagged = Policy {
+            last: Some(Count::N(1)),
+            tags: vec![vec!["important".into(), "db".into()]],
+            ..Default::default()
+        };
+        assert_eq!(
+            kept_times(&tagged, &list),
+            ["2024-03-01T10:05:00Z", "2024-03-01T14:05:00Z"]
+        );
+        // An empty tag list matches untagged snapshots only.
+        let untagged = Policy {
+            tags: vec![vec![String::new()]],
+            ..Default::default()
+        };
+        assert_eq!(kept_times(&untagged, &list).len(), list.len() - 2);
+        assert!(Policy::default().is_empty());
+        assert!(Policy {
+            last: Some(Count::N(0)),
+            ..Default::default()
+        }
+        .is_empty());
+        assert_eq!("unlimited".parse::<Count>(), Ok(Count::Unlimited));
+        assert!("-1".parse::<Count>().is_err());
+    }
+
+    #[test]
+    fn groups_by_host_and_paths_and_filters_by_host() {
+        let t = datetime!(2024-01-01 0:00 UTC);
+        let mut list = snaps(&[t, t + time::Duration::hours(1), t + time::Duration::hours(2)]);
+        list[2].1.host = "other".into();
+        let policy = Policy {
+            last: Some(Count::N(1)),
+            ..Default::default()
+        };
+        let groups = apply(&policy, &list, None);
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups.iter().map(|g| g.keep.len()).sum::<usize>(), 2);
+        let only = apply(&policy, &list, Some("other"));
+        assert_eq!(only.len(), 1);
+        assert_eq!(only[0].host, "other");
+        assert!(only[0].remove.is_empty());
+    }
+}
