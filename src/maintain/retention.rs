@@ -299,7 +299,9 @@ mod tests {
         let start = datetime!(1925-01-01 11:00 UTC);
         let end = datetime!(2024-12-31 11:00 UTC);
         let days = (end - start).whole_days();
-        let times: Vec<_> = (0..=days).map(|d| start + time::Duration::days(d)).collect();
+        let times: Vec<_> = (0..=days)
+            .map(|d| start + time::Duration::days(d))
+            .collect();
         let policy = Policy {
             daily: Some(Count::N(7)),
             weekly: Some(Count::N(5)),
@@ -362,7 +364,11 @@ mod tests {
     fn last_hourly_tags_and_unlimited() {
         let t0 = datetime!(2024-03-01 10:05 UTC);
         // Three in one hour, then one per hour.
-        let mut times = vec![t0, t0 + time::Duration::minutes(10), t0 + time::Duration::minutes(20)];
+        let mut times = vec![
+            t0,
+            t0 + time::Duration::minutes(10),
+            t0 + time::Duration::minutes(20),
+        ];
         times.extend((1..5).map(|h| t0 + time::Duration::hours(h)));
         let mut list = snaps(&times);
         let hourly = Policy {
@@ -417,7 +423,11 @@ mod tests {
     #[test]
     fn groups_by_host_and_paths_and_filters_by_host() {
         let t = datetime!(2024-01-01 0:00 UTC);
-        let mut list = snaps(&[t, t + time::Duration::hours(1), t + time::Duration::hours(2)]);
+        let mut list = snaps(&[
+            t,
+            t + time::Duration::hours(1),
+            t + time::Duration::hours(2),
+        ]);
         list[2].1.host = "other".into();
         let policy = Policy {
             last: Some(Count::N(1)),

@@ -247,6 +247,12 @@ pub fn rewrap(
         ..Default::default()
     };
     for (o, f) in scan.objects.iter().zip(&fate) {
+        if let (Err(why), Fate::Keep) = (&o.keys, f) {
+            report.failed.push(format!(
+                "message {}: its header cannot be read ({why}); it stays as it is",
+                hex::encode(o.id)
+            ));
+        }
         match f {
             Fate::Rewrap => {
                 report.objects_rewrapped += 1;

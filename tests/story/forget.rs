@@ -58,7 +58,10 @@ fn twelve_sundays_keep_daily_4_as_in_restics_documentation() {
     // not even considered.
     let other = save(&s, &[meta(first, "luigi", &[]), meta(first, "luigi", &[])]);
 
-    let dry = s.json(&s.on_repo("forget", &["--keep-daily", "4", "--host", "mopped", "--dry-run"]));
+    let dry = s.json(&s.on_repo(
+        "forget",
+        &["--keep-daily", "4", "--host", "mopped", "--dry-run"],
+    ));
     assert_eq!(dry["forget"]["removed"], 8);
     assert_eq!(remaining(&s).len(), 14, "a dry run removes nothing");
 
@@ -115,7 +118,11 @@ fn forget_with_prune_removes_the_data_only_forgotten_snapshots_used() {
     s.files("a", 20, 8, 1);
     let (first, _) = s.backup();
     for i in 0..20 {
-        std::fs::write(s.src.join(format!("a/f{i:03}")), format!("version two of {i}")).unwrap();
+        std::fs::write(
+            s.src.join(format!("a/f{i:03}")),
+            format!("version two of {i}"),
+        )
+        .unwrap();
     }
     let second = s.backup();
     let before = crate::support::bodies(&s.open()).len();
