@@ -16,4 +16,7 @@ pub mod repo;
 
 pub use error::{Error, Result};
 pub mod cli;
+pub mod diff;
 pub mod fsutil;
+pub mod restore;
+pub mod verify;

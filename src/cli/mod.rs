@@ -6,6 +6,7 @@ pub mod crypt;
 mod demo;
 mod demo_check;
 mod demo_tree;
+mod diff;
 mod forget;
 mod key;
 pub mod keyring_args;
@@ -15,8 +16,10 @@ mod output;
 mod progress_bar;
 mod repo;
 mod repo_key;
+mod restore;
 mod rewrap;
 mod stats;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -80,6 +83,12 @@ pub enum Command {
     Snapshots(repo::SnapshotsArgs),
     /// List the entries of a snapshot.
     Ls(repo::LsArgs),
+    /// Check that every snapshot can be restored (--read-data: authenticate all data).
+    Verify(verify::VerifyArgs),
+    /// Restore a snapshot into a folder.
+    Restore(restore::RestoreArgs),
+    /// List paths added, removed and changed between two snapshots.
+    Diff(diff::DiffArgs),
     /// Show, per key and key version, which messages and snapshots it protects
     /// (the blast radius of each backing key).
     Stats(stats::StatsArgs),
@@ -109,6 +118,9 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Backup(a) => backup::backup(&out, &cli.global, a),
         Command::Snapshots(a) => repo::snapshots(&out, &cli.global, a),
         Command::Ls(a) => repo::ls(&out, &cli.global, a),
+        Command::Verify(a) => verify::verify(&out, &cli.global, a),
+        Command::Restore(a) => restore::restore(&out, &cli.global, a),
+        Command::Diff(a) => diff::diff(&out, &cli.global, a),
         Command::Stats(a) => stats::stats(&out, &cli.global, a),
         Command::Rewrap(a) => rewrap::rewrap(&out, &cli.global, a),
         Command::Reencrypt(a) => rewrap::reencrypt(&out, &cli.global, a),

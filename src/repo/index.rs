@@ -224,6 +224,27 @@ impl Repository {
         Ok(Index::from_files(files))
     }
 
+    /// Loads every index file that reads, and returns the others with their
+    /// errors, for readers (restore, verify) that carry on without them: the
+    /// messages listed only there are then simply not found.
+    pub fn load_index_lenient(&self) -> Result<(Index, Vec<(Id, Error)>)> {
+        use rayon::prelude::*;
+        let ids = self.list_index_files()?;
+        let loaded: Vec<(Id, Result<IndexFile>)> = ids
+            .par_iter()
+            .map(|id| (*id, self.read_index_file(id)))
+            .collect();
+        let mut files = Vec::with_capacity(loaded.len());
+        let mut failed = Vec::new();
+        for (id, r) in loaded {
+            match r {
+                Ok(f) => files.push(f),
+                Err(e) => failed.push((id, e)),
+            }
+        }
+        Ok((Index::from_files(files), failed))
+    }
+
     /// Writes a new index file listing `packs`; durable when this returns.
     /// Write it only after the packs themselves are committed.
     pub fn write_index_file(&self, packs: &[PackRecord]) -> Result<Id> {

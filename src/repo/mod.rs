@@ -315,7 +315,10 @@ impl Repository {
         })?;
         f.seek(SeekFrom::Start(loc.offset))
             .map_err(|e| Error::io(format!("seeking in {}", path.display()), e))?;
-        Ok(BufReader::with_capacity(256 * 1024, f).take(loc.length))
+        // A buffer no larger than the message: a small file's message in a
+        // pack is then one read, not 256 KiB of its neighbours copied along.
+        let capacity = loc.length.clamp(4096, 256 * 1024) as usize;
+        Ok(BufReader::with_capacity(capacity, f).take(loc.length))
     }
 
     /// The exact bytes of message `id`, found through `index`.

@@ -83,7 +83,7 @@ fn killed_reencrypt_and_rewrap_rerun_to_completion() {
     assert_eq!(stats["duplicated"], 0);
     assert_eq!(bodies(&s.open()), before, "only headers changed");
     s.restores_match(&snaps);
-    // VERIFY
+    s.ok(&s.on_repo("verify", &["--read-data"]));
     assert!(
         killed + killed_rewrap >= 4,
         "most runs must be killed mid-way ({killed} reencrypt, {killed_rewrap} rewrap)"

@@ -52,7 +52,7 @@ fn prune_repacks_mostly_unused_packs_after_the_grace_period() {
         assert_eq!(before.get(id), Some(body));
     }
     s.restores_match(&[second]);
-    // VERIFY
+    s.ok(&s.on_repo("verify", &["--read-data"]));
     // Nothing left to do.
     let again = s.json(&s.on_repo("prune", &["--grace", "0"]));
     assert_eq!(again["messages_unused"], 0);
@@ -221,5 +221,5 @@ fn prune_and_a_running_backup_never_overlap() {
         .unwrap()
         .to_string();
     s.restores_match(&[(id, latest)]);
-    // VERIFY
+    s.ok(&s.on_repo("verify", &["--read-data"]));
 }

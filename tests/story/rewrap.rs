@@ -65,7 +65,7 @@ fn rewrap_moves_every_data_key_to_the_current_version_bodies_unchanged() {
     destroy(&s, 1);
     destroy(&s, 2);
     s.restores_match(&snaps);
-    // VERIFY
+    s.ok(&s.on_repo("verify", &["--read-data"]));
 }
 
 #[test]
@@ -107,7 +107,7 @@ fn reencrypt_v1_leaves_nothing_under_it_and_survives_destroying_v1() {
     // A keyring without v1's material still restores everything.
     destroy(&s, 1);
     s.restores_match(&snaps);
-    // VERIFY
+    s.ok(&s.on_repo("verify", &["--read-data"]));
 
     // Nothing left to do; the current version cannot be named.
     let again = s.json(&s.on_repo("reencrypt", &["--key-version", "alias/t/v1"]));

@@ -170,35 +170,18 @@ impl Story {
         Repository::open(&self.repo, cfg, Box::new(p)).unwrap()
     }
 
+    /// Restores every snapshot given with `envarc restore` and compares each
+    /// with its tree.
     pub fn restores_match(&self, snaps: &[(String, Tree)]) {
-        let repo = self.open();
-        let index = repo.load_index().unwrap();
-        for (id, tree) in snaps {
-            let (_, entries) = repo
-                .load_snapshot(&repo.resolve_snapshot(id).unwrap())
-                .unwrap();
-            let mut got = Tree::new();
-            for e in entries {
-                let p = std::path::Path::new(std::ffi::OsStr::from_bytes(&e.path)).to_path_buf();
-                let Ok(rel) = p.strip_prefix(&self.src) else {
-                    continue;
-                };
-                if rel.as_os_str().is_empty() {
-                    continue;
-                }
-                let c = e.content.map(|m| {
-                    let mut d = repo.decrypt_object(&index, &m).unwrap();
-                    let mut v = Vec::new();
-                    d.copy_to(&mut v).unwrap();
-                    v
-                });
-                got.insert(rel.to_path_buf(), c);
-            }
-            assert_eq!(&got, tree, "snapshot {id}");
+        for (i, (id, tree)) in snaps.iter().enumerate() {
+            let target = self.dir.path().join(format!("restore-{i}-{}", rand_suffix()));
+            self.ok(&self.on_repo("restore", &[id, "--target", target.to_str().unwrap()]));
+            let root = target.join(self.src.strip_prefix("/").unwrap());
+            assert_eq!(&capture(&root), tree, "snapshot {id} restores as backed up");
+            std::fs::remove_dir_all(&target).unwrap();
         }
     }
 }
-use std::os::unix::ffi::OsStrExt;
 
 fn rand_suffix() -> u64 {
     std::time::SystemTime::now()
