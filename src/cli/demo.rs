@@ -74,6 +74,18 @@ impl Demo<'_> {
         self.out.say(format!("   {}", line.as_ref()));
     }
 
+    pub(super) fn work_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(super) fn repo_dir(&self) -> &Path {
+        &self.repo_dir
+    }
+
+    pub(super) fn source_dir(&self) -> &Path {
+        &self.source
+    }
+
     pub(super) fn repo(&self) -> &Repository {
         self.repo.as_ref().expect("created in step 2")
     }

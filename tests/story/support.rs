@@ -174,7 +174,10 @@ impl Story {
     /// with its tree.
     pub fn restores_match(&self, snaps: &[(String, Tree)]) {
         for (i, (id, tree)) in snaps.iter().enumerate() {
-            let target = self.dir.path().join(format!("restore-{i}-{}", rand_suffix()));
+            let target = self
+                .dir
+                .path()
+                .join(format!("restore-{i}-{}", rand_suffix()));
             self.ok(&self.on_repo("restore", &[id, "--target", target.to_str().unwrap()]));
             let root = target.join(self.src.strip_prefix("/").unwrap());
             assert_eq!(&capture(&root), tree, "snapshot {id} restores as backed up");
