@@ -135,6 +135,13 @@ fn print_prune(out: &Output, r: &PruneReport, grace: Duration) {
         ),
     ));
     out.say(format!("  {would}free {}", fmt_bytes(r.bytes_freed)));
+    if r.packs_kept_mostly_used > 0 {
+        out.say(format!(
+            "  kept {} unused in {}: mostly in use, not worth repacking yet",
+            fmt_bytes(r.bytes_kept_mostly_used),
+            plural(r.packs_kept_mostly_used, "pack", "packs")
+        ));
+    }
     if r.packs_kept_recent > 0 {
         out.say(format!(
             "  kept {} with unused data: younger than the grace period ({})",

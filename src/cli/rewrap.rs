@@ -56,38 +56,54 @@ pub fn rewrap(out: &Output, g: &GlobalArgs, a: RewrapArgs) -> Result<i32> {
         "rewrapped"
     };
     out.say(format!(
-        "{would} {} ({} of stored bytes; bodies unchanged, no plaintext touched) to {}",
+        "{would} {} ({} stored; bodies unchanged, no plaintext touched) to {}",
         plural(r.objects_rewrapped, "message", "messages"),
         fmt_bytes(r.bytes_rewrapped),
         r.target
     ));
-    out.say(format!(
-        "  {} already current; {} copied unchanged alongside; {} dropped",
-        plural(r.objects_current, "message", "messages"),
-        r.objects_copied,
-        plural(r.copies_dropped, "duplicate copy", "duplicate copies"),
-    ));
-    out.say(format!(
-        "  {} and {} rewrapped in place{}",
-        plural(
-            r.snapshots_rewrapped,
-            "snapshot manifest",
-            "snapshot manifests"
-        ),
-        plural(r.index_files_rewrapped, "index file", "index files"),
-        if r.key_check_rewrapped {
-            "; the key check renewed"
-        } else {
-            ""
-        }
-    ));
+    let mut also = vec![format!(
+        "{} already current",
+        plural(r.objects_current, "message", "messages")
+    )];
+    if r.objects_copied > 0 {
+        also.push(format!(
+            "{} copied unchanged from the same packs",
+            r.objects_copied
+        ));
+    }
+    if r.copies_dropped > 0 {
+        also.push(format!(
+            "{} dropped",
+            plural(r.copies_dropped, "duplicate copy", "duplicate copies")
+        ));
+    }
+    if r.snapshots_rewrapped > 0 {
+        also.push(format!(
+            "{} rewrapped in place",
+            plural(
+                r.snapshots_rewrapped,
+                "snapshot manifest",
+                "snapshot manifests"
+            )
+        ));
+    }
+    if r.index_files_rewrapped > 0 {
+        also.push(format!(
+            "{} rewrapped in place",
+            plural(r.index_files_rewrapped, "index file", "index files")
+        ));
+    }
+    if r.key_check_rewrapped {
+        also.push("the key check renewed".into());
+    }
     if !a.dry_run {
-        out.say(format!(
-            "  {} written, {} deleted",
+        also.push(format!(
+            "{} written, {} deleted",
             plural(r.packs_written, "pack", "packs"),
             r.packs_deleted
         ));
     }
+    out.say(format!("  {}", also.join("; ")));
     for f in &r.failed {
         out.warn(format!("not rewrapped: {f}"));
     }
@@ -143,24 +159,35 @@ pub fn reencrypt(out: &Output, g: &GlobalArgs, a: ReencryptArgs) -> Result<i32> 
             .map(|c| format!(" wrapped by v{}", c.version.unwrap_or(0)))
             .unwrap_or_default()
     ));
-    out.say(format!(
-        "  {} rewritten (IDs unchanged); {} and {} renewed; {} dropped",
-        plural(r.snapshots_rewritten, "snapshot", "snapshots"),
-        plural(r.index_files_rewritten, "index file", "index files"),
-        if r.key_check_renewed {
-            "the key check"
-        } else {
-            "no key check"
-        },
-        plural(r.copies_dropped, "other old copy", "other old copies"),
-    ));
+    let mut also = vec![format!(
+        "{} rewritten to point at them (snapshot IDs unchanged)",
+        plural(r.snapshots_rewritten, "snapshot", "snapshots")
+    )];
+    if r.index_files_rewritten > 0 {
+        also.push(format!(
+            "{} renewed",
+            plural(r.index_files_rewritten, "index file", "index files")
+        ));
+    }
+    if r.key_check_renewed {
+        also.push("the key check renewed".into());
+    }
+    if r.copies_dropped > 0 {
+        also.push(format!(
+            "{} dropped",
+            plural(r.copies_dropped, "other old copy", "other old copies")
+        ));
+    }
+    if !a.dry_run {
+        also.push(format!(
+            "{} with old messages deleted",
+            plural(r.packs_deleted, "pack", "packs")
+        ));
+    }
+    out.say(format!("  {}", also.join("; ")));
     if a.dry_run {
         return Ok(exit::OK);
     }
-    out.say(format!(
-        "  {} with old messages deleted",
-        plural(r.packs_deleted, "pack", "packs")
-    ));
     for f in &r.failed {
         out.warn(format!("not re-encrypted: {f}"));
     }

@@ -72,6 +72,11 @@ pub struct PruneReport {
     /// Packs with unused data left alone because they are younger than the
     /// grace period.
     pub packs_kept_recent: u64,
+    /// Packs with some unused data left alone because most of it is in use
+    /// (repacking them would copy more than it frees).
+    pub packs_kept_mostly_used: u64,
+    /// Bytes of unused messages in those packs.
+    pub bytes_kept_mostly_used: u64,
     /// Packs no index lists, deleted.
     pub unindexed_packs_deleted: u64,
     /// Temporary files of interrupted writers, deleted.
@@ -220,6 +225,8 @@ pub fn prune_locked(
                 action: Action::Copy,
             }));
         } else {
+            report.packs_kept_mostly_used += 1;
+            report.bytes_kept_mostly_used += u.dead_bytes;
             continue;
         }
         retire.push(*id);

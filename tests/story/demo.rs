@@ -22,6 +22,10 @@ fn demo_runs_and_passes_every_check() {
     for want in [
         "$ envarc key rotate-on-demand alias/demo",
         "$ envarc key rotate-due --as-of",
+        "$ envarc verify -r",
+        "read and authenticated",
+        "; 0 problems.",
+        "identical to the tree backed up (data keys wrapped by v1, v2, v3)",
         "4 of 4 stored messages",
         "v3 (current)",
         "Result: every check passed.",
