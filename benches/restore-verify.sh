@@ -6,7 +6,7 @@
 # restic and cp (envarc's restore ends with its own syncfs), and again on
 # tmpfs (/dev/shm), where no disk is involved.
 #
-#   cargo build --release && bench/restore-verify.sh [WORKDIR]
+#   cargo build --release && benches/restore-verify.sh [WORKDIR]
 #
 # Needs about 9 GiB in WORKDIR (default /tmp/envarc-bench) and 2.5 GiB of
 # /dev/shm; removes everything it made at the end.

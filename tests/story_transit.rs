@@ -49,6 +49,24 @@ impl T<'_> {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// Runs envarc expecting failure; returns (exit code, stderr).
+    fn run_fails(&self, args: &[&str]) -> (i32, String) {
+        let out = util::envarc()
+            .env_remove("VAULT_ADDR")
+            .env_remove("VAULT_TOKEN")
+            .env("HOME", self.home.path())
+            .env("BAO_ADDR", &self.b.addr)
+            .env("BAO_TOKEN", &self.b.token)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "envarc {args:?} should fail");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     fn repo_cmd(&self, sub: &str, more: &[&str]) -> Value {
         let mut a = vec![sub, "-r", self.repo.to_str().unwrap()];
         a.extend_from_slice(more);
@@ -161,4 +179,81 @@ fn transit_key_versions_reencrypt_and_rewrap() {
     b.configure_key("story", serde_json::json!({"min_decryption_version": 3}));
     t.restores_match(&[s1, s2]);
     t.repo_cmd("verify", &["--read-data"]);
+}
+
+/// Issue 10's story through the binary: back up, rotate on the server, back up
+/// again, turn on `auto_rotate_period`, verify and restore both snapshots; rewrap
+/// moves every object to the newest version; and once `min_decryption_version`
+/// is raised above an object that was not rewrapped, its restore fails clearly.
+#[test]
+fn transit_backup_rotate_verify_restore_rewrap_and_min_decryption_version() {
+    let Some(bin) = bao::find_bao("transit_backup_rotate_verify_restore_rewrap") else {
+        return;
+    };
+    let b = bao::Bao::start(&bin, false);
+    b.enable_transit("transit");
+    b.create_key("story", true);
+    let home = util::tempdir();
+    let t = T {
+        b: &b,
+        repo: home.path().join("repo"),
+        src: home.path().join("src"),
+        home,
+    };
+    t.run(&[
+        "init",
+        "-r",
+        t.repo.to_str().unwrap(),
+        "--key",
+        "transit:story",
+    ]);
+    t.files("a", 5, 1);
+    let s1 = t.backup();
+    b.rotate("story");
+    t.files("b", 3, 50);
+    let s2 = t.backup();
+    b.configure_key("story", serde_json::json!({"auto_rotate_period": "24h"}));
+    assert_eq!(t.per_version(), BTreeMap::from([(1, 5), (2, 3)]));
+    let v = t.repo_cmd("verify", &["--read-data"]);
+    assert_eq!(v["problems"].as_array().map(|p| p.len()), Some(0), "{v}");
+    t.restores_match(&[s1.clone(), s2.clone()]);
+
+    // A second repository keeps its v1/v2 objects un-rewrapped.
+    let old = T {
+        b: &b,
+        repo: t.home.path().join("old-repo"),
+        src: t.src.clone(),
+        home: util::tempdir(),
+    };
+    old.run(&[
+        "init",
+        "-r",
+        old.repo.to_str().unwrap(),
+        "--key",
+        "transit:story",
+    ]);
+    let (old_snap, _) = old.backup();
+
+    b.rotate("story");
+    let r = t.repo_cmd("rewrap", &[]);
+    assert_eq!(r["objects_rewrapped"], 8);
+    assert_eq!(t.per_version(), BTreeMap::from([(3, 8)]));
+
+    b.configure_key("story", serde_json::json!({"min_decryption_version": 3}));
+    t.restores_match(&[s1, s2]);
+    let target = old.home.path().join("restore");
+    let (code, err) = old.run_fails(&[
+        "restore",
+        "-r",
+        old.repo.to_str().unwrap(),
+        &old_snap,
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert!(code == 4 || code == 5, "exit {code}: {err}");
+    assert!(err.contains("story"), "the error names the key: {err}");
+    assert!(
+        err.contains("min_decryption_version") || err.contains("version"),
+        "the error says the version is too old: {err}"
+    );
 }
