@@ -9,6 +9,7 @@ pub mod backup;
 pub mod envelope;
 pub mod error;
 pub mod keyring;
+pub mod maintain;
 pub mod progress;
 pub mod providers;
 pub mod repo;

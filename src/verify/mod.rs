@@ -255,7 +255,9 @@ fn scan_snapshot(repo: &Repository, id: &Id) -> Result<Scan> {
     Ok((refs, problems))
 }
 
-/// Checks one message. `Ok(Some(bytes))` when it was read in full.
+/// Checks one message. `Ok(Some(bytes))` when it was read in full. A
+/// message listed at more than one place (an interrupted rewrap or repack)
+/// is sound when any copy is; otherwise the first copy's problem is given.
 fn check_message(
     repo: &Repository,
     index: &Index,
@@ -264,10 +266,34 @@ fn check_message(
     size: u64,
     read: bool,
 ) -> Checked {
-    let loc = index.get(id).ok_or((
-        Class::Missing,
-        "is not in the index: no readable index file lists it".to_string(),
-    ))?;
+    let locations = index.locations(id);
+    if locations.is_empty() {
+        return Err((
+            Class::Missing,
+            "is not in the index: no readable index file lists it".to_string(),
+        ));
+    }
+    let mut first = None;
+    for loc in locations {
+        match check_copy(repo, loc, packs, id, size, read) {
+            Ok(r) => return Ok(r),
+            Err(e) => {
+                first.get_or_insert(e);
+            }
+        }
+    }
+    Err(first.expect("at least one copy was checked"))
+}
+
+/// Checks the copy of message `id` at `loc`.
+fn check_copy(
+    repo: &Repository,
+    loc: crate::repo::Location,
+    packs: &HashMap<Id, u64>,
+    id: &MessageId,
+    size: u64,
+    read: bool,
+) -> Checked {
     let Some(&pack_len) = packs.get(&loc.pack) else {
         return Err((
             Class::Missing,
@@ -297,7 +323,7 @@ fn check_message(
     // Parses and authenticates the header, unwraps the data key with the
     // provider and checks the message ID and encryption context.
     let dec = repo
-        .decrypt_object(index, id)
+        .decrypt_object_at(&loc, id)
         .map_err(|e| (Class::of(&e), format!("in pack {}: {e}", loc.pack)))?;
     if !read {
         return Ok(None);

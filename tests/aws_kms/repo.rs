@@ -139,6 +139,14 @@ fn backup_rotate_backup_and_read_both() {
         let got = target.join(src.strip_prefix("/").unwrap());
         crate::util::tree::assert_same_tree(want, &got, false);
     }
+    // stats names the KMS key; rewrap has nothing to do for KMS and says so.
+    sc.kms(&["stats", "-r", s(&repo)])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains(arn.as_str()));
+    let mut rewrap = sc.kms(&["rewrap", "-r", s(&repo)]);
+    let err = crate::expect_exit(&mut rewrap, 2);
+    assert!(err.contains("nothing to rewrap"), "{err}");
 }
 
 /// `cp -a`, so the copy keeps the mtimes the comparison looks at.

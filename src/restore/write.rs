@@ -1,0 +1,299 @@
+//! Writing the selected entries under the target: folders, files (in
+//! parallel), symlinks, then folder metadata; see the module documentation
+//! of `restore` for the order and its reasons.
+
+use std::os::fd::{AsFd, OwnedFd};
+
+use rayon::prelude::*;
+use rustix::fs::FileType;
+
+use crate::error::exit;
+use crate::progress::Progress;
+use crate::repo::{Entry, EntryKind, Index, Repository};
+
+use super::safe_fs::{self, Target, TempEntry};
+use super::{count, lossy, Item, Overwrite, RestoreError, RestoreReport};
+
+/// How an entry relates to what is already at its place.
+pub(super) enum Decision {
+    Create,
+    Replace,
+    Keep,
+    Conflict(String),
+}
+
+pub(super) fn decide(
+    e: &Entry,
+    existing: Option<&rustix::fs::Stat>,
+    link_now: impl FnOnce() -> Option<Vec<u8>>,
+    ow: Overwrite,
+) -> Decision {
+    let Some(st) = existing else {
+        return Decision::Create;
+    };
+    let t = safe_fs::file_type(st);
+    match (e.kind, t) {
+        (EntryKind::Dir, FileType::Directory) if ow == Overwrite::Never => Decision::Keep,
+        (EntryKind::Dir, FileType::Directory) => Decision::Replace,
+        (EntryKind::Dir, _) if ow == Overwrite::Never => Decision::Conflict(
+            "something other than a folder is in the way; it is left as it is (--overwrite never)"
+                .into(),
+        ),
+        (EntryKind::Dir, _) => Decision::Replace,
+        (_, FileType::Directory) => {
+            Decision::Conflict("a folder is in the way; envarc does not remove folders".into())
+        }
+        (_, _) if ow == Overwrite::Never => Decision::Keep,
+        (EntryKind::File, FileType::RegularFile)
+            if ow == Overwrite::IfChanged
+                && st.st_size as u64 == e.size
+                && safe_fs::mtime(st) == e.mtime =>
+        {
+            Decision::Keep
+        }
+        (EntryKind::Symlink, FileType::Symlink)
+            if ow == Overwrite::IfChanged
+                && safe_fs::mtime(st) == e.mtime
+                && link_now() == e.link_target =>
+        {
+            Decision::Keep
+        }
+        _ => Decision::Replace,
+    }
+}
+
+/// Everything the workers share.
+pub(super) struct Ctx<'a> {
+    pub repo: &'a Repository,
+    pub index: &'a Index,
+    pub target: &'a Target,
+    pub overwrite: Overwrite,
+    pub owners: bool,
+    pub progress: &'a dyn Progress,
+}
+
+enum Outcome {
+    Restored(u64),
+    Kept,
+    Failed(RestoreError),
+}
+
+/// A file worker: remembers the last folder it opened, since consecutive
+/// files of a snapshot mostly share one.
+struct Worker<'a> {
+    ctx: &'a Ctx<'a>,
+    cached: Option<(Vec<u8>, OwnedFd)>,
+}
+
+impl Worker<'_> {
+    fn parent_fd(&mut self, it: &Item) -> std::io::Result<&OwnedFd> {
+        let key = it.parent().join(&b'/');
+        if self.cached.as_ref().map(|(k, _)| k) != Some(&key) {
+            let (fd, _) = self.ctx.target.open_dir(it.parent(), true)?;
+            self.cached = Some((key, fd));
+        }
+        Ok(&self.cached.as_ref().expect("just set").1)
+    }
+
+    fn restore_file(&mut self, it: &Item) -> Outcome {
+        let ctx = self.ctx;
+        let e = it.e;
+        let parent = match self.parent_fd(it) {
+            Ok(fd) => fd.as_fd(),
+            Err(err) => return Outcome::Failed(it.fail(err.to_string(), false)),
+        };
+        let name = it.name();
+        let io_fail = |what: &str, err: std::io::Error| {
+            Outcome::Failed(it.fail(format!("{what}: {err}"), false))
+        };
+        let existing = match safe_fs::lstat_at(parent, name) {
+            Ok(s) => s,
+            Err(err) => return io_fail("cannot look at the existing entry", err),
+        };
+        match decide(e, existing.as_ref(), || None, ctx.overwrite) {
+            Decision::Keep => return Outcome::Kept,
+            Decision::Conflict(why) => return Outcome::Failed(it.fail(why, false)),
+            Decision::Create | Decision::Replace => {}
+        }
+        let Some(content) = e.content else {
+            return Outcome::Failed(it.fail("the manifest entry names no content message", true));
+        };
+        let mut dec = match ctx.repo.decrypt_object(ctx.index, &content) {
+            Ok(d) => d,
+            Err(err) => {
+                let integrity = err.exit_code() == exit::INTEGRITY;
+                return Outcome::Failed(it.fail(err.to_string(), integrity));
+            }
+        };
+        let (tmp, mut file) = match TempEntry::file(parent, name) {
+            Ok(t) => t,
+            Err(err) => return io_fail("cannot create a temporary file", err),
+        };
+        let n = match dec.copy_to(&mut file) {
+            Ok(n) => n,
+            Err(err) => {
+                let integrity = err.is_integrity();
+                return Outcome::Failed(it.fail(
+                    format!("message {}: {err}", hex::encode(content)),
+                    integrity,
+                ));
+            }
+        };
+        if n != e.size {
+            return Outcome::Failed(it.fail(
+                format!(
+                    "message {} holds {n} bytes but the manifest says {}",
+                    hex::encode(content),
+                    e.size
+                ),
+                true,
+            ));
+        }
+        if let Err(err) = safe_fs::apply_fd(&file, e, ctx.owners) {
+            return io_fail("cannot set metadata", err);
+        }
+        drop(file);
+        match tmp.commit(name) {
+            Ok(()) => Outcome::Restored(n),
+            Err(err) => io_fail("cannot rename into place", err),
+        }
+    }
+}
+
+pub(super) fn write_all(ctx: &Ctx, items: &[Item], report: &mut RestoreReport) {
+    let mut dirs: Vec<&Item> = items
+        .iter()
+        .filter(|i| i.e.kind == EntryKind::Dir)
+        .collect();
+    dirs.sort_by(|a, b| a.comps.cmp(&b.comps));
+    let files: Vec<&Item> = items
+        .iter()
+        .filter(|i| i.e.kind == EntryKind::File)
+        .collect();
+    let links: Vec<&Item> = items
+        .iter()
+        .filter(|i| i.e.kind == EntryKind::Symlink)
+        .collect();
+
+    let fail = |report: &mut RestoreReport, err: RestoreError| {
+        ctx.progress.warn(&format!("{}: {}", err.path, err.cause));
+        report.errors.push(err);
+    };
+
+    // 1. Folders.
+    let mut dir_meta: Vec<&Item> = Vec::new();
+    for it in &dirs {
+        match make_dir(ctx, it) {
+            Ok(Some(())) => {
+                count(report, it.e);
+                dir_meta.push(it);
+            }
+            Ok(None) => {}
+            Err(err) => fail(report, err),
+        }
+    }
+
+    // 2. Files, in parallel.
+    let bytes: u64 = files.iter().map(|i| i.e.size).sum();
+    ctx.progress
+        .start("restoring", Some(files.len() as u64), Some(bytes));
+    // At least one thread per request a remote key service serves at once.
+    let outcomes: Vec<Outcome> = crate::providers::run_for_provider(ctx.repo.provider(), || {
+        files
+            .par_iter()
+            .map_init(
+                || Worker { ctx, cached: None },
+                |w, it| {
+                    ctx.progress.item(&lossy(&it.e.path));
+                    let o = w.restore_file(it);
+                    let n = if let Outcome::Restored(n) = o { n } else { 0 };
+                    ctx.progress.advance(1, n);
+                    o
+                },
+            )
+            .collect()
+    });
+    ctx.progress.finish();
+    for (it, o) in files.iter().zip(outcomes) {
+        match o {
+            Outcome::Restored(_) => count(report, it.e),
+            Outcome::Kept => report.skipped += 1,
+            Outcome::Failed(err) => fail(report, err),
+        }
+    }
+
+    // 3. Symlinks.
+    for it in &links {
+        match make_symlink(ctx, it) {
+            Ok(true) => count(report, it.e),
+            Ok(false) => report.skipped += 1,
+            Err(err) => fail(report, err),
+        }
+    }
+
+    // 4. Folder metadata, deepest first.
+    for it in dir_meta.iter().rev() {
+        let r = if it.comps.is_empty() {
+            safe_fs::apply_fd(ctx.target.fd(), it.e, ctx.owners)
+        } else {
+            ctx.target
+                .open_dir(&it.comps, false)
+                .and_then(|(fd, _)| safe_fs::apply_fd(&fd, it.e, ctx.owners))
+        };
+        if let Err(e) = r {
+            fail(report, it.fail(format!("folder metadata: {e}"), false));
+        }
+    }
+}
+
+/// Creates (or adopts) one folder. `Some` when its metadata is to be applied.
+fn make_dir(ctx: &Ctx, it: &Item) -> std::result::Result<Option<()>, RestoreError> {
+    if it.comps.is_empty() {
+        // `/` was backed up: the target folder stands for it.
+        return Ok((ctx.overwrite != Overwrite::Never).then_some(()));
+    }
+    let io = |e: std::io::Error| it.fail(e.to_string(), false);
+    let (parent, _) = ctx.target.open_dir(it.parent(), true).map_err(io)?;
+    let existing = safe_fs::lstat_at(&parent, it.name()).map_err(io)?;
+    match decide(it.e, existing.as_ref(), || None, ctx.overwrite) {
+        Decision::Create => {
+            match safe_fs::mkdir_at(&parent, it.name()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io(e)),
+            }
+            Ok(Some(()))
+        }
+        Decision::Replace => {
+            if existing.is_some_and(|s| safe_fs::file_type(&s) != FileType::Directory) {
+                safe_fs::remove_at(&parent, it.name()).map_err(io)?;
+                safe_fs::mkdir_at(&parent, it.name()).map_err(io)?;
+            }
+            Ok(Some(()))
+        }
+        Decision::Keep => Ok(None),
+        Decision::Conflict(why) => Err(it.fail(why, false)),
+    }
+}
+
+/// Creates one symlink under a temporary name and renames it into place.
+/// `false` when an existing entry was kept.
+fn make_symlink(ctx: &Ctx, it: &Item) -> std::result::Result<bool, RestoreError> {
+    let io = |e: std::io::Error| it.fail(e.to_string(), false);
+    let Some(link) = &it.e.link_target else {
+        return Err(it.fail("the manifest entry names no symlink target", true));
+    };
+    let (parent, _) = ctx.target.open_dir(it.parent(), true).map_err(io)?;
+    let name = it.name();
+    let existing = safe_fs::lstat_at(&parent, name).map_err(io)?;
+    let current = || safe_fs::read_link_at(&parent, name).ok();
+    match decide(it.e, existing.as_ref(), current, ctx.overwrite) {
+        Decision::Keep => return Ok(false),
+        Decision::Conflict(why) => return Err(it.fail(why, false)),
+        Decision::Create | Decision::Replace => {}
+    }
+    let tmp = TempEntry::symlink(parent.as_fd(), name, link).map_err(io)?;
+    safe_fs::apply_symlink_at(&parent, tmp.name(), it.e, ctx.owners).map_err(io)?;
+    tmp.commit(name).map_err(io)?;
+    Ok(true)
+}
