@@ -46,7 +46,20 @@ fn prune_repacks_mostly_unused_packs_after_the_grace_period() {
     assert!(r["packs_repacked"].as_u64().unwrap() >= 1, "{r}");
     assert!(r["bytes_repacked"].as_u64().unwrap() > 0);
     let after = bodies(&s.open());
-    assert_eq!(after.len(), 40, "the 30 old versions are gone");
+    // Which pack holds which file depends on how the backup's workers split the
+    // tree, so a pack may hold mostly files still in use: prune leaves such a
+    // pack alone (repacking would copy more than it frees). Every other old
+    // version is gone.
+    let again = s.json(&s.on_repo("prune", &["--grace", "0", "--dry-run"]));
+    let kept_unused = again["messages_unused"].as_u64().unwrap();
+    assert!(kept_unused < 30, "most old versions are removed: {r}");
+    assert_eq!(
+        after.len() as u64,
+        40 + kept_unused,
+        "the old versions outside mostly-used packs are gone"
+    );
+    assert_eq!(again["packs_repacked"], 0, "nothing left worth repacking");
+    assert_eq!(again["packs_deleted"], 0);
     // The messages in use were copied byte for byte.
     for (id, body) in &after {
         assert_eq!(before.get(id), Some(body));
@@ -55,7 +68,7 @@ fn prune_repacks_mostly_unused_packs_after_the_grace_period() {
     s.ok(&s.on_repo("verify", &["--read-data"]));
     // Nothing left to do.
     let again = s.json(&s.on_repo("prune", &["--grace", "0"]));
-    assert_eq!(again["messages_unused"], 0);
+    assert_eq!(again["messages_unused"].as_u64().unwrap(), kept_unused);
     assert_eq!(again["bytes_freed"], 0);
 }
 
