@@ -41,7 +41,7 @@ const KDF_ARGON2ID: u8 = 1;
 const KDF_KEY_FILE: u8 = 2;
 const NAMESPACE: &str = "envarc-keyring";
 
-pub(crate) fn encode_preamble(kdf: &Kdf) -> Vec<u8> {
+pub fn encode_preamble(kdf: &Kdf) -> Vec<u8> {
     let mut out = MAGIC.to_vec();
     out.push(FORMAT_VERSION);
     match kdf {
@@ -65,8 +65,9 @@ fn damaged(path: &Path, what: &str) -> Error {
     ))
 }
 
-/// Splits a keyring file into its KDF, the preamble's length, and the message.
-pub(crate) fn parse_preamble(path: &Path, bytes: &[u8]) -> Result<(Kdf, usize)> {
+/// Splits a keyring file into its KDF, the preamble's length, and the message
+/// (`path` only names the file in errors). Pure, so it can be fuzzed.
+pub fn parse_preamble(path: &Path, bytes: &[u8]) -> Result<(Kdf, usize)> {
     if bytes.len() < MAGIC.len() + 2 {
         if MAGIC.starts_with(bytes) || bytes.starts_with(MAGIC) {
             return Err(damaged(path, "it is truncated"));

@@ -37,12 +37,15 @@ use crate::{Error, Result};
 
 pub use config::{
     describe_key, Config, InitOptions, KeyRef, DEFAULT_LARGE_FILE_SIZE, DEFAULT_PACK_SIZE,
-    FORMAT_VERSION,
+    FORMAT_VERSION, MAX_FRAME_LENGTH,
 };
-pub use index::{Index, IndexFile, Location};
+pub use index::{decode_index, encode_index, Index, IndexFile, Location};
 pub use lock::{hostname, LockKind, RepoLock};
 pub use pack::{IndexEntry, PackRecord, PackWriter, Written};
-pub use snapshot::{Entry, EntryKind, SnapshotMeta, Summary, Time, SNAPSHOT_VERSION};
+pub use snapshot::{
+    decode_manifest, encode_manifest, Entry, EntryKind, SnapshotMeta, Summary, Time,
+    SNAPSHOT_VERSION,
+};
 
 /// Context key naming the repository a message belongs to.
 pub const CONTEXT_REPO: &str = "envarc-repo";

@@ -360,6 +360,60 @@ impl Repository {
     }
 }
 
+/// Decodes a whole manifest plaintext (the layout in the module
+/// documentation): the metadata and every entry, checking that nothing
+/// follows the last entry. Pure (no I/O, no key), so it can be fuzzed; the
+/// repository streams the same records through [`Repository::load_snapshot_with`].
+pub fn decode_manifest(mut plain: &[u8]) -> Result<(SnapshotMeta, Vec<Entry>)> {
+    let path = Path::new("<manifest>");
+    let mut buf = Vec::new();
+    let mut next = |max: usize, buf: &mut Vec<u8>| {
+        get_record(&mut plain, buf, max).map_err(|e| match e {
+            RecordError::Io(_) => Error::Integrity(format!(
+                "{}: the manifest ends before its last entry",
+                path.display()
+            )),
+            RecordError::Corrupt(m) => Error::Integrity(format!("{}: {m}", path.display())),
+        })
+    };
+    next(MAX_META, &mut buf)?;
+    let meta: SnapshotMeta = decode(&buf, path)?;
+    if meta.version != SNAPSHOT_VERSION {
+        return Err(Error::Other(format!(
+            "the snapshot has encoding version {}, this envarc reads {SNAPSHOT_VERSION}",
+            meta.version
+        )));
+    }
+    // No capacity from `meta.entries`: it is untrusted until the records exist.
+    let mut entries = Vec::new();
+    for _ in 0..meta.entries {
+        next(MAX_ENTRY, &mut buf)?;
+        entries.push(decode(&buf, path)?);
+    }
+    if !plain.is_empty() {
+        return Err(Error::Integrity(format!(
+            "{}: bytes follow the manifest's last entry",
+            path.display()
+        )));
+    }
+    Ok((meta, entries))
+}
+
+/// Encodes a manifest plaintext: the inverse of [`decode_manifest`] (with
+/// `meta.entries` set from `entries`), as [`Repository::save_snapshot`] writes it.
+pub fn encode_manifest(meta: &SnapshotMeta, entries: &[Entry]) -> Result<Vec<u8>> {
+    let mut meta = meta.clone();
+    meta.entries = entries.len() as u64;
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    let err = |e: io::Error| Error::Other(e.to_string());
+    put_record(&mut out, &meta, &mut buf).map_err(err)?;
+    for e in entries {
+        put_record(&mut out, e, &mut buf).map_err(err)?;
+    }
+    Ok(out)
+}
+
 fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], path: &Path) -> Result<T> {
     postcard::from_bytes(bytes).map_err(|e| {
         Error::Integrity(format!(
