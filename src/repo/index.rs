@@ -17,7 +17,7 @@ use crate::fsutil::AtomicFile;
 use crate::{Error, Result};
 
 use super::pack::PackRecord;
-use super::{decrypt_file, remove_durably, Id, Kind, Repository};
+use super::{decrypt_file, remove_durably, writing, Id, Kind, Repository};
 
 const INDEX_VERSION: u32 = 1;
 
@@ -181,9 +181,10 @@ impl Repository {
             self.provider(),
             &self.encrypt_options(Kind::Index),
             std::io::BufWriter::new(&mut f),
-        )?;
+        )
+        .map_err(|e| writing(e, &path))?;
         enc.write_all(&plain).map_err(io_err)?;
-        let (mut w, _) = enc.finish()?;
+        let (mut w, _) = enc.finish().map_err(|e| writing(e, &path))?;
         w.flush().map_err(io_err)?;
         drop(w);
         f.commit().map_err(io_err)?;

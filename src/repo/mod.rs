@@ -429,6 +429,15 @@ pub(crate) fn decrypt_file(repo: &Repository, path: &Path, kind: Kind) -> Result
     Ok(out)
 }
 
+/// Names the file an envelope error happened while writing (a full disk
+/// shows as an I/O error of the encryptor's writer).
+pub(crate) fn writing(e: crate::envelope::Error, path: &Path) -> Error {
+    match e {
+        crate::envelope::Error::Io(io) => Error::io(format!("writing {}", path.display()), io),
+        e => e.into(),
+    }
+}
+
 /// Names the file in an envelope error about it, keeping the error's class
 /// (integrity, key, I/O) for the exit code.
 pub(crate) fn with_path(e: crate::envelope::Error, path: &Path) -> Error {

@@ -20,7 +20,7 @@ use crate::envelope::{from_io, Decryptor, Encryptor, MessageId};
 use crate::fsutil::AtomicFile;
 use crate::{Error, Result};
 
-use super::{remove_durably, with_path, Id, Kind, Repository};
+use super::{remove_durably, with_path, writing, Id, Kind, Repository};
 
 /// Version of the snapshot encoding this build writes and reads.
 pub const SNAPSHOT_VERSION: u32 = 1;
@@ -194,13 +194,14 @@ impl Repository {
             self.provider(),
             &self.encrypt_options(Kind::Snapshot),
             BufWriter::with_capacity(256 * 1024, &mut f),
-        )?;
+        )
+        .map_err(|e| writing(e, &path))?;
         let mut buf = Vec::with_capacity(512);
         put_record(&mut enc, &meta, &mut buf).map_err(io_err)?;
         for e in entries {
             put_record(&mut enc, e, &mut buf).map_err(io_err)?;
         }
-        let (mut w, _) = enc.finish()?;
+        let (mut w, _) = enc.finish().map_err(|e| writing(e, &path))?;
         w.flush().map_err(io_err)?;
         drop(w);
         f.commit().map_err(io_err)?;

@@ -51,7 +51,13 @@ pub fn seeds(vectors: Option<&Path>) -> Vec<(&'static str, Vec<u8>)> {
     ] {
         out.push(("keyring_preamble", p));
     }
-    for (mode, body) in [(0u8, &fixed.file), (1, &fixed.doc), (0, &pass_file)] {
+    let edits = vec![1u8, 0, 7, 0, 42];
+    for (mode, body) in [
+        (0u8, &fixed.file),
+        (1, &fixed.doc),
+        (0, &pass_file),
+        (2, &edits),
+    ] {
         let mut s = vec![mode];
         s.extend_from_slice(body);
         out.push(("keyring_open", s));

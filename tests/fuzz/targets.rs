@@ -28,8 +28,11 @@ use envarc::repo::{decode_index, decode_manifest, encode_index, encode_manifest,
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+/// A fuzz target: takes any bytes, panics only on a bug.
+pub type Target = fn(&[u8]);
+
 /// Every target, by the name `.ci/fuzz.sh` and `fixtures/fuzz/<name>/` use.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("header", header),
     ("edk", edk),
     ("body", body),
@@ -587,13 +590,21 @@ pub fn keyring_preamble(data: &[u8]) {
 /// 0: the input is the file (unlocked with the fixed key file, or the fixed
 /// passphrase if its preamble says so and its Argon2 cost is cheap). Mode 1:
 /// the input is the JSON document, sealed as a valid keyring file first, so
-/// that the fuzzer reaches the document checks. Opened: every usable key
-/// wraps and unwraps a data key, and maintenance far ahead does not fail.
+/// that the fuzzer reaches the document checks. Mode 2: the fixed keyring's
+/// document with fields set to values the input chooses (see
+/// [`edit_document`]), sealed the same way. Opened: every usable key wraps
+/// and unwraps a data key, and maintenance far ahead does not fail.
 pub fn keyring_open(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    let (file, secret) = if mode % 2 == 0 {
+    let (file, secret) = if mode % 3 == 2 {
+        let doc = edit_document(&fixed_keyring().doc, rest);
+        (
+            keyring_file_bytes(&doc),
+            Secret::KeyFile(Zeroizing::new(KEY_FILE)),
+        )
+    } else if mode % 3 == 0 {
         let secret = match parse_preamble(Path::new("<fuzz>"), rest) {
             Ok((Kdf::Argon2id { params, .. }, _)) => {
                 if params.m_kib > 64 || params.t > 2 || params.p > 1 {
@@ -632,6 +643,94 @@ pub fn keyring_open(data: &[u8]) {
     }
     let mut kr = kr;
     let _ = kr.maintain(fixed_now() + time::Duration::days(3650));
+}
+
+/// Structure-aware edits of a JSON document: each edit picks one of its
+/// fields (objects' members and arrays' items, depth first) and sets it to a
+/// number, a string, a date, `null`, or removes it. A byte mutator would
+/// rarely turn a valid document into another valid-looking one.
+pub fn edit_document(doc: &[u8], edits: &[u8]) -> Vec<u8> {
+    fn paths(v: &serde_json::Value, at: String, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, c) in m {
+                    let p = format!("{at}/{}", k.replace('~', "~0").replace('/', "~1"));
+                    out.push(p.clone());
+                    paths(c, p, out);
+                }
+            }
+            serde_json::Value::Array(a) => {
+                for (i, c) in a.iter().enumerate() {
+                    let p = format!("{at}/{i}");
+                    out.push(p.clone());
+                    paths(c, p, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(doc) else {
+        return doc.to_vec();
+    };
+    let mut u = Input(edits);
+    for _ in 0..1 + u.u8() % 4 {
+        let mut all = Vec::new();
+        paths(&v, String::new(), &mut all);
+        if all.is_empty() {
+            break;
+        }
+        let p = all[u.u16() as usize % all.len()].clone();
+        let new = match u.u8() % 6 {
+            0 => serde_json::Value::from(u.u8()),
+            1 => {
+                let b = [
+                    u.u8(),
+                    u.u8(),
+                    u.u8(),
+                    u.u8(),
+                    u.u8(),
+                    u.u8(),
+                    u.u8(),
+                    u.u8(),
+                ];
+                serde_json::Value::from(i64::from_be_bytes(b))
+            }
+            2 => serde_json::Value::from(String::from_utf8_lossy(u.bytes()).into_owned()),
+            3 => {
+                let year = -9999 + (u.u16() % 20000) as i32;
+                serde_json::Value::from(format!(
+                    "{}{:04}-{:02}-{:02}T{:02}:00:00Z",
+                    if year < 0 { "-" } else { "" },
+                    year.abs(),
+                    1 + u.u8() % 12,
+                    1 + u.u8() % 31,
+                    u.u8() % 24
+                ))
+            }
+            4 => serde_json::Value::Null,
+            _ => {
+                let (parent, last) = p.rsplit_once('/').expect("paths start with /");
+                match v.pointer_mut(parent) {
+                    Some(serde_json::Value::Object(m)) => {
+                        m.remove(&last.replace("~1", "/").replace("~0", "~"));
+                    }
+                    Some(serde_json::Value::Array(a)) => {
+                        if let Ok(i) = last.parse::<usize>() {
+                            if i < a.len() {
+                                a.remove(i);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+        };
+        if let Some(slot) = v.pointer_mut(&p) {
+            *slot = new;
+        }
+    }
+    serde_json::to_vec(&v).expect("JSON")
 }
 
 /// The small-payload ciphertext blob: `key_of`, `open` with fixed material,
