@@ -29,7 +29,7 @@ export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
 export CARGO_TERM_COLOR=never
 
 echo "fuzz: building the harness (release, instrumented)"
-cargo build --release --locked --manifest-path "$ROOT/tests/fuzz/Cargo.toml" \
+cargo build --release --manifest-path "$ROOT/tests/fuzz/Cargo.toml" \
     --target "$TRIPLE" --target-dir "$OUT" --bins
 
 if [ "$#" -eq 0 ]; then

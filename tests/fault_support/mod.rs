@@ -156,10 +156,11 @@ pub fn init_repo_at(dir: tempfile::TempDir, repo: PathBuf, extra: &[&str]) -> Te
     TestRepo { dir, repo, key }
 }
 
-/// `envarc backup -q` of `paths` as host `host` (no JSON: a failed run prints none).
+/// `envarc backup` of `paths` as host `host`; warnings on stderr (not `-q`,
+/// which hides them; no JSON: a failed run prints none).
 pub fn backup(r: &TestRepo, host: &str, paths: &[&Path]) -> Output {
     r.cmd("backup")
-        .args(["-q", "--host", host])
+        .args(["--host", host])
         .args(paths)
         .output()
         .expect("running envarc backup")
