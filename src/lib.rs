@@ -9,10 +9,14 @@ pub mod backup;
 pub mod envelope;
 pub mod error;
 pub mod keyring;
+pub mod maintain;
 pub mod progress;
 pub mod providers;
 pub mod repo;
 
 pub use error::{Error, Result};
 pub mod cli;
+pub mod diff;
 pub mod fsutil;
+pub mod restore;
+pub mod verify;

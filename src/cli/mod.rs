@@ -3,13 +3,23 @@
 
 mod backup;
 pub mod crypt;
+mod demo;
+mod demo_check;
+mod demo_tree;
+mod diff;
+mod forget;
 mod key;
 pub mod keyring_args;
 pub mod keys;
+mod maint_keys;
 mod output;
 mod progress_bar;
 mod repo;
 mod repo_key;
+mod restore;
+mod rewrap;
+mod stats;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -51,6 +61,10 @@ pub struct GlobalArgs {
     /// unattended jobs; a new keyring created with it is locked by it).
     #[arg(long, global = true, value_name = "FILE")]
     pub keyring_key_file: Option<PathBuf>,
+    /// When the repository is locked by another process, retry for up to
+    /// DURATION (e.g. 30s, 10m, 1h) before giving up with exit code 6.
+    #[arg(long, global = true, value_name = "DURATION", value_parser = maint_keys::parse_duration)]
+    pub retry_lock: Option<std::time::Duration>,
 }
 
 #[derive(Subcommand)]
@@ -69,6 +83,28 @@ pub enum Command {
     Snapshots(repo::SnapshotsArgs),
     /// List the entries of a snapshot.
     Ls(repo::LsArgs),
+    /// Check that every snapshot can be restored (--read-data: authenticate all data).
+    Verify(verify::VerifyArgs),
+    /// Restore a snapshot into a folder.
+    Restore(restore::RestoreArgs),
+    /// List paths added, removed and changed between two snapshots.
+    Diff(diff::DiffArgs),
+    /// Show, per key and key version, which messages and snapshots it protects
+    /// (the blast radius of each backing key).
+    Stats(stats::StatsArgs),
+    /// Re-wrap every data key of an older key version under the current one
+    /// (headers only; bodies are copied unchanged).
+    Rewrap(rewrap::RewrapArgs),
+    /// Re-encrypt everything one key version protects under fresh data keys
+    /// (for a compromised backing key).
+    Reencrypt(rewrap::ReencryptArgs),
+    /// Remove snapshots by a retention policy (restic's --keep-* rules).
+    Forget(forget::ForgetArgs),
+    /// Remove data no snapshot refers to.
+    Prune(forget::PruneArgs),
+    /// Show the rotation story end to end in a scratch folder: keyring, CMK,
+    /// three backups across two rotations, verify, restore, blast radius.
+    Demo(demo::DemoArgs),
 }
 
 /// Runs a command and returns the exit code for a run that did not fail outright.
@@ -82,5 +118,14 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Backup(a) => backup::backup(&out, &cli.global, a),
         Command::Snapshots(a) => repo::snapshots(&out, &cli.global, a),
         Command::Ls(a) => repo::ls(&out, &cli.global, a),
+        Command::Verify(a) => verify::verify(&out, &cli.global, a),
+        Command::Restore(a) => restore::restore(&out, &cli.global, a),
+        Command::Diff(a) => diff::diff(&out, &cli.global, a),
+        Command::Stats(a) => stats::stats(&out, &cli.global, a),
+        Command::Rewrap(a) => rewrap::rewrap(&out, &cli.global, a),
+        Command::Reencrypt(a) => rewrap::reencrypt(&out, &cli.global, a),
+        Command::Forget(a) => forget::forget(&out, &cli.global, a),
+        Command::Prune(a) => forget::prune(&out, &cli.global, a),
+        Command::Demo(a) => demo::demo(&out, &cli.global, a),
     }
 }

@@ -34,7 +34,11 @@ impl RepoArgs {
     pub fn open(&self, g: &GlobalArgs) -> Result<Repository> {
         let config = Config::load(&self.repo)?;
         let provider = repo_provider(&self.key, g, &config)?;
-        Repository::open(&self.repo, config, provider)
+        let mut repo = Repository::open(&self.repo, config, provider)?;
+        if let Some(w) = g.retry_lock {
+            repo.set_lock_wait(w);
+        }
+        Ok(repo)
     }
 }
 

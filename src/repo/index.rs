@@ -3,9 +3,18 @@
 //! message ID to location.
 //!
 //! Each backup writes one index file for the packs it wrote, after those packs
-//! are durable and before its snapshot. Rewriters (prune, rewrap) write a new
-//! index file for their new packs first and delete old index files after; a
-//! message listed twice meanwhile is harmless (either location holds it).
+//! are durable and before its snapshot. Rewriters (prune, rewrap, reencrypt)
+//! write a new index file for their new packs first and delete old index
+//! files after, and delete old packs only once no index file lists them.
+//!
+//! So a message ID may be listed at two places for a while (or for good, if
+//! the rewriter was killed in between). Every copy is a complete message with
+//! that ID and the same plaintext; an interrupted rewrap leaves one copy with
+//! the data key wrapped by an older backing key and one by the current.
+//! [`Index`] keeps every copy: [`Index::get`] answers with the first one,
+//! [`Index::locations`] with all, and [`Repository::decrypt_object`] tries the
+//! others when one cannot be opened (pack gone, key unusable, header damaged).
+//! The next rewrap or prune keeps one copy and drops the rest.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -51,37 +60,93 @@ pub struct Location {
     pub plaintext_len: u64,
 }
 
+/// Position of an entry: index file, pack record, message.
+type Pos = (u32, u32, u32);
+
 /// All index files merged. Entries are kept once (in `files`); the map holds
 /// positions into them, so a large index costs about 100 bytes per message.
 #[derive(Default)]
 pub struct Index {
     files: Vec<IndexFile>,
-    map: HashMap<MessageId, (u32, u32, u32)>,
+    map: HashMap<MessageId, Pos>,
+    /// Further copies of messages listed at more than one place (see the
+    /// module documentation); the same pack and offset listed twice (a pack
+    /// in two index files) is one copy.
+    extra: HashMap<MessageId, Vec<Pos>>,
 }
 
 impl Index {
-    fn from_files(files: Vec<IndexFile>) -> Index {
-        let mut map = HashMap::new();
+    /// Merges loaded index files (e.g. only those that decrypted, as verify does).
+    pub fn from_files(files: Vec<IndexFile>) -> Index {
+        let mut map: HashMap<MessageId, Pos> = HashMap::new();
+        let mut extra: HashMap<MessageId, Vec<Pos>> = HashMap::new();
+        let at = |(f, p, _): Pos| &files[f as usize].packs[p as usize];
         for (fi, f) in files.iter().enumerate() {
             for (pi, p) in f.packs.iter().enumerate() {
                 for (mi, m) in p.messages.iter().enumerate() {
-                    map.insert(m.id, (fi as u32, pi as u32, mi as u32));
+                    let pos = (fi as u32, pi as u32, mi as u32);
+                    let Some(&first) = map.get(&m.id) else {
+                        map.insert(m.id, pos);
+                        continue;
+                    };
+                    let same_place = |q: &Pos| {
+                        at(*q).id == p.id && at(*q).messages[q.2 as usize].offset == m.offset
+                    };
+                    let others = extra.entry(m.id).or_default();
+                    if !same_place(&first) && !others.iter().any(same_place) {
+                        others.push(pos);
+                    }
                 }
             }
         }
-        Index { files, map }
+        extra.retain(|_, v| !v.is_empty());
+        Index { files, map, extra }
     }
 
-    pub fn get(&self, id: &MessageId) -> Option<Location> {
-        let &(f, p, m) = self.map.get(id)?;
+    fn location(&self, (f, p, m): Pos) -> Location {
         let pack = &self.files[f as usize].packs[p as usize];
         let e = &pack.messages[m as usize];
-        Some(Location {
+        Location {
             pack: pack.id,
             offset: e.offset,
             length: e.length,
             plaintext_len: e.plaintext_len,
-        })
+        }
+    }
+
+    /// Where message `id` lives (its first copy, when there are several).
+    pub fn get(&self, id: &MessageId) -> Option<Location> {
+        self.map.get(id).map(|&pos| self.location(pos))
+    }
+
+    /// Every copy of message `id`, the one [`get`](Self::get) gives first.
+    pub fn locations(&self, id: &MessageId) -> Vec<Location> {
+        let Some(&first) = self.map.get(id) else {
+            return Vec::new();
+        };
+        let mut out = vec![self.location(first)];
+        if let Some(more) = self.extra.get(id) {
+            out.extend(more.iter().map(|&pos| self.location(pos)));
+        }
+        out
+    }
+
+    /// Every copy of every message, each once: a message listed at two
+    /// places appears twice, a pack listed by two index files once.
+    pub fn copies(&self) -> impl Iterator<Item = (MessageId, Location)> + '_ {
+        self.map
+            .iter()
+            .map(|(id, &pos)| (*id, self.location(pos)))
+            .chain(
+                self.extra
+                    .iter()
+                    .flat_map(move |(id, v)| v.iter().map(move |&pos| (*id, self.location(pos)))),
+            )
+    }
+
+    /// Number of messages listed at more than one place.
+    pub fn duplicated(&self) -> usize {
+        self.extra.len()
     }
 
     pub fn contains(&self, id: &MessageId) -> bool {
@@ -146,9 +211,14 @@ impl Repository {
         self.list_ids("index")
     }
 
+    /// The file of index file `id`.
+    pub fn index_path(&self, id: &Id) -> std::path::PathBuf {
+        self.dir("index").join(id.to_hex())
+    }
+
     /// Reads and decrypts one index file.
     pub fn read_index_file(&self, id: &Id) -> Result<IndexFile> {
-        let path = self.dir("index").join(id.to_hex());
+        let path = self.index_path(id);
         let plain = decrypt_file(self, &path, Kind::Index)?;
         let packs = decode_index(&plain).map_err(|e| match e {
             Error::Integrity(m) => Error::Integrity(format!("index file {id}: {m}")),
@@ -167,6 +237,27 @@ impl Repository {
             .map(|id| self.read_index_file(id))
             .collect::<Result<Vec<_>>>()?;
         Ok(Index::from_files(files))
+    }
+
+    /// Loads every index file that reads, and returns the others with their
+    /// errors, for readers (restore, verify) that carry on without them: the
+    /// messages listed only there are then simply not found.
+    pub fn load_index_lenient(&self) -> Result<(Index, Vec<(Id, Error)>)> {
+        use rayon::prelude::*;
+        let ids = self.list_index_files()?;
+        let loaded: Vec<(Id, Result<IndexFile>)> = ids
+            .par_iter()
+            .map(|id| (*id, self.read_index_file(id)))
+            .collect();
+        let mut files = Vec::with_capacity(loaded.len());
+        let mut failed = Vec::new();
+        for (id, r) in loaded {
+            match r {
+                Ok(f) => files.push(f),
+                Err(e) => failed.push((id, e)),
+            }
+        }
+        Ok((Index::from_files(files), failed))
     }
 
     /// Writes a new index file listing `packs`; durable when this returns.

@@ -90,8 +90,33 @@ fn describe(info: &LockInfo) -> String {
 impl Repository {
     /// Takes a lock of `kind`, removing stale locks of dead processes on this
     /// host (each reported through `progress.warn`). Fails with
-    /// [`Error::Locked`] when a live conflicting lock exists.
+    /// [`Error::Locked`] when a live conflicting lock exists, after retrying
+    /// for as long as [`Repository::set_lock_wait`] allows (not at all by
+    /// default).
     pub fn lock(&self, kind: LockKind, progress: &dyn Progress) -> Result<RepoLock> {
+        let deadline = std::time::Instant::now() + self.lock_wait;
+        let mut pause = std::time::Duration::from_millis(50);
+        let mut told = false;
+        loop {
+            match self.try_lock(kind, progress) {
+                Err(Error::Locked(why)) if std::time::Instant::now() < deadline => {
+                    if !told {
+                        progress.warn(&format!(
+                            "{why}; waiting up to {} s",
+                            self.lock_wait.as_secs()
+                        ));
+                        told = true;
+                    }
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    std::thread::sleep(pause.min(left));
+                    pause = (pause * 2).min(std::time::Duration::from_secs(2));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn try_lock(&self, kind: LockKind, progress: &dyn Progress) -> Result<RepoLock> {
         let host = hostname();
         let dir = self.dir("locks");
         let own_id = Id::random().to_hex();

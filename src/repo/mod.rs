@@ -125,6 +125,14 @@ impl fmt::Debug for Id {
     }
 }
 
+/// A pack file as found in `data/`.
+#[derive(Clone, Debug)]
+pub struct PackFile {
+    pub id: Id,
+    pub size: u64,
+    pub modified: std::time::SystemTime,
+}
+
 /// The exact bytes of one message inside its pack: reading it yields the
 /// message and then end of file, so a [`Decryptor`] over it also detects
 /// truncation and trailing bytes.
@@ -135,6 +143,9 @@ pub struct Repository {
     root: PathBuf,
     config: Config,
     provider: Box<dyn KeyProvider>,
+    /// How long [`Repository::lock`] retries while another process holds a
+    /// conflicting lock.
+    lock_wait: std::time::Duration,
 }
 
 const SUBDIRS: [&str; 4] = ["data", "index", "snapshots", "locks"];
@@ -191,6 +202,7 @@ impl Repository {
             root: root.to_path_buf(),
             config,
             provider,
+            lock_wait: std::time::Duration::ZERO,
         };
         repo.save_config()?;
         Ok(repo)
@@ -212,7 +224,14 @@ impl Repository {
             root: root.to_path_buf(),
             config,
             provider,
+            lock_wait: std::time::Duration::ZERO,
         })
+    }
+
+    /// Lets [`Repository::lock`] wait up to `wait` for a conflicting lock to
+    /// go away (restic's `--retry-lock`) instead of failing at once.
+    pub fn set_lock_wait(&mut self, wait: std::time::Duration) {
+        self.lock_wait = wait;
     }
 
     pub fn root(&self) -> &Path {
@@ -299,7 +318,10 @@ impl Repository {
         })?;
         f.seek(SeekFrom::Start(loc.offset))
             .map_err(|e| Error::io(format!("seeking in {}", path.display()), e))?;
-        Ok(BufReader::with_capacity(256 * 1024, f).take(loc.length))
+        // A buffer no larger than the message: a small file's message in a
+        // pack is then one read, not 256 KiB of its neighbours copied along.
+        let capacity = loc.length.clamp(4096, 256 * 1024) as usize;
+        Ok(BufReader::with_capacity(capacity, f).take(loc.length))
     }
 
     /// The exact bytes of message `id`, found through `index`.
@@ -315,12 +337,38 @@ impl Repository {
 
     /// A decryptor over object message `id`, after checking that the header
     /// carries that ID (a swapped or replaced message is an integrity error).
+    /// When the index lists more than one copy (an interrupted rewrap or
+    /// repack), the first copy whose header opens is used; if none opens,
+    /// the first copy's error is returned.
     pub fn decrypt_object(
         &self,
         index: &Index,
         id: &MessageId,
     ) -> Result<Decryptor<MessageReader>> {
-        let reader = self.read_message(index, id)?;
+        let locations = index.locations(id);
+        if locations.is_empty() {
+            // Same error as read_message gives.
+            self.read_message(index, id)?;
+        }
+        let mut first_err = None;
+        for loc in &locations {
+            match self.decrypt_object_at(loc, id) {
+                Ok(dec) => return Ok(dec),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_err.expect("at least one location was tried"))
+    }
+
+    /// A decryptor over the object message at `loc`, which must carry `id`.
+    pub fn decrypt_object_at(
+        &self,
+        loc: &Location,
+        id: &MessageId,
+    ) -> Result<Decryptor<MessageReader>> {
+        let reader = self.open_message(loc)?;
         let dec = Decryptor::new(self.provider(), &self.decrypt_options(Kind::Object), reader)?;
         if dec.header().message_id.as_slice() != id.as_slice() {
             return Err(crate::envelope::Error::MessageIdMismatch {
@@ -352,6 +400,38 @@ impl Repository {
             }
         }
         out.sort();
+        Ok(out)
+    }
+
+    /// Every pack with its size and modification time (for prune's grace
+    /// period).
+    pub fn list_pack_files(&self) -> Result<Vec<PackFile>> {
+        let mut out = Vec::new();
+        let data = self.dir("data");
+        for sub in read_dir_names(&data)? {
+            let dir = data.join(&sub);
+            if !dir.is_dir() {
+                continue;
+            }
+            for name in read_dir_names(&dir)? {
+                let Some(id) = Id::from_hex(&name) else {
+                    continue;
+                };
+                let p = dir.join(&name);
+                let md = match fs::metadata(&p) {
+                    Ok(md) => md,
+                    // Deleted meanwhile (by a concurrent reader's listing race).
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(Error::io(format!("reading {}", p.display()), e)),
+                };
+                out.push(PackFile {
+                    id,
+                    size: md.len(),
+                    modified: md.modified().unwrap_or(std::time::UNIX_EPOCH),
+                });
+            }
+        }
+        out.sort_by_key(|p| p.id);
         Ok(out)
     }
 

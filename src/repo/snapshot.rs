@@ -177,7 +177,8 @@ enum RecordError {
 type SnapshotReader = Decryptor<BufReader<File>>;
 
 impl Repository {
-    fn snapshot_path(&self, id: &Id) -> std::path::PathBuf {
+    /// The file of snapshot `id`.
+    pub fn snapshot_path(&self, id: &Id) -> std::path::PathBuf {
         self.dir("snapshots").join(id.to_hex())
     }
 
@@ -185,7 +186,23 @@ impl Repository {
     /// `entries`. Call only after the data and index it refers to are durable.
     pub fn save_snapshot(&self, meta: &SnapshotMeta, entries: &[Entry]) -> Result<Id> {
         let id = Id::random();
-        let path = self.snapshot_path(&id);
+        self.write_snapshot(&id, meta, entries)?;
+        Ok(id)
+    }
+
+    /// Replaces snapshot `id` with new contents under the same ID, atomically
+    /// (the old file stays until the new one is durable and renamed over it).
+    /// For rewriters that re-encrypt what a snapshot refers to; call only
+    /// after the data and index the new contents refer to are durable.
+    pub fn replace_snapshot(&self, id: &Id, meta: &SnapshotMeta, entries: &[Entry]) -> Result<()> {
+        if !self.snapshot_path(id).is_file() {
+            return Err(Error::Usage(format!("no snapshot {id} in this repository")));
+        }
+        self.write_snapshot(id, meta, entries)
+    }
+
+    fn write_snapshot(&self, id: &Id, meta: &SnapshotMeta, entries: &[Entry]) -> Result<()> {
+        let path = self.snapshot_path(id);
         let io_err = |e| Error::io(format!("writing {}", path.display()), e);
         let mut meta = meta.clone();
         meta.entries = entries.len() as u64;
@@ -205,7 +222,7 @@ impl Repository {
         w.flush().map_err(io_err)?;
         drop(w);
         f.commit().map_err(io_err)?;
-        Ok(id)
+        Ok(())
     }
 
     fn open_snapshot(&self, id: &Id) -> Result<(SnapshotReader, SnapshotMeta)> {

@@ -8,6 +8,8 @@ use std::process::Output;
 
 use rand::{RngCore, SeedableRng};
 
+pub mod tree;
+
 /// The built `envarc` binary, with a clean environment for the variables that
 /// could change its behaviour.
 pub fn envarc() -> assert_cmd::Command {

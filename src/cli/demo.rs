@@ -1,0 +1,445 @@
+//! `envarc demo`: the rotation story, end to end, in a scratch folder. Every
+//! step runs the same library code as the command it prints, so the output
+//! is what those commands do. Exits 0 only if every check passed: verify
+//! found nothing wrong, every restore matches what was backed up, and the
+//! first snapshot's stored messages are unchanged after two rotations.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::demo_tree::{capture, write_sample, Tree};
+use super::{GlobalArgs, Output};
+use crate::backup::{backup, BackupOptions};
+use crate::envelope::{open_header, CommitmentPolicy, MessageId};
+use crate::error::exit;
+use crate::keyring::{
+    fmt_date, Argon2Params, CreateKey, FixedSecret, KeyringFile, KeyringOptions, Secret,
+};
+use crate::maintain::KeyVersion;
+use crate::progress::Silent;
+use crate::repo::{EntryKind, Id, InitOptions, KeyRef, Repository};
+use crate::{Error, Result};
+
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// Work in DIR (created if missing; it must be empty) and keep it
+    /// afterwards. Default: a temporary folder, removed at the end.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// The demo keyring's passphrase: a demo only, never for real data.
+pub const DEMO_PASSPHRASE: &str = "envarc-demo";
+const ALIAS: &str = "alias/demo";
+const HOST: &str = "demo";
+
+/// One backup as the demo remembers it.
+pub(super) struct Backup {
+    pub id: Id,
+    /// The tree as it was backed up.
+    pub tree: Tree,
+    /// What wrapped each file's data key.
+    pub files: BTreeMap<PathBuf, KeyVersion>,
+}
+
+pub(super) struct Demo<'a> {
+    out: &'a Output,
+    dir: PathBuf,
+    source: PathBuf,
+    repo_dir: PathBuf,
+    keyring: KeyringFile,
+    key_id: String,
+    repo: Option<Repository>,
+    step: u32,
+    failures: Vec<String>,
+}
+
+impl Demo<'_> {
+    pub(super) fn heading(&mut self, title: &str) {
+        self.step += 1;
+        self.out.say("");
+        self.out.say(format!("{}. {title}", self.step));
+    }
+
+    pub(super) fn cmd(&self, args: &str) {
+        self.out.say(format!("   $ envarc {args}"));
+    }
+
+    pub(super) fn say(&self, line: impl AsRef<str>) {
+        self.out.say(format!("   {}", line.as_ref()));
+    }
+
+    pub(super) fn work_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(super) fn repo_dir(&self) -> &Path {
+        &self.repo_dir
+    }
+
+    pub(super) fn source_dir(&self) -> &Path {
+        &self.source
+    }
+
+    pub(super) fn repo(&self) -> &Repository {
+        self.repo.as_ref().expect("created in step 2")
+    }
+
+    pub(super) fn fail(&mut self, why: String) {
+        self.say(format!("CHECK FAILED: {why}"));
+        self.failures.push(why);
+    }
+
+    fn version(&self) -> Result<u32> {
+        let kr = self.keyring.load()?;
+        Ok(kr.get(&self.key_id)?.current().map_or(0, |b| b.version))
+    }
+
+    /// Points the repository at the keyring as it is now (after a rotation).
+    fn refresh_provider(&mut self) -> Result<()> {
+        let p = self.keyring.load()?.provider(&self.key_id)?;
+        if let Some(r) = self.repo.as_mut() {
+            r.set_provider(Box::new(p));
+        }
+        Ok(())
+    }
+
+    fn rel(&self, abs: &[u8]) -> PathBuf {
+        let p = Path::new(std::ffi::OsStr::from_bytes(abs));
+        p.strip_prefix(&self.source).unwrap_or(p).to_path_buf()
+    }
+
+    fn create_key(&mut self) -> Result<()> {
+        self.heading("A keyring and a customer master key (CMK) that rotates every year");
+        self.cmd("key create --alias alias/demo --enable-rotation --description \"envarc demo\"");
+        let id = self.keyring.create_or_update(|kr| {
+            kr.create_key(CreateKey {
+                description: "envarc demo".into(),
+                alias: Some(ALIAS.into()),
+                rotation_period_days: Some(crate::keyring::rotation::DEFAULT_PERIOD_DAYS),
+                ..CreateKey::default()
+            })
+        })?;
+        self.key_id = id.to_string();
+        let kr = self.keyring.load()?;
+        let next = kr.next_rotation(kr.get(&self.key_id)?);
+        self.say(format!(
+            "The keyring {} is encrypted with the demo passphrase '{DEMO_PASSPHRASE}' \
+             (Argon2id); never use it for real data.",
+            self.keyring.path().display()
+        ));
+        self.say(format!(
+            "Created key {id} ({ALIAS}): backing key v1 wraps new data keys; next automatic rotation {}.",
+            next.map(fmt_date).unwrap_or_else(|| "never".into())
+        ));
+        Ok(())
+    }
+
+    fn init(&mut self) -> Result<()> {
+        self.heading("A repository whose data keys this CMK wraps");
+        self.cmd(&format!(
+            "init -r {} --key {ALIAS}",
+            self.repo_dir.display()
+        ));
+        let p = self.keyring.load()?.provider(&self.key_id)?;
+        let key = KeyRef {
+            provider: crate::maintain::keys::KEYRING.into(),
+            key: self.key_id.clone(),
+            params: Default::default(),
+        };
+        let repo = Repository::init(&self.repo_dir, key, Box::new(p), &InitOptions::default())?;
+        self.say(format!(
+            "Created repository {}: every file will be one AWS Encryption SDK message under its own data key.",
+            repo.config().id
+        ));
+        self.repo = Some(repo);
+        Ok(())
+    }
+
+    /// What wrapped the data key of message `id`, from its header alone.
+    fn wrapped_by(&self, index: &crate::repo::Index, id: &MessageId) -> Result<KeyVersion> {
+        let mut r = self.repo().read_message(index, id)?;
+        let limits = self
+            .repo()
+            .decrypt_options(crate::repo::Kind::Object)
+            .limits;
+        let h = open_header(&mut r, CommitmentPolicy::RequireCommitment, &limits)?.header;
+        h.edks
+            .first()
+            .map(KeyVersion::of)
+            .ok_or_else(|| Error::Integrity("a message has no wrapped data key".into()))
+    }
+
+    fn backup(&mut self, parent: Option<&Backup>) -> Result<Backup> {
+        // Files changed within 50 ms of a backup's start are read again by the
+        // next one; wait that out so unchanged files show as unchanged.
+        std::thread::sleep(std::time::Duration::from_millis(120));
+        self.cmd(&format!(
+            "backup -r {} --host {HOST} {}",
+            self.repo_dir.display(),
+            self.source.display()
+        ));
+        let tree = capture(&self.source)?;
+        let opts = BackupOptions {
+            paths: vec![self.source.clone()],
+            host: Some(HOST.into()),
+            ..Default::default()
+        };
+        let r = backup(self.repo(), &opts, &Silent)?;
+        let id = r.snapshot.expect("not a dry run");
+        let s = &r.summary;
+        self.say(format!(
+            "snapshot {}: {} new, {} changed, {} unchanged files; {} new messages",
+            id.short(),
+            s.files_new,
+            s.files_changed,
+            s.files_unchanged,
+            s.messages_added
+        ));
+        let index = self.repo().load_index()?;
+        let (_, entries) = self.repo().load_snapshot(&id)?;
+        let mut files = BTreeMap::new();
+        for e in entries.iter().filter(|e| e.kind == EntryKind::File) {
+            let m = e.content.expect("a file has content");
+            let kv = self.wrapped_by(&index, &m)?;
+            let rel = self.rel(&e.path);
+            let how = match parent.and_then(|p| p.files.get(&rel).map(|v| (p, v))) {
+                None => "new: a fresh data key".to_string(),
+                Some((p, _)) if p.tree.get(&rel) != tree.get(&rel) => {
+                    "changed: a new message, a fresh data key".to_string()
+                }
+                Some(_) => "unchanged: the earlier message is reused as it is".to_string(),
+            };
+            self.say(format!(
+                "  v{}  {:<22} {how}",
+                kv.version.unwrap_or(0),
+                rel.display()
+            ));
+            files.insert(rel, kv);
+        }
+        Ok(Backup { id, tree, files })
+    }
+
+    /// SHA-256 of the stored bytes of every message `b` refers to.
+    pub(super) fn stored_hashes(&self, b: &Backup) -> Result<BTreeMap<MessageId, [u8; 32]>> {
+        let index = self.repo().load_index()?;
+        let (_, entries) = self.repo().load_snapshot(&b.id)?;
+        let mut out = BTreeMap::new();
+        for m in entries.iter().filter_map(|e| e.content) {
+            let mut bytes = Vec::new();
+            self.repo()
+                .read_message(&index, &m)?
+                .read_to_end(&mut bytes)
+                .map_err(|e| Error::io("reading a stored message", e))?;
+            out.insert(m, Sha256::digest(&bytes).into());
+        }
+        Ok(out)
+    }
+
+    fn rotate_on_demand(&mut self) -> Result<()> {
+        self.heading("Rotate the CMK on demand");
+        self.cmd(&format!("key rotate-on-demand {ALIAS}"));
+        let (_, v) = self.keyring.update(|kr| kr.rotate_on_demand(ALIAS))?;
+        self.refresh_provider()?;
+        self.say(format!(
+            "Backing key v{v} now wraps every new data key. v{} stays in the keyring, only to \
+             unwrap what it wrapped: nothing is re-encrypted.",
+            v - 1
+        ));
+        Ok(())
+    }
+
+    fn rotate_due(&mut self) -> Result<()> {
+        self.heading("A year later: the automatic rotation");
+        let kr = self.keyring.load()?;
+        let due = kr
+            .next_rotation(kr.get(&self.key_id)?)
+            .ok_or_else(|| Error::Other("the demo key has no rotation schedule".into()))?;
+        // The day after it is due, at midnight: what `--as-of DATE` means.
+        let as_of = (due + time::Duration::days(1)).replace_time(time::Time::MIDNIGHT);
+        let date = as_of
+            .format(time::macros::format_description!("[year]-[month]-[day]"))
+            .map_err(|e| Error::Other(e.to_string()))?;
+        self.cmd(&format!("key rotate-due --as-of {date}"));
+        self.say(format!(
+            "(due {}; cron would run `envarc key rotate-due` daily, and --as-of pretends that day has come)",
+            fmt_date(due)
+        ));
+        let r = self.keyring.run_due(Some(as_of))?;
+        self.refresh_provider()?;
+        match r.rotated.first() {
+            Some((_, v, _)) => self.say(format!(
+                "Rotated automatically: backing key v{v} wraps new data keys from now on."
+            )),
+            None => self
+                .failures
+                .push("the automatic rotation did not happen".into()),
+        }
+        Ok(())
+    }
+
+    fn edit(&self, rel: &str, append: &str) -> Result<()> {
+        let p = self.source.join(rel);
+        let mut bytes = std::fs::read(&p).unwrap_or_default();
+        bytes.extend_from_slice(append.as_bytes());
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+        }
+        std::fs::write(&p, bytes).map_err(|e| Error::io(format!("writing {}", p.display()), e))
+    }
+
+    fn stats(&self) -> Result<()> {
+        let current = KeyVersion {
+            provider: crate::maintain::keys::KEYRING.into(),
+            key: self.key_id.clone(),
+            version: Some(self.version()?),
+        };
+        let is_current = |kv: &KeyVersion| *kv == current;
+        let s = crate::maintain::stats::stats(self.repo(), &is_current, &Silent)?;
+        let label = |kv: &KeyVersion| {
+            if kv.key == self.key_id {
+                format!("keyring key {} ({ALIAS})", kv.key)
+            } else {
+                kv.to_string()
+            }
+        };
+        for l in super::stats::render(&s, &label) {
+            self.say(l);
+        }
+        Ok(())
+    }
+}
+
+/// The demo's folder: the one given (which must be empty), else a temporary one.
+fn workdir(dir: &Option<PathBuf>) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
+    match dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)
+                .map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
+            let d = d
+                .canonicalize()
+                .map_err(|e| Error::io(format!("reading {}", d.display()), e))?;
+            let mut entries = std::fs::read_dir(&d)
+                .map_err(|e| Error::io(format!("reading {}", d.display()), e))?;
+            if entries.next().is_some() {
+                return Err(Error::Usage(format!(
+                    "{} is not empty; give `envarc demo --dir` a new or empty folder",
+                    d.display()
+                )));
+            }
+            Ok((d, None))
+        }
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("envarc-demo.")
+                .tempdir()
+                .map_err(|e| Error::io("creating a temporary folder", e))?;
+            let d = t
+                .path()
+                .canonicalize()
+                .map_err(|e| Error::io("reading the temporary folder", e))?;
+            Ok((d, Some(t)))
+        }
+    }
+}
+
+pub fn demo(out: &Output, _g: &GlobalArgs, a: DemoArgs) -> Result<i32> {
+    let (dir, _temp) = workdir(&a.dir)?;
+    let keyring_path = dir.join("keyring");
+    let mut opts = KeyringOptions::new(
+        keyring_path.clone(),
+        Arc::new(FixedSecret(Secret::Passphrase(zeroize::Zeroizing::new(
+            DEMO_PASSPHRASE.as_bytes().to_vec(),
+        )))),
+    );
+    // OWASP's minimum Argon2id cost: the demo keyring guards nothing real.
+    opts.argon2 = Argon2Params {
+        m_kib: 19 * 1024,
+        t: 2,
+        p: 1,
+    };
+    let mut d = Demo {
+        out,
+        source: dir.join("source"),
+        repo_dir: dir.join("repo"),
+        keyring: KeyringFile::new(opts),
+        key_id: String::new(),
+        repo: None,
+        step: 0,
+        failures: Vec::new(),
+        dir: dir.clone(),
+    };
+    out.say("envarc demo: envelope encryption with a rotating key, end to end");
+    out.say(format!(
+        "Working in {}{}.",
+        dir.display(),
+        if a.dir.is_some() {
+            " (kept afterwards)"
+        } else {
+            " (removed at the end; keep it with --dir DIR)"
+        }
+    ));
+    out.say("To repeat a step yourself, first:");
+    out.say(format!(
+        "   export ENVARC_KEYRING={} ENVARC_PASSPHRASE={DEMO_PASSPHRASE}",
+        keyring_path.display()
+    ));
+    std::fs::create_dir_all(&d.source)
+        .map_err(|e| Error::io(format!("creating {}", d.source.display()), e))?;
+    write_sample(&d.source)?;
+
+    d.create_key()?;
+    d.init()?;
+    d.heading("First backup: the sample tree");
+    let b1 = d.backup(None)?;
+    let first_hashes = d.stored_hashes(&b1)?;
+    d.say(format!(
+        "Recorded the SHA-256 of these {} stored messages, to show later that no rotation rewrote them.",
+        first_hashes.len()
+    ));
+
+    d.rotate_on_demand()?;
+    d.heading("Change a file, add one, back up again");
+    d.edit(
+        "docs/notes.md",
+        "- Rotated on demand: new data keys now use v2.\n",
+    )?;
+    d.edit(
+        "docs/todo.txt",
+        "Check the blast radius with `envarc stats`.\n",
+    )?;
+    d.say("(appended a line to docs/notes.md; added docs/todo.txt)");
+    let b2 = d.backup(Some(&b1))?;
+
+    d.rotate_due()?;
+    d.heading("Change and add again, third backup");
+    d.edit("docs/2026/report.csv", "2026-13,1,1\n")?;
+    d.edit("docs/2026/q3.csv", "quarter,files\n2026-Q3,42\n")?;
+    d.say("(appended a row to docs/2026/report.csv; added docs/2026/q3.csv)");
+    let b3 = d.backup(Some(&b2))?;
+
+    let backups = [b1, b2, b3];
+    super::demo_check::check(&mut d, &backups, &first_hashes)?;
+
+    d.heading("The blast radius of each backing key");
+    d.cmd(&format!("stats -r {}", d.repo_dir.display()));
+    d.stats()?;
+
+    out.say("");
+    if d.failures.is_empty() {
+        out.say("Result: every check passed.");
+        Ok(exit::OK)
+    } else {
+        for f in &d.failures {
+            out.warn(format!("check failed: {f}"));
+        }
+        out.say(format!("Result: {} checks failed.", d.failures.len()));
+        Ok(exit::INTEGRITY)
+    }
+}

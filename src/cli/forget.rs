@@ -1,0 +1,228 @@
+//! `envarc forget` and `envarc prune`.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::maint_keys::{fmt_duration, parse_duration};
+use super::repo::{fmt_bytes, RepoArgs};
+use super::{GlobalArgs, Output};
+use crate::error::exit;
+use crate::maintain::forget::{forget as run_forget, ForgetReport};
+use crate::maintain::prune::{prune as run_prune, PruneOptions, PruneReport};
+use crate::maintain::retention::{Count, Policy};
+use crate::repo::{Id, Repository, SnapshotMeta};
+use crate::Result;
+
+#[derive(clap::Args)]
+pub struct ForgetArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Keep the N most recent snapshots ('unlimited': all).
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<Count>,
+    /// Keep the most recent snapshot of each of the last N hours that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<Count>,
+    /// Keep the most recent snapshot of each of the last N days that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<Count>,
+    /// Keep the most recent snapshot of each of the last N weeks (ISO weeks,
+    /// Monday to Sunday) that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<Count>,
+    /// Keep the most recent snapshot of each of the last N months that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<Count>,
+    /// Keep the most recent snapshot of each of the last N years that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<Count>,
+    /// Keep every snapshot with these tags (TAG[,TAG...]: all of them; '' for
+    /// untagged snapshots); repeatable.
+    #[arg(long, value_name = "TAGS")]
+    pub keep_tag: Vec<String>,
+    /// Only consider snapshots of this host (others are left alone).
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// Run prune afterwards.
+    #[arg(long)]
+    pub prune: bool,
+    /// Show what would be removed; remove nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// With --prune: leave files younger than this alone.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1h")]
+    pub grace: Duration,
+}
+
+#[derive(clap::Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Show what would be removed; remove nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Leave packs and temporary files younger than this alone, so that a
+    /// backup running where its lock cannot be seen is never robbed.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1h")]
+    pub grace: Duration,
+}
+
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+fn print_forget(out: &Output, r: &ForgetReport, metas: &[(Id, SnapshotMeta)]) {
+    let time = |id: &Id| {
+        metas
+            .iter()
+            .find(|(i, _)| i == id)
+            .map(|(_, m)| m.time.to_rfc3339())
+            .unwrap_or_default()
+    };
+    for g in &r.groups {
+        out.say(format!(
+            "snapshots of host {}, paths {}:",
+            g.host,
+            g.paths.join(" ")
+        ));
+        out.say(format!(
+            "keep {}:",
+            plural(g.keep.len() as u64, "snapshot", "snapshots")
+        ));
+        for (id, why) in &g.keep {
+            out.say(format!(
+                "  {}  {}  {}",
+                id.short(),
+                time(id),
+                why.join(", ")
+            ));
+        }
+        let verb = if r.dry_run { "would remove" } else { "remove" };
+        out.say(format!(
+            "{verb} {}:",
+            plural(g.remove.len() as u64, "snapshot", "snapshots")
+        ));
+        for id in &g.remove {
+            out.say(format!("  {}  {}", id.short(), time(id)));
+        }
+    }
+    for u in &r.unreadable {
+        out.warn(u);
+    }
+}
+
+fn print_prune(out: &Output, r: &PruneReport, grace: Duration) {
+    let would = if r.dry_run { "would " } else { "" };
+    out.say(format!(
+        "prune: {}; in use {} ({}), unused {} ({})",
+        plural(r.snapshots, "snapshot", "snapshots"),
+        plural(r.messages_used, "message", "messages"),
+        fmt_bytes(r.bytes_used),
+        plural(r.messages_unused, "message", "messages"),
+        fmt_bytes(r.bytes_unused)
+    ));
+    out.say(format!(
+        "  {would}delete {} and repack {} ({} copied); {would}remove {} no index lists and {}",
+        plural(r.packs_deleted, "pack", "packs"),
+        plural(r.packs_repacked, "pack", "packs"),
+        fmt_bytes(r.bytes_repacked),
+        plural(r.unindexed_packs_deleted, "pack", "packs"),
+        plural(
+            r.temporary_files_deleted,
+            "temporary file",
+            "temporary files"
+        ),
+    ));
+    out.say(format!("  {would}free {}", fmt_bytes(r.bytes_freed)));
+    if r.packs_kept_mostly_used > 0 {
+        out.say(format!(
+            "  kept {} unused in {}: mostly in use, not worth repacking yet",
+            fmt_bytes(r.bytes_kept_mostly_used),
+            plural(r.packs_kept_mostly_used, "pack", "packs")
+        ));
+    }
+    if r.packs_kept_recent > 0 {
+        out.say(format!(
+            "  kept {} with unused data: younger than the grace period ({})",
+            plural(r.packs_kept_recent, "pack", "packs"),
+            fmt_duration(grace)
+        ));
+    }
+    if !r.missing_packs.is_empty() {
+        out.warn(format!(
+            "{} listed in the index missing from data/; run `envarc verify`",
+            plural(r.missing_packs.len() as u64, "pack is", "packs are")
+        ));
+    }
+    for f in &r.failed {
+        out.warn(format!("not repacked: {f}"));
+    }
+}
+
+fn do_prune(
+    out: &Output,
+    repo: &Repository,
+    dry_run: bool,
+    grace: Duration,
+) -> Result<(PruneReport, i32)> {
+    let progress = out.progress();
+    let opts = PruneOptions {
+        dry_run,
+        grace,
+        ..Default::default()
+    };
+    let r = run_prune(repo, &opts, progress.as_ref())?;
+    let code = if r.failed.is_empty() {
+        exit::OK
+    } else {
+        exit::PARTIAL
+    };
+    Ok((r, code))
+}
+
+pub fn forget(out: &Output, g: &GlobalArgs, a: ForgetArgs) -> Result<i32> {
+    let repo = a.repo.open(g)?;
+    let policy = Policy {
+        last: a.keep_last,
+        hourly: a.keep_hourly,
+        daily: a.keep_daily,
+        weekly: a.keep_weekly,
+        monthly: a.keep_monthly,
+        yearly: a.keep_yearly,
+        tags: a
+            .keep_tag
+            .iter()
+            .map(|t| t.split(',').map(|s| s.trim().to_string()).collect())
+            .collect(),
+    };
+    let metas = repo.snapshots_lenient()?.0;
+    let progress = out.progress();
+    let r = run_forget(
+        &repo,
+        &policy,
+        a.host.as_deref(),
+        a.dry_run,
+        progress.as_ref(),
+    )?;
+    drop(progress);
+    print_forget(out, &r, &metas);
+    let mut code = exit::OK;
+    let mut pruned = None;
+    if a.prune {
+        let (p, c) = do_prune(out, &repo, a.dry_run, a.grace)?;
+        print_prune(out, &p, a.grace);
+        code = c;
+        pruned = Some(p);
+    }
+    out.json(&json!({ "forget": r, "prune": pruned }))?;
+    Ok(code)
+}
+
+pub fn prune(out: &Output, g: &GlobalArgs, a: PruneArgs) -> Result<i32> {
+    let repo = a.repo.open(g)?;
+    let (r, code) = do_prune(out, &repo, a.dry_run, a.grace)?;
+    out.json(&r)?;
+    print_prune(out, &r, a.grace);
+    Ok(code)
+}

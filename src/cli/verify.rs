@@ -1,0 +1,149 @@
+//! `envarc verify`.
+
+use crate::envelope;
+use crate::error::exit;
+use crate::repo::{Config, Repository};
+use crate::verify::{verify as run_verify, Problem, ReadData, VerifyOptions, VerifyReport};
+use crate::{Error, Result};
+
+use super::repo::{fmt_bytes, RepoArgs};
+use super::repo_key::repo_provider;
+use super::{GlobalArgs, Output};
+
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Also decrypt and authenticate every frame of every message the
+    /// snapshots refer to (reads all data; writes nothing).
+    #[arg(long, conflicts_with = "read_data_subset")]
+    pub read_data: bool,
+    /// Read only a subset: K/N is the K-th of N fixed groups of messages (run
+    /// 1/N … N/N on successive days to read everything once); P% is a random
+    /// P% of the messages, drawn anew on each run.
+    #[arg(long, value_name = "K/N|P%", value_parser = ReadData::parse_subset)]
+    pub read_data_subset: Option<ReadData>,
+    /// Check only this snapshot (`latest`, an ID or a prefix); repeatable.
+    #[arg(long = "snapshot", value_name = "SNAP")]
+    pub snapshots: Vec<String>,
+}
+
+/// Whether an error opening the repository means its config is damaged (as
+/// opposed to a wrong key, a missing repository or an I/O error).
+fn config_damaged(e: &Error) -> bool {
+    match e {
+        Error::Integrity(_) => true,
+        Error::Envelope(x) => !matches!(x, envelope::Error::Provider(_) | envelope::Error::Io(_)),
+        _ => false,
+    }
+}
+
+fn open(a: &RepoArgs, g: &GlobalArgs) -> std::result::Result<Repository, (Error, bool)> {
+    let config = Config::load(&a.repo).map_err(|e| {
+        let damaged = config_damaged(&e);
+        (e, damaged)
+    })?;
+    let provider = repo_provider(&a.key, g, &config).map_err(|e| (e, false))?;
+    Repository::open(&a.repo, config, provider).map_err(|e| {
+        let damaged = config_damaged(&e);
+        (e, damaged)
+    })
+}
+
+pub fn verify(out: &Output, g: &GlobalArgs, a: VerifyArgs) -> Result<i32> {
+    let repo = match open(&a.repo, g) {
+        Ok(r) => r,
+        Err((e, true)) => {
+            let report = VerifyReport {
+                problems: vec![Problem::config(&e)],
+                ..Default::default()
+            };
+            print(out, &report);
+            return Ok(report.exit_code());
+        }
+        Err((e, false)) => return Err(e),
+    };
+    let read_data = match (a.read_data, a.read_data_subset) {
+        (true, _) => ReadData::All,
+        (false, Some(s)) => s,
+        (false, None) => ReadData::None,
+    };
+    let opts = VerifyOptions {
+        read_data,
+        snapshots: a.snapshots,
+    };
+    let progress = out.progress();
+    let report = run_verify(&repo, &opts, progress.as_ref())?;
+    print(out, &report);
+    Ok(report.exit_code())
+}
+
+fn print(out: &Output, r: &VerifyReport) {
+    if out.json {
+        if let Err(e) = out.json(r) {
+            out.warn(e.to_string());
+        }
+        return;
+    }
+    out.say(format!(
+        "checked {} index files, {} packs, {} snapshots, {} messages (data read: {}: {} messages, {})",
+        r.index_files,
+        r.packs,
+        r.snapshots,
+        r.messages,
+        r.read_data,
+        r.messages_read,
+        fmt_bytes(r.bytes_read)
+    ));
+    for p in &r.problems {
+        let what = match p.id.as_str() {
+            "" => format!("{:?}", p.kind).to_lowercase(),
+            id => format!("{:?} {id}", p.kind).to_lowercase(),
+        };
+        out.say(format!(
+            "error: {what} ({}): {}",
+            format!("{:?}", p.class).to_lowercase(),
+            p.error
+        ));
+        out.say(format!("  consequence: {}", p.consequence));
+        for rf in &p.references {
+            out.say(format!(
+                "  referenced by snapshot {} at {}",
+                &rf.snapshot[..8.min(rf.snapshot.len())],
+                rf.path
+            ));
+        }
+        let more = p.references_total.saturating_sub(p.references.len() as u64);
+        if more > 0 {
+            out.say(format!("  … and {more} more references"));
+        }
+    }
+    if r.unreferenced_messages > 0 || !r.unreferenced_packs.is_empty() {
+        out.say(format!(
+            "info: {} messages ({}) and {} pack files are not referenced by any snapshot; not an error (prune removes them)",
+            r.unreferenced_messages,
+            fmt_bytes(r.unreferenced_bytes),
+            r.unreferenced_packs.len()
+        ));
+    }
+    for i in &r.info {
+        out.say(format!("info: {i}"));
+    }
+    if r.is_sound() {
+        out.say(format!(
+            "no problems found ({:.1} s)",
+            r.duration_ms as f64 / 1000.0
+        ));
+    } else {
+        out.say(format!(
+            "{} problems found; see each one's consequence above",
+            r.problems.len()
+        ));
+    }
+    if r.exit_code() != exit::OK && out.quiet {
+        eprintln!(
+            "envarc: verify found {} problems; run without --quiet for details",
+            r.problems.len()
+        );
+    }
+}

@@ -1,0 +1,591 @@
+//! The restore pipeline: load the snapshot, check and select its entries
+//! (plan.rs), then write under the target (safe_fs.rs) in four phases:
+//!
+//! 1. folders, parents first, with mode 0700 so their contents can be written;
+//! 2. files, in parallel: each decrypted into a temporary file in its final
+//!    folder, given its owner, mode and mtime, and renamed to its final name
+//!    only after its last frame authenticated and its length matched the
+//!    manifest (invariant 4); a failed file leaves nothing behind;
+//! 3. symlinks, each made under a temporary name and renamed into place;
+//! 4. folder owners, modes and mtimes, deepest first, so that writing a
+//!    folder's contents does not change them afterwards.
+//!
+//! Then one `syncfs` of the target's file system makes everything durable
+//! (an fsync per file would dominate a restore of many small files).
+//!
+//! Per-entry problems are collected and the rest is restored; the report's
+//! exit code says 3 (some entries failed) or 4 (some failed authentication,
+//! were missing from the repository, or were refused as unsafe: 4 wins over 3).
+
+pub mod plan;
+pub mod safe_fs;
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::error::exit;
+use crate::progress::Progress;
+use crate::repo::{Entry, EntryKind, Id, Index, LockKind, Repository};
+use crate::{Error, Result};
+
+use plan::Selection;
+use rustix::fs::FileType;
+use safe_fs::{Target, TempEntry};
+
+/// What to do with an entry that already exists in the target.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Overwrite {
+    /// Leave it as it is (the default: a restore never destroys anything, and
+    /// re-running an interrupted restore continues where it stopped).
+    #[default]
+    Never,
+    /// Replace a file unless it has the snapshot's size and mtime (a symlink
+    /// unless it has the snapshot's target and mtime).
+    IfChanged,
+    /// Replace every file and symlink.
+    Always,
+}
+
+impl std::str::FromStr for Overwrite {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "never" => Ok(Overwrite::Never),
+            "if-changed" => Ok(Overwrite::IfChanged),
+            "always" => Ok(Overwrite::Always),
+            _ => Err(format!(
+                "'{s}' is not an overwrite mode; use never, if-changed or always"
+            )),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RestoreOptions {
+    pub target: std::path::PathBuf,
+    /// Restore only entries matching one of these (and the folders above them).
+    pub include: Vec<String>,
+    /// Leave out entries matching one of these (and everything below them).
+    pub exclude: Vec<String>,
+    pub overwrite: Overwrite,
+    /// Decide and list what would be done; write nothing.
+    pub dry_run: bool,
+}
+
+/// One entry that was not restored.
+#[derive(Clone, Debug, Serialize)]
+pub struct RestoreError {
+    /// The entry's path in the snapshot (lossy UTF-8).
+    pub path: String,
+    pub cause: String,
+    /// Authentication failed, the data is missing from the repository, or
+    /// the manifest entry was refused as unsafe.
+    pub integrity: bool,
+}
+
+/// What happens (or, in a dry run, would happen) to one entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Nothing is there yet.
+    Create,
+    /// A file or symlink there is replaced; an existing folder gets the
+    /// snapshot's metadata.
+    Replace,
+    /// What is there is left as it is.
+    Keep,
+}
+
+/// An entry of a dry run's plan.
+#[derive(Clone, Debug)]
+pub struct Planned {
+    pub path: Vec<u8>,
+    pub kind: EntryKind,
+    pub action: Action,
+    pub size: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RestoreReport {
+    pub snapshot: String,
+    pub target: std::path::PathBuf,
+    pub dry_run: bool,
+    /// Entries restored (or, in a dry run, to be restored).
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    /// Plaintext bytes of the restored files.
+    pub bytes: u64,
+    /// Existing entries left as they are (`--overwrite`).
+    pub skipped: u64,
+    pub errors: Vec<RestoreError>,
+    pub duration_ms: u64,
+    /// The plan of a dry run, in manifest order.
+    #[serde(skip)]
+    pub planned: Vec<Planned>,
+}
+
+impl RestoreReport {
+    /// 0 when everything selected was restored; 4 when any entry failed for
+    /// an integrity reason; 3 when entries failed otherwise.
+    pub fn exit_code(&self) -> i32 {
+        if self.errors.iter().any(|e| e.integrity) {
+            exit::INTEGRITY
+        } else if self.errors.is_empty() {
+            exit::OK
+        } else {
+            exit::PARTIAL
+        }
+    }
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A selected entry and its path's components below the target.
+struct Item<'a> {
+    e: &'a Entry,
+    comps: Vec<&'a [u8]>,
+}
+
+impl Item<'_> {
+    fn parent(&self) -> &[&[u8]] {
+        &self.comps[..self.comps.len().saturating_sub(1)]
+    }
+    fn name(&self) -> &[u8] {
+        self.comps.last().copied().unwrap_or(b"")
+    }
+    fn fail(&self, cause: impl Into<String>, integrity: bool) -> RestoreError {
+        RestoreError {
+            path: lossy(&self.e.path),
+            cause: cause.into(),
+            integrity,
+        }
+    }
+}
+
+/// How an entry relates to what is already at its place.
+enum Decision {
+    Create,
+    Replace,
+    Keep,
+    Conflict(String),
+}
+
+fn decide(
+    e: &Entry,
+    existing: Option<&rustix::fs::Stat>,
+    link_now: impl FnOnce() -> Option<Vec<u8>>,
+    ow: Overwrite,
+) -> Decision {
+    let Some(st) = existing else {
+        return Decision::Create;
+    };
+    let t = safe_fs::file_type(st);
+    match (e.kind, t) {
+        (EntryKind::Dir, FileType::Directory) if ow == Overwrite::Never => Decision::Keep,
+        (EntryKind::Dir, FileType::Directory) => Decision::Replace,
+        (EntryKind::Dir, _) if ow == Overwrite::Never => Decision::Conflict(
+            "something other than a folder is in the way; it is left as it is (--overwrite never)"
+                .into(),
+        ),
+        (EntryKind::Dir, _) => Decision::Replace,
+        (_, FileType::Directory) => {
+            Decision::Conflict("a folder is in the way; envarc does not remove folders".into())
+        }
+        (_, _) if ow == Overwrite::Never => Decision::Keep,
+        (EntryKind::File, FileType::RegularFile)
+            if ow == Overwrite::IfChanged
+                && st.st_size as u64 == e.size
+                && safe_fs::mtime(st) == e.mtime =>
+        {
+            Decision::Keep
+        }
+        (EntryKind::Symlink, FileType::Symlink)
+            if ow == Overwrite::IfChanged
+                && safe_fs::mtime(st) == e.mtime
+                && link_now() == e.link_target =>
+        {
+            Decision::Keep
+        }
+        _ => Decision::Replace,
+    }
+}
+
+/// Everything the workers share.
+struct Ctx<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    target: &'a Target,
+    overwrite: Overwrite,
+    owners: bool,
+    progress: &'a dyn Progress,
+}
+
+enum Outcome {
+    Restored(u64),
+    Kept,
+    Failed(RestoreError),
+}
+
+/// A file worker: remembers the last folder it opened, since consecutive
+/// files of a snapshot mostly share one.
+struct Worker<'a> {
+    ctx: &'a Ctx<'a>,
+    cached: Option<(Vec<u8>, OwnedFd)>,
+}
+
+impl Worker<'_> {
+    fn parent_fd(&mut self, it: &Item) -> std::io::Result<&OwnedFd> {
+        let key = it.parent().join(&b'/');
+        if self.cached.as_ref().map(|(k, _)| k) != Some(&key) {
+            let (fd, _) = self.ctx.target.open_dir(it.parent(), true)?;
+            self.cached = Some((key, fd));
+        }
+        Ok(&self.cached.as_ref().expect("just set").1)
+    }
+
+    fn restore_file(&mut self, it: &Item) -> Outcome {
+        let ctx = self.ctx;
+        let e = it.e;
+        let parent = match self.parent_fd(it) {
+            Ok(fd) => fd.as_fd(),
+            Err(err) => return Outcome::Failed(it.fail(err.to_string(), false)),
+        };
+        let name = it.name();
+        let io_fail = |what: &str, err: std::io::Error| {
+            Outcome::Failed(it.fail(format!("{what}: {err}"), false))
+        };
+        let existing = match safe_fs::lstat_at(parent, name) {
+            Ok(s) => s,
+            Err(err) => return io_fail("cannot look at the existing entry", err),
+        };
+        match decide(e, existing.as_ref(), || None, ctx.overwrite) {
+            Decision::Keep => return Outcome::Kept,
+            Decision::Conflict(why) => return Outcome::Failed(it.fail(why, false)),
+            Decision::Create | Decision::Replace => {}
+        }
+        let Some(content) = e.content else {
+            return Outcome::Failed(it.fail("the manifest entry names no content message", true));
+        };
+        let mut dec = match ctx.repo.decrypt_object(ctx.index, &content) {
+            Ok(d) => d,
+            Err(err) => {
+                let integrity = err.exit_code() == exit::INTEGRITY;
+                return Outcome::Failed(it.fail(err.to_string(), integrity));
+            }
+        };
+        let (tmp, mut file) = match TempEntry::file(parent, name) {
+            Ok(t) => t,
+            Err(err) => return io_fail("cannot create a temporary file", err),
+        };
+        let n = match dec.copy_to(&mut file) {
+            Ok(n) => n,
+            Err(err) => {
+                let integrity = err.is_integrity();
+                return Outcome::Failed(it.fail(
+                    format!("message {}: {err}", hex::encode(content)),
+                    integrity,
+                ));
+            }
+        };
+        if n != e.size {
+            return Outcome::Failed(it.fail(
+                format!(
+                    "message {} holds {n} bytes but the manifest says {}",
+                    hex::encode(content),
+                    e.size
+                ),
+                true,
+            ));
+        }
+        if let Err(err) = safe_fs::apply_fd(&file, e, ctx.owners) {
+            return io_fail("cannot set metadata", err);
+        }
+        drop(file);
+        match tmp.commit(name) {
+            Ok(()) => Outcome::Restored(n),
+            Err(err) => io_fail("cannot rename into place", err),
+        }
+    }
+}
+
+/// Restores `snapshot` as `opts` says. Fails outright only when the
+/// repository, the snapshot or the target cannot be used at all.
+pub fn restore(
+    repo: &Repository,
+    snapshot: &Id,
+    opts: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
+    let started = Instant::now();
+    let selection = Selection::new(&opts.include, &opts.exclude)?;
+    let _lock = if opts.dry_run {
+        None
+    } else {
+        Some(repo.lock(LockKind::Shared, progress)?)
+    };
+    let (meta, entries) = repo.load_snapshot(snapshot)?;
+    let mut report = RestoreReport {
+        snapshot: snapshot.to_hex(),
+        target: opts.target.clone(),
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
+    let mut ok = vec![true; entries.len()];
+    for r in plan::check_entries(&meta, &entries) {
+        ok[r.idx] = false;
+        let err = RestoreError {
+            path: lossy(&entries[r.idx].path),
+            cause: format!("refused: {}", r.reason),
+            integrity: true,
+        };
+        progress.warn(&format!("{}: {}", err.path, err.cause));
+        report.errors.push(err);
+    }
+    let chosen = selection.select(&entries, &ok);
+    let items: Vec<Item> = entries
+        .iter()
+        .zip(&chosen)
+        .filter(|(_, c)| **c)
+        .map(|(e, _)| Item {
+            e,
+            comps: plan::components(&e.path).expect("checked"),
+        })
+        .collect();
+    if opts.dry_run {
+        dry_run(&items, opts, &mut report, progress)?;
+    } else {
+        // A damaged index file costs only the files it lists: they fail
+        // below as "not in the index", the rest is restored.
+        let (index, failed) = repo.load_index_lenient()?;
+        for (id, e) in failed {
+            progress.warn(&format!(
+                "index file {id} cannot be read, the files whose data it lists will fail: {e}"
+            ));
+        }
+        let target = Target::open(&opts.target)
+            .map_err(|e| Error::io(format!("opening the target {}", opts.target.display()), e))?;
+        let ctx = Ctx {
+            repo,
+            index: &index,
+            target: &target,
+            overwrite: opts.overwrite,
+            owners: safe_fs::can_chown(),
+            progress,
+        };
+        write_all(&ctx, &items, &mut report);
+        safe_fs::sync_target(&target).map_err(|e| {
+            Error::io(
+                format!(
+                    "flushing the restored files in {} to disk",
+                    opts.target.display()
+                ),
+                e,
+            )
+        })?;
+    }
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+fn count(report: &mut RestoreReport, e: &Entry) {
+    match e.kind {
+        EntryKind::File => {
+            report.files += 1;
+            report.bytes += e.size;
+        }
+        EntryKind::Dir => report.dirs += 1,
+        EntryKind::Symlink => report.symlinks += 1,
+    }
+}
+
+/// Decides every entry against what is in the target now; writes nothing.
+fn dry_run(
+    items: &[Item],
+    opts: &RestoreOptions,
+    report: &mut RestoreReport,
+    _progress: &dyn Progress,
+) -> Result<()> {
+    let target = Target::open_existing(&opts.target)
+        .map_err(|e| Error::io(format!("opening the target {}", opts.target.display()), e))?;
+    for it in items {
+        let decision = match (&target, it.comps.is_empty()) {
+            (None, _) => Decision::Create,
+            (Some(_), true) => decide(it.e, None, || None, opts.overwrite),
+            (Some(t), false) => match t.open_dir(it.parent(), false) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Decision::Create,
+                Err(e) => Decision::Conflict(e.to_string()),
+                Ok((fd, _)) => match safe_fs::lstat_at(&fd, it.name()) {
+                    Ok(st) => decide(
+                        it.e,
+                        st.as_ref(),
+                        || safe_fs::read_link_at(&fd, it.name()).ok(),
+                        opts.overwrite,
+                    ),
+                    Err(e) => Decision::Conflict(e.to_string()),
+                },
+            },
+        };
+        let action = match decision {
+            Decision::Create => Action::Create,
+            Decision::Replace => Action::Replace,
+            Decision::Keep => Action::Keep,
+            Decision::Conflict(why) => {
+                report.errors.push(it.fail(why, false));
+                continue;
+            }
+        };
+        match action {
+            Action::Keep if it.e.kind != EntryKind::Dir => report.skipped += 1,
+            Action::Keep => {}
+            Action::Create | Action::Replace => count(report, it.e),
+        }
+        report.planned.push(Planned {
+            path: it.e.path.clone(),
+            kind: it.e.kind,
+            action,
+            size: it.e.size,
+        });
+    }
+    Ok(())
+}
+
+fn write_all(ctx: &Ctx, items: &[Item], report: &mut RestoreReport) {
+    let mut dirs: Vec<&Item> = items
+        .iter()
+        .filter(|i| i.e.kind == EntryKind::Dir)
+        .collect();
+    dirs.sort_by(|a, b| a.comps.cmp(&b.comps));
+    let files: Vec<&Item> = items
+        .iter()
+        .filter(|i| i.e.kind == EntryKind::File)
+        .collect();
+    let links: Vec<&Item> = items
+        .iter()
+        .filter(|i| i.e.kind == EntryKind::Symlink)
+        .collect();
+
+    let fail = |report: &mut RestoreReport, err: RestoreError| {
+        ctx.progress.warn(&format!("{}: {}", err.path, err.cause));
+        report.errors.push(err);
+    };
+
+    // 1. Folders.
+    let mut dir_meta: Vec<&Item> = Vec::new();
+    for it in &dirs {
+        match make_dir(ctx, it) {
+            Ok(Some(())) => {
+                count(report, it.e);
+                dir_meta.push(it);
+            }
+            Ok(None) => {}
+            Err(err) => fail(report, err),
+        }
+    }
+
+    // 2. Files, in parallel.
+    let bytes: u64 = files.iter().map(|i| i.e.size).sum();
+    ctx.progress
+        .start("restoring", Some(files.len() as u64), Some(bytes));
+    let outcomes: Vec<Outcome> = files
+        .par_iter()
+        .map_init(
+            || Worker { ctx, cached: None },
+            |w, it| {
+                ctx.progress.item(&lossy(&it.e.path));
+                let o = w.restore_file(it);
+                let n = if let Outcome::Restored(n) = o { n } else { 0 };
+                ctx.progress.advance(1, n);
+                o
+            },
+        )
+        .collect();
+    ctx.progress.finish();
+    for (it, o) in files.iter().zip(outcomes) {
+        match o {
+            Outcome::Restored(_) => count(report, it.e),
+            Outcome::Kept => report.skipped += 1,
+            Outcome::Failed(err) => fail(report, err),
+        }
+    }
+
+    // 3. Symlinks.
+    for it in &links {
+        match make_symlink(ctx, it) {
+            Ok(true) => count(report, it.e),
+            Ok(false) => report.skipped += 1,
+            Err(err) => fail(report, err),
+        }
+    }
+
+    // 4. Folder metadata, deepest first.
+    for it in dir_meta.iter().rev() {
+        let r = if it.comps.is_empty() {
+            safe_fs::apply_fd(ctx.target.fd(), it.e, ctx.owners)
+        } else {
+            ctx.target
+                .open_dir(&it.comps, false)
+                .and_then(|(fd, _)| safe_fs::apply_fd(&fd, it.e, ctx.owners))
+        };
+        if let Err(e) = r {
+            fail(report, it.fail(format!("folder metadata: {e}"), false));
+        }
+    }
+}
+
+/// Creates (or adopts) one folder. `Some` when its metadata is to be applied.
+fn make_dir(ctx: &Ctx, it: &Item) -> std::result::Result<Option<()>, RestoreError> {
+    if it.comps.is_empty() {
+        // `/` was backed up: the target folder stands for it.
+        return Ok((ctx.overwrite != Overwrite::Never).then_some(()));
+    }
+    let io = |e: std::io::Error| it.fail(e.to_string(), false);
+    let (parent, _) = ctx.target.open_dir(it.parent(), true).map_err(io)?;
+    let existing = safe_fs::lstat_at(&parent, it.name()).map_err(io)?;
+    match decide(it.e, existing.as_ref(), || None, ctx.overwrite) {
+        Decision::Create => {
+            match safe_fs::mkdir_at(&parent, it.name()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io(e)),
+            }
+            Ok(Some(()))
+        }
+        Decision::Replace => {
+            if existing.is_some_and(|s| safe_fs::file_type(&s) != FileType::Directory) {
+                safe_fs::remove_at(&parent, it.name()).map_err(io)?;
+                safe_fs::mkdir_at(&parent, it.name()).map_err(io)?;
+            }
+            Ok(Some(()))
+        }
+        Decision::Keep => Ok(None),
+        Decision::Conflict(why) => Err(it.fail(why, false)),
+    }
+}
+
+/// Creates one symlink under a temporary name and renames it into place.
+/// `false` when an existing entry was kept.
+fn make_symlink(ctx: &Ctx, it: &Item) -> std::result::Result<bool, RestoreError> {
+    let io = |e: std::io::Error| it.fail(e.to_string(), false);
+    let Some(link) = &it.e.link_target else {
+        return Err(it.fail("the manifest entry names no symlink target", true));
+    };
+    let (parent, _) = ctx.target.open_dir(it.parent(), true).map_err(io)?;
+    let name = it.name();
+    let existing = safe_fs::lstat_at(&parent, name).map_err(io)?;
+    let current = || safe_fs::read_link_at(&parent, name).ok();
+    match decide(it.e, existing.as_ref(), current, ctx.overwrite) {
+        Decision::Keep => return Ok(false),
+        Decision::Conflict(why) => return Err(it.fail(why, false)),
+        Decision::Create | Decision::Replace => {}
+    }
+    let tmp = TempEntry::symlink(parent.as_fd(), name, link).map_err(io)?;
+    safe_fs::apply_symlink_at(&parent, tmp.name(), it.e, ctx.owners).map_err(io)?;
+    tmp.commit(name).map_err(io)?;
+    Ok(true)
+}
