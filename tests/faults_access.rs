@@ -69,18 +69,52 @@ fn a_read_only_repository_is_read_but_never_written() {
     let out = backup(&ro, "h2", &[&src]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("Read-only file system") && err.contains("remount"), "{err}");
+    assert!(
+        err.contains("Read-only file system") && err.contains("remount"),
+        "{err}"
+    );
+    assert!(
+        err.contains("writing the lock file"),
+        "a backup stops at its lock: {err}"
+    );
     eprintln!("backup into a read-only repository: {}", err.trim());
     // Reading commands work: listing, and (where it exists) verify.
     let out = ro.cmd("snapshots").output().unwrap();
     assert!(out.status.success(), "snapshots: {}", stderr(&out));
     let out = ro.cmd("ls").arg("latest").output().unwrap();
     assert!(out.status.success(), "ls: {}", stderr(&out));
-    if has_command("verify") {
-        let out = ro.cmd("verify").arg("--read-data").output().unwrap();
-        eprintln!("verify on a read-only repository: exit {:?}", out.status.code());
+    assert_eq!(
+        check_repo(&ro),
+        (1, 20),
+        "verify --read-data works read-only"
+    );
+    if has_command("restore") {
+        let target = r.dir.path().join("restored");
+        let out = ro
+            .cmd("restore")
+            .arg("latest")
+            .arg("--target")
+            .arg(&target)
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert!(
+            out.status.success(),
+            "restore from a read-only repository: {err}"
+        );
+        assert!(
+            err.contains("without one"),
+            "the missing lock is said: {err}"
+        );
+        let there = target.join(src.strip_prefix("/").unwrap());
+        let same = Command::new("diff")
+            .arg("-r")
+            .arg(&src)
+            .arg(&there)
+            .status()
+            .unwrap();
+        assert!(same.success(), "the restore matches the source");
     }
-    assert_eq!(check_repo(&ro), (1, 20));
     assert_eq!(listing(&r.repo), before, "nothing changed");
 }
 
@@ -98,7 +132,9 @@ fn a_read_only_keyring_opens_and_refuses_changes_clearly() {
             .output()
             .unwrap()
     };
-    assert!(key(&cfg, &["create", "--alias", "alias/a"]).status.success());
+    assert!(key(&cfg, &["create", "--alias", "alias/a"])
+        .status
+        .success());
     let ro = d.path().join("ro");
     let _mount = match Mount::read_only_bind(&cfg, &ro) {
         Ok(m) => m,
@@ -123,7 +159,8 @@ fn lock_file(repo: &Path, kind: &str, pid: u32, host: &str) -> std::path::PathBu
     let path = repo
         .join("locks")
         .join(hex::encode(util::random_bytes(pid as u64, 32)));
-    let json = serde_json::json!({"kind": kind, "pid": pid, "host": host, "time": "2026-01-01T00:00:00Z"});
+    let json =
+        serde_json::json!({"kind": kind, "pid": pid, "host": host, "time": "2026-01-01T00:00:00Z"});
     std::fs::write(&path, json.to_string()).unwrap();
     path
 }
@@ -138,7 +175,10 @@ fn hostname() -> String {
 fn hold_flock(path: &Path) -> std::fs::File {
     use fs4::fs_std::FileExt;
     let f = std::fs::File::open(path).unwrap();
-    assert!(FileExt::try_lock_exclusive(&f).unwrap(), "the flock is free");
+    assert!(
+        FileExt::try_lock_exclusive(&f).unwrap(),
+        "the flock is free"
+    );
     f
 }
 
@@ -157,13 +197,19 @@ fn an_exclusive_lock_held_by_a_live_process_stops_a_backup_with_exit_6() {
         err.contains("an exclusive lock of pid 4242") && err.contains(&hostname()),
         "the message names the holder: {err}"
     );
-    eprintln!("backup while another process holds the lock: {}", err.trim());
+    eprintln!(
+        "backup while another process holds the lock: {}",
+        err.trim()
+    );
     assert!(util::dir_names(&r.repo.join("snapshots")).is_empty());
     // The holder is gone: its lock is stale now, removed with a warning.
     let out = backup(&r, "h", &[&src]);
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("removed a stale lock: an exclusive lock of pid 4242"), "{err}");
+    assert!(
+        err.contains("removed a stale lock: an exclusive lock of pid 4242"),
+        "{err}"
+    );
     assert!(!lock.exists());
     assert!(util::dir_names(&r.repo.join("locks")).is_empty());
 }
@@ -182,14 +228,23 @@ fn a_stale_lock_of_a_dead_process_is_removed_with_a_warning() {
     let out = backup(&r, "h", &[&src]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(6), "{err}");
-    assert!(err.contains("another-host") && err.contains("delete"), "{err}");
-    assert!(!stale.exists(), "the dead process's lock was removed on the way");
+    assert!(
+        err.contains("another-host") && err.contains("delete"),
+        "{err}"
+    );
+    assert!(
+        !stale.exists(),
+        "the dead process's lock was removed on the way"
+    );
     std::fs::remove_file(&remote).unwrap();
     let stale = lock_file(&r.repo, "shared", pid, &hostname());
     let out = backup(&r, "h", &[&src]);
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains(&format!("removed a stale lock: a shared lock of pid {pid}")), "{err}");
+    assert!(
+        err.contains(&format!("removed a stale lock: a shared lock of pid {pid}")),
+        "{err}"
+    );
     assert!(!stale.exists());
     assert_eq!(check_repo(&r), (1, 5));
 }

@@ -16,7 +16,7 @@ use std::thread;
 use std::time::Duration;
 
 use envarc::repo::{Entry, EntryKind};
-use fault_support::{backup, iterations, stderr};
+use fault_support::{backup, check_repo, iterations, stderr};
 use repo_support::TestRepo;
 
 const SECRET: &[u8] = b"SECRET-outside-the-tree";
@@ -149,6 +149,7 @@ fn a_directory_replaced_by_a_symlink_mid_walk_is_not_followed() {
     let (partial, warnings) = backups(&r, &src, iterations(12, 200));
     let swaps = m.stop();
     let all = stored(&r);
+    check_repo(&r);
     eprintln!(
         "{swaps} swaps; {partial} backups reported problems; {} entries",
         all.len()
@@ -181,6 +182,7 @@ fn a_file_replaced_by_a_symlink_is_not_read_through() {
     let (partial, warnings) = backups(&r, &src, iterations(12, 200));
     let swaps = m.stop();
     let all = stored(&r);
+    check_repo(&r);
     eprintln!("{swaps} swaps; {partial} backups reported problems");
     for w in warnings.iter().take(3) {
         eprintln!("  {w}");
@@ -216,7 +218,11 @@ fn files_that_grow_shrink_change_or_vanish_are_reported_never_stored_corrupt() {
         std::fs::write(src.join(format!("vanish{v}")), &full[..64 * K]).unwrap();
     }
     for i in 0..40 {
-        std::fs::write(src.join(format!("stable{i:02}")), util::random_bytes(i, 3000)).unwrap();
+        std::fs::write(
+            src.join(format!("stable{i:02}")),
+            util::random_bytes(i, 3000),
+        )
+        .unwrap();
     }
     let s2 = src.clone();
     let m = Mutator::start(move |i| {
@@ -231,7 +237,8 @@ fn files_that_grow_shrink_change_or_vanish_are_reported_never_stored_corrupt() {
         if len >= 512 * K {
             grow.set_len(0).unwrap();
         } else {
-            grow.write_all_at(&full[len..len + 8 * K], len as u64).unwrap();
+            grow.write_all_at(&full[len..len + 8 * K], len as u64)
+                .unwrap();
         }
         let shrink = open("shrink");
         let len = shrink.metadata().unwrap().len() as usize;
@@ -267,8 +274,8 @@ fn files_that_grow_shrink_change_or_vanish_are_reported_never_stored_corrupt() {
     for (e, c) in stored(&r) {
         let Some(c) = c else { continue };
         let name = e.path().file_name().unwrap().to_string_lossy().into_owned();
-        if name.starts_with("stable") {
-            let i: u64 = name["stable".len()..].parse().unwrap();
+        if let Some(i) = name.strip_prefix("stable") {
+            let i: u64 = i.parse().unwrap();
             assert_eq!(c, util::random_bytes(i, 3000), "{name}");
         } else if name == "change" {
             assert_eq!(c.len(), 256 * K);
@@ -279,5 +286,9 @@ fn files_that_grow_shrink_change_or_vanish_are_reported_never_stored_corrupt() {
         }
         checked += 1;
     }
-    assert!(checked >= 40, "the stable files were stored ({checked} objects)");
+    assert!(
+        checked >= 40,
+        "the stable files were stored ({checked} objects)"
+    );
+    check_repo(&r);
 }

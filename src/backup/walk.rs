@@ -290,10 +290,12 @@ impl Walker<'_> {
         };
         match dir.metadata() {
             Ok(now) if now.dev() == md.dev() && now.ino() == md.ino() => {}
-            Ok(_) => return self.error(format!(
+            Ok(_) => {
+                return self.error(format!(
                 "{}: cannot list: it was replaced while being scanned; left out of this snapshot",
                 path.display()
-            )),
+            ))
+            }
             Err(e) => return self.error(format!("{}: cannot list: {e}", path.display())),
         }
         let proc_fd = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));

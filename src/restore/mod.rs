@@ -28,7 +28,7 @@ use serde::Serialize;
 
 use crate::error::exit;
 use crate::progress::Progress;
-use crate::repo::{Entry, EntryKind, Id, Index, LockKind, Repository};
+use crate::repo::{Entry, EntryKind, Id, Index, Repository};
 use crate::{Error, Result};
 
 use plan::Selection;
@@ -327,7 +327,7 @@ pub fn restore(
     let _lock = if opts.dry_run {
         None
     } else {
-        Some(repo.lock(LockKind::Shared, progress)?)
+        Some(repo.lock_for_reading(progress)?)
     };
     let (meta, entries) = repo.load_snapshot(snapshot)?;
     let mut report = RestoreReport {

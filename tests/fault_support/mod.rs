@@ -192,3 +192,16 @@ pub fn check_repo(r: &TestRepo) -> (usize, usize) {
     }
     counts
 }
+
+/// `envarc SUBCOMMAND -r REPO --raw-key-file KEY` as a plain process (to
+/// run several at once, or to signal).
+pub fn process(r: &TestRepo, sub: &str) -> Command {
+    let mut c = Command::new(util::envarc_path());
+    c.arg(sub)
+        .arg("-r")
+        .arg(&r.repo)
+        .arg("--raw-key-file")
+        .arg(&r.key)
+        .env_remove("ENVARC_REPOSITORY");
+    c
+}

@@ -216,24 +216,24 @@ pub fn fixed_keyring() -> &'static FixedKeyring {
         };
         let (_, doc) = decrypt_to_vec(&key, &opts, &bytes[at..]).expect("own keyring");
         let mut v: serde_json::Value = serde_json::from_slice(&doc).expect("JSON");
-        let old = v["keys"][0]["key_id"].as_str().expect("key id").to_string();
-        for (i, k) in v["keys"]
-            .as_array_mut()
-            .expect("keys")
-            .iter_mut()
-            .enumerate()
-        {
-            if i == 0 {
-                k["key_id"] = KEYRING_KEY_ID.into();
-            }
+        let mut ids = Vec::new();
+        let keys = v["keys"].as_array_mut().expect("keys");
+        for (i, k) in keys.iter_mut().enumerate() {
+            // Key i gets the fixed id with its last digit raised by i.
+            let id = format!("{}{}", &KEYRING_KEY_ID[..35], 5 + i);
+            ids.push((
+                k["key_id"].as_str().expect("key id").to_string(),
+                id.clone(),
+            ));
+            k["key_id"] = id.into();
             for b in k["backing_keys"].as_array_mut().expect("backing keys") {
                 let fill = (0x20 * (i as u8 + 1)) + b["version"].as_u64().expect("v") as u8;
                 b["material"] = base64_of(&[fill; 32]).into();
             }
         }
         for (_, target) in v["aliases"].as_object_mut().expect("aliases").iter_mut() {
-            if target.as_str() == Some(old.as_str()) {
-                *target = KEYRING_KEY_ID.into();
+            if let Some((_, new)) = ids.iter().find(|(old, _)| target.as_str() == Some(old)) {
+                *target = new.as_str().into();
             }
         }
         let doc = serde_json::to_vec(&v).expect("JSON");
