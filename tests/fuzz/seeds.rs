@@ -248,7 +248,24 @@ fn manifest_seeds() -> Vec<Vec<u8>> {
     empty.extend_from_slice(&encode_manifest(&meta, &[]).expect("encodes"));
     let mut i = vec![1u8];
     i.extend_from_slice(&encode_index(&packs).expect("encodes"));
-    vec![m, empty, i]
+    // Mode 2: two backed-up paths, then (kind, path, link target) entries.
+    let mut spelled = vec![2u8, 1];
+    for p in [&b"/src"[..], b"/other"] {
+        targets::put_bytes(&mut spelled, p);
+    }
+    for (kind, path, target) in [
+        (0u8, &b"/src"[..], &b""[..]),
+        (1, b"/src/a", b""),
+        (2, b"/src/l", b"../../etc"),
+        (1, b"/src/l/x", b""),
+        (1, b"/src/../etc/passwd", b""),
+        (0, b"/other/d", b""),
+    ] {
+        spelled.push(kind);
+        targets::put_bytes(&mut spelled, path);
+        targets::put_bytes(&mut spelled, target);
+    }
+    vec![m, empty, i, spelled]
 }
 
 /// Real configs: a raw-key repository and a keyring one, made by `init`.

@@ -24,7 +24,10 @@ use envarc::keyring::{
     blob, cmk, kdf::Kdf, Argon2Params, FixedClock, FixedSecret, Keyring, KeyringFile,
     KeyringOptions, Secret,
 };
-use envarc::repo::{decode_index, decode_manifest, encode_index, encode_manifest, Config, Index};
+use envarc::repo::{
+    decode_index, decode_manifest, encode_index, encode_manifest, Config, Entry, EntryKind, Index,
+    SnapshotMeta, Time,
+};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
@@ -408,6 +411,14 @@ pub fn edk(data: &[u8]) {
     if let Ok(p) = kr.provider(KEYRING_KEY_ID) {
         let _ = p.only_this_key().decrypt_data_key(edks, &ctx);
     }
+    // Transit EDKs: what `stats`, `rewrap` and decryption read from them.
+    let _ = envarc::providers::edk_version(&edk);
+    if let Some(k) = envarc::providers::edk_key(&edk) {
+        assert_eq!(edk.provider_id, envarc::providers::TRANSIT_PROVIDER_ID);
+        assert!(!k.name.is_empty() && !k.name.contains('/'));
+        assert!(edk.provider_info.ends_with(k.name.as_bytes()));
+    }
+    let _ = envarc::providers::transit::derivation_context(&ctx);
 }
 
 /// A reader that hands out input in chunks of the sizes it is given, to
@@ -529,12 +540,15 @@ pub fn body(data: &[u8]) {
 }
 
 /// Manifest (mode 0) and index (mode 1) plaintext decoding. Accepted: encoding
-/// the result and decoding that gives the same values.
+/// the result and decoding that gives the same values, and restore's checks
+/// (invariant 5) pass only entries it can write safely. Mode 2: a manifest
+/// whose paths and kinds the input spells out directly (a byte mutator
+/// rarely keeps postcard's length prefixes right), through the same checks.
 pub fn manifest(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    if mode % 2 == 0 {
+    if mode % 3 == 0 {
         if let Ok((meta, entries)) = decode_manifest(rest) {
             assert_eq!(meta.entries, entries.len() as u64);
             for e in &entries {
@@ -543,8 +557,12 @@ pub fn manifest(data: &[u8]) {
             let _ = meta.time.to_rfc3339();
             let bytes = encode_manifest(&meta, &entries).expect("encodes");
             let (m2, e2) = decode_manifest(&bytes).expect("re-decodes");
-            assert_eq!((m2, e2), (meta, entries));
+            assert_eq!((&m2, &e2), (&meta, &entries));
+            restore_checks(&meta, &entries);
         }
+    } else if mode % 3 == 2 {
+        let (meta, entries) = spelled_manifest(rest);
+        restore_checks(&meta, &entries);
     } else if let Ok(packs) = decode_index(rest) {
         let bytes = encode_index(&packs).expect("encodes");
         assert_eq!(decode_index(&bytes).expect("re-decodes"), packs);
@@ -555,6 +573,84 @@ pub fn manifest(data: &[u8]) {
                 let loc = index.get(&m.id).expect("listed message is found");
                 assert!(index.contains(&m.id));
                 let _ = loc.offset.checked_add(loc.length);
+            }
+        }
+    }
+}
+
+/// A manifest from `[path count] path... [entry kind, path, link target]...`
+/// (u16-length-prefixed byte strings).
+fn spelled_manifest(data: &[u8]) -> (SnapshotMeta, Vec<Entry>) {
+    let mut u = Input(data);
+    let paths = (0..1 + u.u8() % 3).map(|_| u.bytes().to_vec()).collect();
+    let mut entries = Vec::new();
+    while !u.0.is_empty() && entries.len() < 64 {
+        let kind = match u.u8() % 3 {
+            0 => EntryKind::Dir,
+            1 => EntryKind::File,
+            _ => EntryKind::Symlink,
+        };
+        let path = u.bytes().to_vec();
+        let target = u.bytes().to_vec();
+        entries.push(Entry {
+            path,
+            kind,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: Time::default(),
+            ctime: Time::default(),
+            size: 0,
+            inode: entries.len() as u64,
+            device: 1,
+            nlink: 1,
+            link_target: (kind == EntryKind::Symlink).then_some(target),
+            content: (kind == EntryKind::File).then_some([0; 32]),
+        });
+    }
+    let meta = SnapshotMeta {
+        version: envarc::repo::SNAPSHOT_VERSION,
+        time: Time::default(),
+        host: "fuzz".into(),
+        paths,
+        tags: Vec::new(),
+        parent: None,
+        summary: Default::default(),
+        entries: entries.len() as u64,
+    };
+    (meta, entries)
+}
+
+/// Restore's plan checks: an entry they let through has an absolute, clean
+/// path at or below a backed-up path, and no accepted entry lies below
+/// another accepted entry that is a file or a symlink.
+fn restore_checks(meta: &SnapshotMeta, entries: &[Entry]) {
+    use envarc::restore::plan;
+    let refused = plan::check_entries(meta, entries);
+    let ok: Vec<bool> = (0..entries.len())
+        .map(|i| !refused.iter().any(|r| r.idx == i))
+        .collect();
+    for (i, e) in entries.iter().enumerate().filter(|(i, _)| ok[*i]) {
+        let comps = plan::components(&e.path).expect("an accepted path splits");
+        assert!(
+            comps
+                .iter()
+                .all(|c| !c.is_empty() && *c != b"." && *c != b".."),
+            "entry {i}: an accepted path is clean"
+        );
+        let under = |p: &Vec<u8>| {
+            e.path == *p
+                || p.as_slice() == b"/"
+                || (e.path.starts_with(p) && e.path.get(p.len()) == Some(&b'/'))
+        };
+        assert!(
+            meta.paths.iter().any(under),
+            "entry {i}: below a backed-up path"
+        );
+        for (j, o) in entries.iter().enumerate() {
+            if ok[j] && j != i && o.kind != EntryKind::Dir {
+                let below = e.path.starts_with(&o.path) && e.path.get(o.path.len()) == Some(&b'/');
+                assert!(!below, "entry {i} lies below the {:?} entry {j}", o.kind);
             }
         }
     }
