@@ -38,7 +38,7 @@ pub enum Error {
     Locked(String),
     #[error("{0}")]
     Integrity(String),
-    #[error("{context}: {source}")]
+    #[error("{context}: {source}{}", io_advice(.source))]
     Io { context: String, source: io::Error },
     #[error("{0}")]
     Other(String),
@@ -87,3 +87,18 @@ impl From<envelope::ProviderError> for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What to do about an I/O error whose cause lies outside envarc.
+fn io_advice(e: &io::Error) -> &'static str {
+    // By kind, not errno: tempfile wraps the OS error with its path.
+    match e.kind() {
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+            "; the file system is full: free some space there and run the command again \
+             (what earlier runs saved is intact; this run's partial output is unused)"
+        }
+        io::ErrorKind::ReadOnlyFilesystem => {
+            "; the file system is read-only: remount it read-write, or use a command that only reads"
+        }
+        _ => "",
+    }
+}

@@ -145,6 +145,14 @@ fn store_file(
     if !before.is_file() {
         return Ok(failed("is no longer a regular file".into()));
     }
+    // The file the scan saw, not one that took its name since (a parent
+    // folder swapped for a symlink would lead elsewhere despite O_NOFOLLOW).
+    if before.dev() != base.device || before.ino() != base.inode {
+        return Ok(failed(
+            "was replaced since the scan; it is left out of this snapshot and will be read again next time"
+                .into(),
+        ));
+    }
     let large = before.size() >= shared.repo.config().large_file_size;
     let progress = shared.progress;
     let provider = shared.repo.provider();
@@ -210,7 +218,12 @@ fn read_into(
         read += n as u64;
         progress.advance(0, n as u64);
     }
-    let (_, info) = enc.finish().map_err(|e| FileError::Repo(e.into()))?;
+    let (_, info) = enc.finish().map_err(|e| {
+        FileError::Repo(match e {
+            crate::envelope::Error::Io(io) => Error::io("writing to the repository", io),
+            e => e.into(),
+        })
+    })?;
     let after = file
         .metadata()
         .map_err(|e| FileError::Source(format!("cannot read metadata: {e}")))?;

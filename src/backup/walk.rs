@@ -192,82 +192,155 @@ pub struct WalkOptions<'a> {
 }
 
 /// Walks every root. Problems with single entries are collected, not fatal.
+///
+/// Never leaves the tree through a symlink, even one that replaces a
+/// directory while the walk runs: each directory is opened with `O_NOFOLLOW`
+/// and must be the very directory (device and inode) its parent listed; its
+/// entries are then listed and `lstat`ed through that open descriptor
+/// (`/proc/self/fd/N/NAME`), so a parent swapped for a symlink meanwhile
+/// changes nothing. (Without `/proc`, the listing goes by path after the
+/// same check.) The workers check the device and inode of each file they
+/// open against the scan's (see `store.rs`).
 pub fn scan(roots: &[PathBuf], opts: &WalkOptions, progress: &dyn Progress) -> Scan {
     let mut scan = Scan::default();
+    let mut w = Walker {
+        opts,
+        progress,
+        scan: &mut scan,
+        root_dev: 0,
+    };
     for root in roots {
-        let mut it = walkdir::WalkDir::new(root)
-            .follow_links(false)
-            .follow_root_links(false)
-            .same_file_system(opts.one_file_system)
-            .sort_by_file_name()
-            .into_iter();
-        while let Some(next) = it.next() {
-            let de = match next {
-                Ok(de) => de,
-                Err(e) => {
-                    let path = e
-                        .path()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_else(|| root.display().to_string());
-                    let cause = e
-                        .io_error()
-                        .map(|io| io.to_string())
-                        .unwrap_or_else(|| e.to_string());
-                    let msg = format!("{path}: cannot list: {cause}");
-                    progress.warn(&msg);
-                    scan.errors.push(msg);
-                    continue;
-                }
-            };
-            let path = de.path();
-            if de.depth() > 0 && opts.excludes.is_excluded(path) {
-                if de.file_type().is_dir() {
-                    it.skip_current_dir();
-                }
+        let md = match std::fs::symlink_metadata(root) {
+            Ok(md) => md,
+            Err(e) => {
+                w.error(format!("{}: cannot read metadata: {e}", root.display()));
                 continue;
             }
-            let md = match de.metadata() {
-                Ok(md) => md,
-                Err(e) => {
-                    let cause = e
-                        .io_error()
-                        .map(|io| io.to_string())
-                        .unwrap_or_else(|| e.to_string());
-                    let msg = format!("{}: cannot read metadata: {cause}", path.display());
-                    progress.warn(&msg);
-                    scan.errors.push(msg);
-                    continue;
-                }
-            };
-            if md.is_dir() && opts.skip_dir == Some((md.dev(), md.ino())) {
-                it.skip_current_dir();
-                continue;
-            }
-            let Some(mut entry) = entry_of(path, &md) else {
-                progress.warn(&format!(
-                    "{}: skipped: {} is not backed up",
-                    path.display(),
-                    other_kind(&md)
-                ));
-                scan.skipped += 1;
-                continue;
-            };
-            if entry.kind == EntryKind::Symlink {
-                match std::fs::read_link(path) {
-                    Ok(t) => entry.link_target = Some(t.as_os_str().as_bytes().to_vec()),
-                    Err(e) => {
-                        let msg = format!("{}: cannot read the symlink: {e}", path.display());
-                        progress.warn(&msg);
-                        scan.errors.push(msg);
-                        continue;
-                    }
-                }
-            }
-            scan.entries.push(entry);
-            progress.advance(1, 0);
-        }
+        };
+        w.root_dev = md.dev();
+        let link = md
+            .file_type()
+            .is_symlink()
+            .then(|| std::fs::read_link(root));
+        w.visit(root, md, link);
     }
     scan
+}
+
+struct Walker<'a> {
+    opts: &'a WalkOptions<'a>,
+    progress: &'a dyn Progress,
+    scan: &'a mut Scan,
+    root_dev: u64,
+}
+
+impl Walker<'_> {
+    fn error(&mut self, msg: String) {
+        self.progress.warn(&msg);
+        self.scan.errors.push(msg);
+    }
+
+    /// Records one entry and descends into directories. `link` is the
+    /// symlink target, read by the caller where it could read it safely.
+    fn visit(&mut self, path: &Path, md: Metadata, link: Option<std::io::Result<PathBuf>>) {
+        if md.is_dir() && self.opts.skip_dir == Some((md.dev(), md.ino())) {
+            return;
+        }
+        let Some(mut entry) = entry_of(path, &md) else {
+            self.progress.warn(&format!(
+                "{}: skipped: {} is not backed up",
+                path.display(),
+                other_kind(&md)
+            ));
+            self.scan.skipped += 1;
+            return;
+        };
+        match link {
+            Some(Ok(t)) => entry.link_target = Some(t.as_os_str().as_bytes().to_vec()),
+            Some(Err(e)) => {
+                return self.error(format!("{}: cannot read the symlink: {e}", path.display()))
+            }
+            None => {}
+        }
+        self.scan.entries.push(entry);
+        self.progress.advance(1, 0);
+        if md.is_dir() && (!self.opts.one_file_system || md.dev() == self.root_dev) {
+            self.walk_dir(path, &md);
+        }
+    }
+
+    fn walk_dir(&mut self, path: &Path, md: &Metadata) {
+        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::io::AsRawFd;
+        let dir = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) => {
+                let cause = match e.raw_os_error() {
+                    Some(libc::ELOOP) | Some(libc::ENOTDIR) => {
+                        "it was replaced while being scanned; left out of this snapshot".into()
+                    }
+                    _ => e.to_string(),
+                };
+                return self.error(format!("{}: cannot list: {cause}", path.display()));
+            }
+        };
+        match dir.metadata() {
+            Ok(now) if now.dev() == md.dev() && now.ino() == md.ino() => {}
+            Ok(_) => {
+                return self.error(format!(
+                "{}: cannot list: it was replaced while being scanned; left out of this snapshot",
+                path.display()
+            ))
+            }
+            Err(e) => return self.error(format!("{}: cannot list: {e}", path.display())),
+        }
+        let proc_fd = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+        let via = if proc_fd.is_dir() {
+            proc_fd
+        } else {
+            path.to_path_buf()
+        };
+        let mut names = Vec::new();
+        let listed = std::fs::read_dir(&via).and_then(|rd| {
+            for e in rd {
+                names.push(e?.file_name());
+            }
+            Ok(())
+        });
+        if let Err(e) = listed {
+            return self.error(format!("{}: cannot list: {e}", path.display()));
+        }
+        names.sort();
+        // Metadata of every child while the directory is held open; the
+        // descriptor is closed before descending, so open files stay bounded.
+        let mut children = Vec::with_capacity(names.len());
+        for name in names {
+            let child = path.join(&name);
+            if self.opts.excludes.is_excluded(&child) {
+                continue;
+            }
+            let child_via = via.join(&name);
+            match std::fs::symlink_metadata(&child_via) {
+                Ok(cmd) => {
+                    // A symlink's target is read now, through the open directory.
+                    let link = cmd
+                        .file_type()
+                        .is_symlink()
+                        .then(|| std::fs::read_link(&child_via));
+                    children.push((child, cmd, link));
+                }
+                Err(e) => self.error(format!("{}: cannot read metadata: {e}", child.display())),
+            }
+        }
+        drop(dir);
+        for (child, cmd, link) in children {
+            self.visit(&child, cmd, link);
+        }
+    }
 }
 
 #[cfg(test)]

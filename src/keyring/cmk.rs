@@ -218,10 +218,15 @@ pub fn key_name(key_id: &Uuid, version: u32) -> String {
     format!("{}/v{}", key_id.hyphenated(), version)
 }
 
-/// Parses `<cmk-uuid>/v<N>` back into its parts.
+/// Parses `<cmk-uuid>/v<N>` back into its parts. Only the form [`key_name`]
+/// writes is accepted (lower-case, hyphenated UUID; no leading zero), so one
+/// backing key answers to exactly one name, as it does in the other SDKs.
 pub fn parse_key_name(name: &str) -> Option<(Uuid, u32)> {
-    let (id, v) = name.split_once("/v")?;
-    let id = Uuid::try_parse(id).ok()?;
+    let (id_str, v) = name.split_once("/v")?;
+    let id = Uuid::try_parse(id_str).ok()?;
+    if id.hyphenated().to_string() != id_str {
+        return None;
+    }
     if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) || v.starts_with('0') {
         return None;
     }
@@ -324,6 +329,10 @@ mod tests {
             &format!("{id}/v01"),
             &format!("{id}/v1x"),
             &format!("{id}"),
+            &format!("{}/v1", id.hyphenated().to_string().to_uppercase()),
+            &format!("{}/v1", id.simple()),
+            &format!("{{{id}}}/v1"),
+            &format!("{}/v1", id.urn()),
         ] {
             assert_eq!(parse_key_name(bad), None, "{bad}");
         }

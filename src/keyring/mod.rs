@@ -205,6 +205,18 @@ impl KeyringData {
                     return Err(format!("key {} has a gap in its backing keys", k.key_id));
                 }
             }
+            // The schedule arithmetic divides by the period and adds it to the
+            // anchor: both must be what `enable-rotation` can record.
+            if let Some(s) = &k.rotation {
+                let longest = time::Duration::days(
+                    (rotation::MAX_PERIOD_DAYS + rotation::MAX_OFFSET_DAYS).into(),
+                );
+                if rotation::check_period(s.period_days).is_err()
+                    || s.anchor.checked_add(longest).is_none()
+                {
+                    return Err(format!("key {} has an invalid rotation schedule", k.key_id));
+                }
+            }
         }
         for (a, id) in &self.aliases {
             admin::check_alias_name(a).map_err(|e| e.to_string())?;

@@ -41,7 +41,7 @@ const KDF_ARGON2ID: u8 = 1;
 const KDF_KEY_FILE: u8 = 2;
 const NAMESPACE: &str = "envarc-keyring";
 
-pub(crate) fn encode_preamble(kdf: &Kdf) -> Vec<u8> {
+pub fn encode_preamble(kdf: &Kdf) -> Vec<u8> {
     let mut out = MAGIC.to_vec();
     out.push(FORMAT_VERSION);
     match kdf {
@@ -65,8 +65,9 @@ fn damaged(path: &Path, what: &str) -> Error {
     ))
 }
 
-/// Splits a keyring file into its KDF, the preamble's length, and the message.
-pub(crate) fn parse_preamble(path: &Path, bytes: &[u8]) -> Result<(Kdf, usize)> {
+/// Splits a keyring file into its KDF, the preamble's length, and the message
+/// (`path` only names the file in errors). Pure, so it can be fuzzed.
+pub fn parse_preamble(path: &Path, bytes: &[u8]) -> Result<(Kdf, usize)> {
     if bytes.len() < MAGIC.len() + 2 {
         if MAGIC.starts_with(bytes) || bytes.starts_with(MAGIC) {
             return Err(damaged(path, "it is truncated"));
@@ -377,8 +378,35 @@ impl Store {
         file.extend_from_slice(&u.preamble);
         file.extend_from_slice(&message);
         self.ensure_dir()?;
+        self.remove_stale_temporaries();
         crate::fsutil::atomic_write(&self.path, &file, Some(0o600))
             .map_err(|e| Error::io(format!("writing the keyring {}", self.path.display()), e))
+    }
+
+    /// Removes the temporary files of writers killed before their rename.
+    /// They are old copies of the keyring, which may hold keys deleted since,
+    /// so they must not outlive the next write. Safe only under the exclusive
+    /// lock (no other writer is running), which [`write`](Self::write) has.
+    fn remove_stale_temporaries(&self) {
+        let (Some(dir), Some(name)) = (self.path.parent(), self.path.file_name()) else {
+            return;
+        };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let prefix = format!(".{}.", name.to_string_lossy());
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            if n.starts_with(&prefix) && n.ends_with(".envarc-tmp") {
+                let _ = fs::remove_file(e.path());
+            }
+        }
     }
 }
 

@@ -18,6 +18,8 @@ use super::{encryption_context, Kind};
 
 /// The repository format version this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
+/// Largest frame length a repository may use (what `init` accepts).
+pub const MAX_FRAME_LENGTH: u32 = 16 * 1024 * 1024;
 /// Default target size of a pack file.
 pub const DEFAULT_PACK_SIZE: u64 = 16 * 1024 * 1024;
 /// Default size from which a file's message is stored in a data file of its own.
@@ -133,12 +135,19 @@ impl Config {
             }
             Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
         };
-        let cfg: Config = serde_json::from_slice(&bytes).map_err(|e| {
+        Config::parse(&bytes, &path)
+    }
+
+    /// Parses and checks the bytes of a config file; `path` names it in errors.
+    /// Pure (no I/O), so it can be fuzzed.
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<Config> {
+        let invalid = |why: String| {
             Error::Integrity(format!(
-                "the repository config {} is not valid: {e}",
+                "the repository config {} is not valid: {why}",
                 path.display()
             ))
-        })?;
+        };
+        let cfg: Config = serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
         if cfg.version != FORMAT_VERSION {
             return Err(Error::Other(format!(
                 "repository format version {} is not supported by this envarc (it reads version {FORMAT_VERSION}); use a matching envarc release",
@@ -146,6 +155,18 @@ impl Config {
             )));
         }
         cfg.suite()?;
+        // The plaintext fields are not authenticated (the key check covers only
+        // the id): hold them to what `init` can write, so an altered config
+        // cannot make readers accept huge frames or writers allocate them.
+        if !(1..=MAX_FRAME_LENGTH).contains(&cfg.frame_length) {
+            return Err(invalid(format!(
+                "frame_length {} is outside 1..={MAX_FRAME_LENGTH}",
+                cfg.frame_length
+            )));
+        }
+        if cfg.pack_size == 0 {
+            return Err(invalid("pack_size is 0".into()));
+        }
         Ok(cfg)
     }
 

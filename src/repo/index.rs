@@ -26,7 +26,7 @@ use crate::fsutil::AtomicFile;
 use crate::{Error, Result};
 
 use super::pack::PackRecord;
-use super::{decrypt_file, remove_durably, Id, Kind, Repository};
+use super::{decrypt_file, remove_durably, writing, Id, Kind, Repository};
 
 const INDEX_VERSION: u32 = 1;
 
@@ -181,6 +181,30 @@ impl Index {
     }
 }
 
+/// Decodes the plaintext of one index file into its pack records. Pure (no
+/// I/O, no key), so it can be fuzzed.
+pub fn decode_index(plain: &[u8]) -> Result<Vec<PackRecord>> {
+    let data: IndexData = postcard::from_bytes(plain)
+        .map_err(|e| Error::Integrity(format!("decrypted but does not decode: {e}")))?;
+    if data.version != INDEX_VERSION {
+        return Err(Error::Other(format!(
+            "version {} is not the version this envarc reads ({INDEX_VERSION})",
+            data.version
+        )));
+    }
+    Ok(data.packs)
+}
+
+/// Encodes pack records as the plaintext of an index file: the inverse of
+/// [`decode_index`].
+pub fn encode_index(packs: &[PackRecord]) -> Result<Vec<u8>> {
+    postcard::to_stdvec(&IndexDataRef {
+        version: INDEX_VERSION,
+        packs,
+    })
+    .map_err(|e| Error::Other(format!("encoding an index file: {e}")))
+}
+
 impl Repository {
     /// IDs of all index files.
     pub fn list_index_files(&self) -> Result<Vec<Id>> {
@@ -196,21 +220,12 @@ impl Repository {
     pub fn read_index_file(&self, id: &Id) -> Result<IndexFile> {
         let path = self.index_path(id);
         let plain = decrypt_file(self, &path, Kind::Index)?;
-        let data: IndexData = postcard::from_bytes(&plain).map_err(|e| {
-            Error::Integrity(format!(
-                "index file {id} decrypted but does not decode: {e}"
-            ))
+        let packs = decode_index(&plain).map_err(|e| match e {
+            Error::Integrity(m) => Error::Integrity(format!("index file {id}: {m}")),
+            Error::Other(m) => Error::Other(format!("index file {id}: {m}")),
+            e => e,
         })?;
-        if data.version != INDEX_VERSION {
-            return Err(Error::Other(format!(
-                "index file {id} has version {}, this envarc reads {INDEX_VERSION}",
-                data.version
-            )));
-        }
-        Ok(IndexFile {
-            id: *id,
-            packs: data.packs,
-        })
+        Ok(IndexFile { id: *id, packs })
     }
 
     /// Loads and merges every index file.
@@ -248,11 +263,7 @@ impl Repository {
     /// Writes a new index file listing `packs`; durable when this returns.
     /// Write it only after the packs themselves are committed.
     pub fn write_index_file(&self, packs: &[PackRecord]) -> Result<Id> {
-        let plain = postcard::to_stdvec(&IndexDataRef {
-            version: INDEX_VERSION,
-            packs,
-        })
-        .map_err(|e| Error::Other(format!("encoding an index file: {e}")))?;
+        let plain = encode_index(packs)?;
         let id = Id::random();
         let path = self.dir("index").join(id.to_hex());
         let io_err = |e| Error::io(format!("writing {}", path.display()), e);
@@ -261,9 +272,10 @@ impl Repository {
             self.provider(),
             &self.encrypt_options(Kind::Index),
             std::io::BufWriter::new(&mut f),
-        )?;
+        )
+        .map_err(|e| writing(e, &path))?;
         enc.write_all(&plain).map_err(io_err)?;
-        let (mut w, _) = enc.finish()?;
+        let (mut w, _) = enc.finish().map_err(|e| writing(e, &path))?;
         w.flush().map_err(io_err)?;
         drop(w);
         f.commit().map_err(io_err)?;

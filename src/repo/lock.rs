@@ -40,17 +40,29 @@ struct LockInfo {
     time: String,
 }
 
-/// A held lock; dropping it removes the lock file.
+/// A held lock; dropping it removes the lock file. A shared lock on a
+/// repository that cannot be written has no file (see [`Repository::lock`]).
 pub struct RepoLock {
-    path: PathBuf,
+    path: Option<PathBuf>,
     /// Holds the flock that tells others we are alive.
-    _file: File,
+    _file: Option<File>,
 }
 
 impl Drop for RepoLock {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
+        if let Some(p) = &self.path {
+            let _ = fs::remove_file(p);
+        }
     }
+}
+
+/// Whether a lock file could not be created because this process may not
+/// write the repository at all (a read-only mount, no write permission).
+fn cannot_write(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::PermissionDenied
+    )
 }
 
 /// This machine's host name (for locks and snapshots).
@@ -94,11 +106,28 @@ impl Repository {
     /// for as long as [`Repository::set_lock_wait`] allows (not at all by
     /// default).
     pub fn lock(&self, kind: LockKind, progress: &dyn Progress) -> Result<RepoLock> {
+        self.lock_with(kind, false, progress)
+    }
+
+    /// A shared lock for a command that only reads (verify, restore). Where
+    /// the repository cannot be written at all (a read-only mount, no write
+    /// permission), it goes on without a lock file, with a warning: nobody
+    /// writes through such a mount, and locks others hold are still honoured.
+    pub fn lock_for_reading(&self, progress: &dyn Progress) -> Result<RepoLock> {
+        self.lock_with(LockKind::Shared, true, progress)
+    }
+
+    fn lock_with(
+        &self,
+        kind: LockKind,
+        read_only_ok: bool,
+        progress: &dyn Progress,
+    ) -> Result<RepoLock> {
         let deadline = std::time::Instant::now() + self.lock_wait;
         let mut pause = std::time::Duration::from_millis(50);
         let mut told = false;
         loop {
-            match self.try_lock(kind, progress) {
+            match self.try_lock(kind, read_only_ok, progress) {
                 Err(Error::Locked(why)) if std::time::Instant::now() < deadline => {
                     if !told {
                         progress.warn(&format!(
@@ -116,7 +145,12 @@ impl Repository {
         }
     }
 
-    fn try_lock(&self, kind: LockKind, progress: &dyn Progress) -> Result<RepoLock> {
+    fn try_lock(
+        &self,
+        kind: LockKind,
+        read_only_ok: bool,
+        progress: &dyn Progress,
+    ) -> Result<RepoLock> {
         let host = hostname();
         let dir = self.dir("locks");
         let own_id = Id::random().to_hex();
@@ -128,7 +162,27 @@ impl Repository {
             host: host.clone(),
             time: Time::now().to_rfc3339(),
         };
-        let mut f = AtomicFile::create(&path).map_err(io_err)?;
+        let mut f = match AtomicFile::create(&path) {
+            Ok(f) => f,
+            // See `lock_for_reading`: conflicting locks are still honoured.
+            Err(e) if read_only_ok && kind == LockKind::Shared && cannot_write(&e) => {
+                progress.warn(&format!(
+                    "cannot write a lock file in {} ({e}); reading the repository without one",
+                    dir.display()
+                ));
+                return self.check_others(
+                    kind,
+                    &host,
+                    None,
+                    RepoLock {
+                        path: None,
+                        _file: None,
+                    },
+                    progress,
+                );
+            }
+            Err(e) => return Err(io_err(e)),
+        };
         // Lock before the file gets its name, so no one ever sees it unlocked.
         let held = f.file().try_clone().map_err(io_err)?;
         // Without flock support this fails, and others judge us by our pid.
@@ -137,12 +191,26 @@ impl Repository {
         f.write_all(&json).map_err(io_err)?;
         f.commit().map_err(io_err)?;
         let lock = RepoLock {
-            path: path.clone(),
-            _file: held,
+            path: Some(path.clone()),
+            _file: Some(held),
         };
+        self.check_others(kind, &host, Some(&own_id), lock, progress)
+    }
+
+    /// Looks at every other lock: removes those of dead processes on this
+    /// host (when `own` shows we can write), fails on a conflicting live one.
+    fn check_others(
+        &self,
+        kind: LockKind,
+        host: &str,
+        own: Option<&str>,
+        lock: RepoLock,
+        progress: &dyn Progress,
+    ) -> Result<RepoLock> {
+        let dir = self.dir("locks");
 
         for name in super::read_dir_names(&dir)? {
-            if name == own_id || name.starts_with('.') {
+            if Some(name.as_str()) == own || name.starts_with('.') {
                 continue;
             }
             let other = dir.join(&name);
@@ -161,6 +229,9 @@ impl Repository {
                 Err(e) => return Err(Error::io(format!("reading {}", other.display()), e)),
             };
             if other_info.host == host && holder_is_dead(&other, &other_info) {
+                if own.is_none() {
+                    continue; // a read-only reader cannot remove it, nor needs to
+                }
                 match fs::remove_file(&other) {
                     Ok(()) => progress.warn(&format!(
                         "removed a stale lock: {} (that process no longer runs)",

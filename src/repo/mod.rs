@@ -37,12 +37,15 @@ use crate::{Error, Result};
 
 pub use config::{
     describe_key, Config, InitOptions, KeyRef, DEFAULT_LARGE_FILE_SIZE, DEFAULT_PACK_SIZE,
-    FORMAT_VERSION,
+    FORMAT_VERSION, MAX_FRAME_LENGTH,
 };
-pub use index::{Index, IndexFile, Location};
+pub use index::{decode_index, encode_index, Index, IndexFile, Location};
 pub use lock::{hostname, LockKind, RepoLock};
 pub use pack::{IndexEntry, PackRecord, PackWriter, Written};
-pub use snapshot::{Entry, EntryKind, SnapshotMeta, Summary, Time, SNAPSHOT_VERSION};
+pub use snapshot::{
+    decode_manifest, encode_manifest, Entry, EntryKind, SnapshotMeta, Summary, Time,
+    SNAPSHOT_VERSION,
+};
 
 /// Context key naming the repository a message belongs to.
 pub const CONTEXT_REPO: &str = "envarc-repo";
@@ -518,6 +521,15 @@ pub(crate) fn decrypt_file(repo: &Repository, path: &Path, kind: Kind) -> Result
     let mut out = Vec::new();
     dec.copy_to(&mut out).map_err(|e| with_path(e, path))?;
     Ok(out)
+}
+
+/// Names the file an envelope error happened while writing (a full disk
+/// shows as an I/O error of the encryptor's writer).
+pub(crate) fn writing(e: crate::envelope::Error, path: &Path) -> Error {
+    match e {
+        crate::envelope::Error::Io(io) => Error::io(format!("writing {}", path.display()), io),
+        e => e.into(),
+    }
 }
 
 /// Names the file in an envelope error about it, keeping the error's class

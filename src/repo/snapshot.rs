@@ -20,7 +20,7 @@ use crate::envelope::{from_io, Decryptor, Encryptor, MessageId};
 use crate::fsutil::AtomicFile;
 use crate::{Error, Result};
 
-use super::{remove_durably, with_path, Id, Kind, Repository};
+use super::{remove_durably, with_path, writing, Id, Kind, Repository};
 
 /// Version of the snapshot encoding this build writes and reads.
 pub const SNAPSHOT_VERSION: u32 = 1;
@@ -211,13 +211,14 @@ impl Repository {
             self.provider(),
             &self.encrypt_options(Kind::Snapshot),
             BufWriter::with_capacity(256 * 1024, &mut f),
-        )?;
+        )
+        .map_err(|e| writing(e, &path))?;
         let mut buf = Vec::with_capacity(512);
         put_record(&mut enc, &meta, &mut buf).map_err(io_err)?;
         for e in entries {
             put_record(&mut enc, e, &mut buf).map_err(io_err)?;
         }
-        let (mut w, _) = enc.finish()?;
+        let (mut w, _) = enc.finish().map_err(|e| writing(e, &path))?;
         w.flush().map_err(io_err)?;
         drop(w);
         f.commit().map_err(io_err)?;
@@ -375,6 +376,60 @@ impl Repository {
     pub fn delete_snapshot(&self, id: &Id) -> Result<()> {
         remove_durably(&self.snapshot_path(id))
     }
+}
+
+/// Decodes a whole manifest plaintext (the layout in the module
+/// documentation): the metadata and every entry, checking that nothing
+/// follows the last entry. Pure (no I/O, no key), so it can be fuzzed; the
+/// repository streams the same records through [`Repository::load_snapshot_with`].
+pub fn decode_manifest(mut plain: &[u8]) -> Result<(SnapshotMeta, Vec<Entry>)> {
+    let path = Path::new("<manifest>");
+    let mut buf = Vec::new();
+    let mut next = |max: usize, buf: &mut Vec<u8>| {
+        get_record(&mut plain, buf, max).map_err(|e| match e {
+            RecordError::Io(_) => Error::Integrity(format!(
+                "{}: the manifest ends before its last entry",
+                path.display()
+            )),
+            RecordError::Corrupt(m) => Error::Integrity(format!("{}: {m}", path.display())),
+        })
+    };
+    next(MAX_META, &mut buf)?;
+    let meta: SnapshotMeta = decode(&buf, path)?;
+    if meta.version != SNAPSHOT_VERSION {
+        return Err(Error::Other(format!(
+            "the snapshot has encoding version {}, this envarc reads {SNAPSHOT_VERSION}",
+            meta.version
+        )));
+    }
+    // No capacity from `meta.entries`: it is untrusted until the records exist.
+    let mut entries = Vec::new();
+    for _ in 0..meta.entries {
+        next(MAX_ENTRY, &mut buf)?;
+        entries.push(decode(&buf, path)?);
+    }
+    if !plain.is_empty() {
+        return Err(Error::Integrity(format!(
+            "{}: bytes follow the manifest's last entry",
+            path.display()
+        )));
+    }
+    Ok((meta, entries))
+}
+
+/// Encodes a manifest plaintext: the inverse of [`decode_manifest`] (with
+/// `meta.entries` set from `entries`), as [`Repository::save_snapshot`] writes it.
+pub fn encode_manifest(meta: &SnapshotMeta, entries: &[Entry]) -> Result<Vec<u8>> {
+    let mut meta = meta.clone();
+    meta.entries = entries.len() as u64;
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    let err = |e: io::Error| Error::Other(e.to_string());
+    put_record(&mut out, &meta, &mut buf).map_err(err)?;
+    for e in entries {
+        put_record(&mut out, e, &mut buf).map_err(err)?;
+    }
+    Ok(out)
 }
 
 fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], path: &Path) -> Result<T> {

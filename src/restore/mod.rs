@@ -27,7 +27,7 @@ use serde::Serialize;
 
 use crate::error::exit;
 use crate::progress::Progress;
-use crate::repo::{Entry, EntryKind, Id, LockKind, Repository};
+use crate::repo::{Entry, EntryKind, Id, Repository};
 use crate::{Error, Result};
 
 use plan::Selection;
@@ -180,7 +180,7 @@ pub fn restore(
     let _lock = if opts.dry_run {
         None
     } else {
-        Some(repo.lock(LockKind::Shared, progress)?)
+        Some(repo.lock_for_reading(progress)?)
     };
     let (meta, entries) = repo.load_snapshot(snapshot)?;
     let mut report = RestoreReport {

@@ -91,9 +91,13 @@ pub fn check_entries(meta: &SnapshotMeta, entries: &[Entry]) -> Vec<Refused> {
                 "the path lies outside the snapshot's backed-up paths (a backup never records such an entry)"
                     .to_string(),
             )
-        } else if kinds.insert(&e.path, e.kind).is_some() {
+        } else if kinds.contains_key(e.path.as_slice()) {
+            // The first entry keeps its kind: a later duplicate (refused
+            // here) must not turn a symlink or file into a folder for the
+            // checks below.
             Some("the path appears more than once in the manifest".into())
         } else {
+            kinds.insert(&e.path, e.kind);
             None
         };
         if let Some(reason) = reason {

@@ -27,7 +27,7 @@ use rayon::prelude::*;
 
 use crate::envelope::MessageId;
 use crate::progress::Progress;
-use crate::repo::{EntryKind, Id, Index, LockKind, Repository};
+use crate::repo::{EntryKind, Id, Index, Repository};
 use crate::restore::plan;
 use crate::Result;
 
@@ -60,7 +60,7 @@ pub fn verify(
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {
     let started = Instant::now();
-    let _lock = repo.lock(LockKind::Shared, progress)?;
+    let _lock = repo.lock_for_reading(progress)?;
     let mut report = VerifyReport {
         read_data: opts.read_data.describe(),
         ..Default::default()
