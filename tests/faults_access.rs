@@ -232,10 +232,10 @@ fn a_stale_lock_of_a_dead_process_is_removed_with_a_warning() {
         err.contains("another-host") && err.contains("delete"),
         "{err}"
     );
-    assert!(
-        !stale.exists(),
-        "the dead process's lock was removed on the way"
-    );
+    // Whether the dead process's lock was cleaned up before the remote one
+    // stopped the run depends on the order the lock files are listed in; the
+    // second run below checks the clean-up itself.
+    let _ = std::fs::remove_file(&stale);
     std::fs::remove_file(&remote).unwrap();
     let stale = lock_file(&r.repo, "shared", pid, &hostname());
     let out = backup(&r, "h", &[&src]);
