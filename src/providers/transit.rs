@@ -200,16 +200,7 @@ impl TransitProvider {
         edk: &EncryptedDataKey,
         ctx: &EncryptionContext,
     ) -> Result<EncryptedDataKey, ProviderError> {
-        let k = self.key_of(edk)?;
-        let body = serde_json::json!({
-            "ciphertext": ciphertext_str(edk, &k)?,
-            "context": derivation_context(ctx)?,
-        });
-        let out = self
-            .client
-            .post(&Op::Rewrap.path(&k), &body)
-            .map_err(|f| self.failure(Op::Rewrap, &k, edk_version(edk), f))?;
-        let data: Wrapped<CiphertextData> = self.parse(&out, Op::Rewrap, &k)?;
+        let (k, data): (_, Wrapped<CiphertextData>) = self.post_edk(Op::Rewrap, edk, ctx)?;
         self.edk(&k, data.data.ciphertext)
     }
 
@@ -301,6 +292,18 @@ impl TransitProvider {
         edk: &EncryptedDataKey,
         ctx: &EncryptionContext,
     ) -> Result<DataKey, ProviderError> {
+        let (k, data): (_, Wrapped<PlaintextData>) = self.post_edk(Op::Decrypt, edk, ctx)?;
+        self.data_key(Zeroizing::new(data.data.plaintext), &k)
+    }
+
+    /// Sends an EDK's transit ciphertext with the derivation context to `op`
+    /// (decrypt or rewrap) of the key it names, and parses the answer.
+    fn post_edk<T: serde::de::DeserializeOwned>(
+        &self,
+        op: Op,
+        edk: &EncryptedDataKey,
+        ctx: &EncryptionContext,
+    ) -> Result<(KeyRef, T), ProviderError> {
         let k = self.key_of(edk)?;
         let body = serde_json::json!({
             "ciphertext": ciphertext_str(edk, &k)?,
@@ -308,10 +311,10 @@ impl TransitProvider {
         });
         let out = self
             .client
-            .post(&Op::Decrypt.path(&k), &body)
-            .map_err(|f| self.failure(Op::Decrypt, &k, edk_version(edk), f))?;
-        let data: Wrapped<PlaintextData> = self.parse(&out, Op::Decrypt, &k)?;
-        self.data_key(Zeroizing::new(data.data.plaintext), &k)
+            .post(&op.path(&k), &body)
+            .map_err(|f| self.failure(op, &k, edk_version(edk), f))?;
+        let data = self.parse(&out, op, &k)?;
+        Ok((k, data))
     }
 
     fn data_key(&self, b64: Zeroizing<String>, k: &KeyRef) -> Result<DataKey, ProviderError> {
