@@ -20,6 +20,7 @@ mod index;
 mod lock;
 mod pack;
 mod snapshot;
+pub mod storage;
 
 use std::fmt;
 use std::fs::{self, File};
