@@ -131,3 +131,32 @@ impl FirstWrite {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_waiter_on_a_removed_lock_file_locks_the_file_that_replaced_it() {
+        let d = tempfile::tempdir().unwrap();
+        let kr = d.path().join("kr");
+        let held = acquire(&kr, true, Duration::from_secs(5)).unwrap();
+        let waiter = {
+            let kr = kr.clone();
+            std::thread::spawn(move || acquire(&kr, true, Duration::from_secs(5)).unwrap())
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        // What a failed first write does: remove the lock file, then unlock.
+        FirstWrite::before(&kr).undo(&held);
+        drop(held);
+        let got = waiter.join().unwrap();
+        let file = got.0.as_ref().expect("a lock file");
+        assert!(still_named(file, &lock_path(&kr)), "it locked the new file");
+        let e = acquire(&kr, true, Duration::from_millis(50))
+            .err()
+            .expect("held");
+        assert_eq!(e.exit_code(), crate::error::exit::LOCKED);
+        drop(got);
+        assert!(acquire(&kr, false, Duration::from_millis(50)).is_ok());
+    }
+}
