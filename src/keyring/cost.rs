@@ -52,7 +52,7 @@ pub(crate) fn memory_problem(p: &Argon2Params, cap_kib: u64) -> Option<String> {
 
 /// `65536` → "64 MiB".
 pub(crate) fn human_kib(kib: u64) -> String {
-    if kib >= 1024 * 1024 && kib % (1024 * 1024) == 0 {
+    if kib >= 1024 * 1024 && kib.is_multiple_of(1024 * 1024) {
         format!("{} GiB", kib / (1024 * 1024))
     } else if kib >= 1024 {
         format!("{} MiB", kib / 1024)

@@ -20,41 +20,57 @@ fn crafted(m_kib: u32, t: u32, p: u32) -> Vec<u8> {
     v
 }
 
+/// A crafted cost, and what the error must name.
+struct Case {
+    m_kib: u32,
+    t: u32,
+    p: u32,
+    /// `ENVARC_ARGON2_MAX_MIB`.
+    max_mib: Option<&'static str>,
+    want: &'static [&'static str],
+}
+
 #[test]
 fn a_crafted_cost_is_refused_before_argon2_and_before_the_passphrase() {
     let r = Ring::new();
     let asked = r.file("asked");
     let ask = format!("touch '{}'; echo pw", asked.display());
-    // (m KiB, t, p, ENVARC_ARGON2_MAX_MIB, what the error names)
-    let cases: &[(u32, u32, u32, Option<&str>, &[&str])] = &[
-        (
-            4 * 1024 * 1024,
-            100,
-            1,
-            None,
-            &[
+    let cases = [
+        Case {
+            m_kib: 4 * 1024 * 1024,
+            t: 100,
+            p: 1,
+            max_mib: None,
+            want: &[
                 "400.0 GiB·passes",
                 "never creates",
                 "restore it from a backup",
             ],
-        ),
-        (
-            4 * 1024 * 1024,
-            5,
-            4,
-            None,
-            &["20.0 GiB·passes", "16 GiB·passes"],
-        ),
-        (
-            1024 * 1024,
-            1,
-            1,
-            Some("64"),
-            &["1 GiB of memory", "64 MiB", "envarc key passwd"],
-        ),
+        },
+        Case {
+            m_kib: 4 * 1024 * 1024,
+            t: 5,
+            p: 4,
+            max_mib: None,
+            want: &["20.0 GiB·passes", "16 GiB·passes"],
+        },
+        Case {
+            m_kib: 1024 * 1024,
+            t: 1,
+            p: 1,
+            max_mib: Some("64"),
+            want: &["1 GiB of memory", "64 MiB", "envarc key passwd"],
+        },
     ];
-    for (m, t, p, limit, want) in cases {
-        let path = r.write("crafted", &crafted(*m, *t, *p));
+    for Case {
+        m_kib: m,
+        t,
+        p,
+        max_mib: limit,
+        want,
+    } in cases
+    {
+        let path = r.write("crafted", &crafted(m, t, p));
         let mut c = r.cmd();
         c.env_remove("ENVARC_PASSPHRASE").args([
             "--keyring",
@@ -71,7 +87,7 @@ fn a_crafted_cost_is_refused_before_argon2_and_before_the_passphrase() {
         let out = c.output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(4), "m={m} t={t}: {err}");
-        for w in *want {
+        for w in want {
             assert!(err.contains(w), "m={m} t={t}: want {w}: {err}");
         }
         assert!(
