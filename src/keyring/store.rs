@@ -256,9 +256,8 @@ impl Store {
         match cost::memory_problem(params, cap) {
             Some(why) => Err(Error::Usage(format!(
                 "the Argon2id cost m={},t={},p={} (the default, or ENVARC_ARGON2_PARAMS) asks for \
-                 {why}: a keyring \
-                 locked with it could not be opened here; choose a smaller m (the default is \
-                 m=65536,t=3,p=4); nothing was changed",
+                 {why}: a keyring locked with it could not be opened here; choose a smaller m \
+                 (the default is m=65536,t=3,p=4); nothing was changed",
                 params.m_kib, params.t, params.p
             ))),
             None => Ok(()),
