@@ -27,6 +27,8 @@
 
 pub mod local;
 pub mod lock;
+// Used by the remote stores only; its timing type is public either way.
+#[cfg_attr(not(feature = "remote"), allow(dead_code))]
 pub(crate) mod refresh_lock;
 pub mod retry;
 #[cfg(feature = "remote")]

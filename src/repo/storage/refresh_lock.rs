@@ -55,9 +55,12 @@ impl LockTiming {
 
 /// What a refreshing lock needs from its store.
 pub(crate) trait LockObjects: Send + Sync + 'static {
-    /// Writes `name` whole, overwriting it (a refresh of our own object).
-    fn overwrite(&self, name: &str, data: &[u8]) -> io::Result<()>;
-    fn exists(&self, name: &str) -> io::Result<bool>;
+    /// Moves the modification time of lock object `name` on (rewriting it
+    /// with `data` where the store cannot touch a time); fails with
+    /// `NotFound` if it is gone, and does not bring a removed lock back
+    /// where the store allows (SFTP sets the time of the existing file; S3
+    /// checks, then rewrites: a removal between the two is undone once).
+    fn refresh(&self, name: &str, data: &[u8]) -> io::Result<()>;
     fn remove(&self, name: &str) -> io::Result<()>;
 }
 
@@ -77,12 +80,10 @@ pub(crate) fn is_stale(
     if here && !std::path::Path::new(&format!("/proc/{}", info.pid)).exists() {
         return true;
     }
-    let written = time::OffsetDateTime::parse(
-        &info.time,
-        &time::format_description::well_known::Rfc3339,
-    )
-    .ok()
-    .map(SystemTime::from);
+    let written =
+        time::OffsetDateTime::parse(&info.time, &time::format_description::well_known::Rfc3339)
+            .ok()
+            .map(SystemTime::from);
     let last = match (written, object.modified) {
         (Some(a), Some(b)) => a.max(b),
         (Some(t), None) | (None, Some(t)) => t,
@@ -127,25 +128,19 @@ impl RefreshedLock {
                         _ => return, // dropped: stop refreshing
                     }
                     info.time = now_rfc3339();
-                    let result = o.exists(&n).and_then(|there| {
-                        if !there {
-                            return Err(io::Error::new(
-                                io::ErrorKind::NotFound,
-                                "the lock object was removed by another process \
-                                 (`envarc unlock`, or a host that judged it stale)",
-                            ));
-                        }
-                        let json = serde_json::to_vec(&info).map_err(io::Error::other)?;
-                        o.overwrite(&n, &json)
-                    });
+                    let result = serde_json::to_vec(&info)
+                        .map_err(io::Error::other)
+                        .and_then(|json| o.refresh(&n, &json));
                     match result {
                         Ok(()) => {
                             last_ok = Instant::now();
                             pause = timing.refresh;
                         }
                         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                            *l.lock().unwrap_or_else(|p| p.into_inner()) =
-                                Some(format!("the lock {n} in {location} is gone: {e}"));
+                            *l.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
+                                "the lock {n} in {location} is gone: another process removed it \
+                                 (`envarc unlock`, or a host that judged it stale)"
+                            ));
                             return;
                         }
                         Err(e) if last_ok.elapsed() >= timing.lost_after() => {

@@ -19,6 +19,9 @@ fn runtime() -> io::Result<&'static Runtime> {
         // reqwest is built without a default TLS crypto provider so that no
         // C crypto library is compiled; ring is installed here, once.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // OpenDAL's HTTP transport (reqwest) is installed by hand: its
+        // automatic installation comes only with a TLS provider we leave out.
+        opendal_http_transport_reqwest::install_default();
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("envarc-storage")

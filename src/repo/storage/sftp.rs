@@ -21,6 +21,8 @@ use std::time::SystemTime;
 
 use futures_util::StreamExt;
 use openssh_sftp_client::error::Error as SftpError;
+use openssh_sftp_client::metadata::MetaDataBuilder;
+use openssh_sftp_client::UnixTimeStamp;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncSeekExt;
 
@@ -58,7 +60,12 @@ impl SftpStorage {
         let location = super::Location::Sftp(loc.clone()).to_string();
         SftpStorage {
             inner: Arc::new(Inner {
-                conn: Arc::new(Connector::new(loc, location.clone(), opts.timeout, opts.retry.clone())),
+                conn: Arc::new(Connector::new(
+                    loc,
+                    location.clone(),
+                    opts.timeout,
+                    opts.retry.clone(),
+                )),
                 base: loc.path.clone(),
                 location,
             }),
@@ -69,17 +76,25 @@ impl SftpStorage {
     /// Removes a temporary file that [`Storage::leftovers`] listed.
     pub fn remove_leftover(&self, leftover: &ObjectInfo) -> io::Result<()> {
         let file = leftover.name.rsplit('/').next().unwrap_or_default();
-        let dir = leftover.name.strip_suffix(file).unwrap_or_default().trim_end_matches('/');
+        let dir = leftover
+            .name
+            .strip_suffix(file)
+            .unwrap_or_default()
+            .trim_end_matches('/');
         if !dir.is_empty() {
             check_name(dir)?;
         }
-        if !(file.starts_with('.') && file.ends_with(TMP_SUFFIX)) || file.contains('/') || file.contains("..") {
+        if !(file.starts_with('.') && file.ends_with(TMP_SUFFIX))
+            || file.contains('/')
+            || file.contains("..")
+        {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("{} is not a temporary file", leftover.name),
             ));
         }
-        self.inner.remove_path(&format!("{}/{}", self.inner.base, leftover.name))
+        self.inner
+            .remove_path(&format!("{}/{}", self.inner.base, leftover.name))
     }
 }
 
@@ -124,7 +139,9 @@ impl Inner {
                     }
                     r => r?,
                 };
-                f.seek(io::SeekFrom::Start(offset)).await.map_err(SftpError::from)?;
+                f.seek(io::SeekFrom::Start(offset))
+                    .await
+                    .map_err(SftpError::from)?;
                 f.write_all(&d).await?;
                 f.close().await
             }
@@ -133,7 +150,14 @@ impl Inner {
 
     /// Makes `tmp` durable, then gives it the name `path` unless taken.
     /// `digest`/`len` describe the content, to recognise our own object.
-    fn link(&self, tmp: &str, path: &str, name: &str, digest: [u8; 32], len: u64) -> io::Result<()> {
+    fn link(
+        &self,
+        tmp: &str,
+        path: &str,
+        name: &str,
+        digest: [u8; 32],
+        len: u64,
+    ) -> io::Result<()> {
         let t = tmp.to_string();
         self.conn.call(&format!("syncing {tmp}"), move |s, _| {
             let t = t.clone();
@@ -161,10 +185,16 @@ impl Inner {
         let outcome = match linked {
             Ok(true) => Ok(()),
             Ok(false) => match self.read_path(path) {
-                Ok(d) if d.len() as u64 == len && <[u8; 32]>::from(Sha256::digest(&d)) == digest => Ok(()),
+                Ok(d)
+                    if d.len() as u64 == len && <[u8; 32]>::from(Sha256::digest(&d)) == digest =>
+                {
+                    Ok(())
+                }
                 _ => Err(self.exists_error(name)),
             },
-            Err(e) if e.kind() == io::ErrorKind::Other && self.read_path(path).is_ok() => Err(self.exists_error(name)),
+            Err(e) if e.kind() == io::ErrorKind::Other && self.read_path(path).is_ok() => {
+                Err(self.exists_error(name))
+            }
             Err(e) => Err(e),
         };
         let _ = self.remove_path(tmp);
@@ -172,7 +202,10 @@ impl Inner {
     }
 
     fn exists_error(&self, name: &str) -> io::Error {
-        io::Error::new(io::ErrorKind::AlreadyExists, format!("{name} already exists in {}", self.location))
+        io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{name} already exists in {}", self.location),
+        )
     }
 
     fn read_path(&self, path: &str) -> io::Result<Vec<u8>> {
@@ -207,10 +240,11 @@ impl Inner {
     /// objects (`temps` false) or writers' temporary files (`temps` true).
     fn walk(&self, rel: &str, prefix: &str, temps: bool) -> io::Result<Vec<ObjectInfo>> {
         let (base, rel0, prefix0) = (self.base.clone(), rel.to_string(), prefix.to_string());
-        self.conn.call(&format!("listing {}/{rel}", self.base), move |s, _| {
-            let (base, rel, prefix) = (base.clone(), rel0.clone(), prefix0.clone());
-            async move { walk(&s, &base, &rel, &prefix, temps).await }
-        })
+        self.conn
+            .call(&format!("listing {}/{rel}", self.base), move |s, _| {
+                let (base, rel, prefix) = (base.clone(), rel0.clone(), prefix0.clone());
+                async move { walk(&s, &base, &rel, &prefix, temps).await }
+            })
     }
 }
 
@@ -238,11 +272,21 @@ async fn make_dirs(s: &Session, path: &str) {
     }
 }
 
-async fn walk(s: &Session, base: &str, start: &str, prefix: &str, temps: bool) -> Result<Vec<ObjectInfo>, SftpError> {
+async fn walk(
+    s: &Session,
+    base: &str,
+    start: &str,
+    prefix: &str,
+    temps: bool,
+) -> Result<Vec<ObjectInfo>, SftpError> {
     let mut out = Vec::new();
     let mut pending = vec![start.to_string()];
     while let Some(rel) = pending.pop() {
-        let dir = if rel.is_empty() { base.to_string() } else { format!("{base}/{rel}") };
+        let dir = if rel.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}/{rel}")
+        };
         let mut fs = s.sftp.fs();
         let d = match fs.open_dir(&dir).await {
             Ok(d) => d,
@@ -252,22 +296,34 @@ async fn walk(s: &Session, base: &str, start: &str, prefix: &str, temps: bool) -
         let mut entries = Box::pin(d.read_dir());
         while let Some(entry) = entries.next().await {
             let entry = entry?;
-            let Some(file) = entry.filename().to_str().map(str::to_string) else { continue };
+            let Some(file) = entry.filename().to_str().map(str::to_string) else {
+                continue;
+            };
             if file == "." || file == ".." {
                 continue;
             }
-            let name = if rel.is_empty() { file.clone() } else { format!("{rel}/{file}") };
+            let name = if rel.is_empty() {
+                file.clone()
+            } else {
+                format!("{rel}/{file}")
+            };
             let md = entry.metadata();
             let ty = md.file_type();
             if ty.is_some_and(|t| t.is_dir()) {
                 if !file.starts_with('.')
-                    && (temps || name.starts_with(prefix) || prefix.starts_with(&format!("{name}/")))
+                    && (temps
+                        || name.starts_with(prefix)
+                        || prefix.starts_with(&format!("{name}/")))
                 {
                     pending.push(name);
                 }
             } else if ty.is_some_and(|t| t.is_file()) {
                 let temp = file.starts_with('.') && file.ends_with(TMP_SUFFIX);
-                let wanted = if temps { temp } else { !file.starts_with('.') && name.starts_with(prefix) };
+                let wanted = if temps {
+                    temp
+                } else {
+                    !file.starts_with('.') && name.starts_with(prefix)
+                };
                 if wanted && (temps || check_name(&name).is_ok()) {
                     out.push(ObjectInfo {
                         name,
@@ -282,19 +338,16 @@ async fn walk(s: &Session, base: &str, start: &str, prefix: &str, temps: bool) -
 }
 
 impl LockObjects for Inner {
-    fn overwrite(&self, name: &str, data: &[u8]) -> io::Result<()> {
-        self.replace_with(name, data)
-    }
-    fn exists(&self, name: &str) -> io::Result<bool> {
+    fn refresh(&self, name: &str, _data: &[u8]) -> io::Result<()> {
+        // Set the times of the existing file: a removed lock stays removed.
         let p = self.path(name)?;
-        self.conn.call(&format!("checking {p}"), move |s, _| {
+        self.conn.call(&format!("refreshing {p}"), move |s, _| {
             let p = p.clone();
             async move {
-                match s.sftp.fs().metadata(&p).await {
-                    Ok(_) => Ok(true),
-                    Err(e) if is_not_found(&e) => Ok(false),
-                    Err(e) => Err(e),
-                }
+                let now = UnixTimeStamp::new(SystemTime::now())
+                    .map_err(|e| SftpError::from(io::Error::other(e)))?;
+                let md = MetaDataBuilder::new().time(now, now).create();
+                s.sftp.fs().set_metadata(&p, md).await
             }
         })
     }
@@ -351,7 +404,8 @@ impl ObjectWriter for SftpWriter {
         self.done = true;
         let digest: [u8; 32] = std::mem::take(&mut self.hash).finalize().into();
         let path = self.inner.path(&self.name)?;
-        self.inner.link(&self.tmp, &path, &self.name, digest, self.sent)
+        self.inner
+            .link(&self.tmp, &path, &self.name, digest, self.sent)
     }
 }
 
@@ -383,7 +437,10 @@ impl Storage for SftpStorage {
             async move { s.sftp.fs().metadata(&p).await }
         })?;
         if !md.file_type().is_some_and(|t| t.is_file()) {
-            return Err(io::Error::other(format!("{name} in {}: not a regular file", self.inner.location)));
+            return Err(io::Error::other(format!(
+                "{name} in {}: not a regular file",
+                self.inner.location
+            )));
         }
         Ok(ObjectInfo {
             name: name.to_string(),
@@ -398,13 +455,16 @@ impl Storage for SftpStorage {
 
     fn read_range(&self, name: &str, offset: u64, length: u64) -> io::Result<Vec<u8>> {
         let p = self.inner.path(name)?;
-        let len = usize::try_from(length).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "range too large"))?;
+        let len = usize::try_from(length)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "range too large"))?;
         let path = p.clone();
         let data = self.inner.conn.call(&format!("reading {p}"), move |s, _| {
             let p = path.clone();
             async move {
                 let mut f = s.sftp.open(&p).await?;
-                f.seek(io::SeekFrom::Start(offset)).await.map_err(SftpError::from)?;
+                f.seek(io::SeekFrom::Start(offset))
+                    .await
+                    .map_err(SftpError::from)?;
                 let mut out = bytes::BytesMut::with_capacity(len);
                 while out.len() < len {
                     let want = u32::try_from(len - out.len()).unwrap_or(u32::MAX);
@@ -421,7 +481,11 @@ impl Storage for SftpStorage {
         if data.len() != len {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!("{name} in {}: {length} bytes at {offset} asked, {} there", self.inner.location, data.len()),
+                format!(
+                    "{name} in {}: {length} bytes at {offset} asked, {} there",
+                    self.inner.location,
+                    data.len()
+                ),
             ));
         }
         Ok(data)
@@ -455,7 +519,13 @@ impl Storage for SftpStorage {
     fn create_lock(&self, name: &str, data: &[u8]) -> io::Result<Box<dyn HeldLock>> {
         self.create(name, data)?;
         let objects: Arc<dyn LockObjects> = self.inner.clone();
-        match RefreshedLock::start(objects, name, data, self.timing.clone(), self.inner.location.clone()) {
+        match RefreshedLock::start(
+            objects,
+            name,
+            data,
+            self.timing.clone(),
+            self.inner.location.clone(),
+        ) {
             Ok(l) => Ok(Box::new(l)),
             Err(e) => {
                 let _ = self.inner.remove(name);

@@ -48,7 +48,12 @@ pub(crate) struct Connector {
 type Stderr = Arc<Mutex<Vec<u8>>>;
 
 impl Connector {
-    pub(crate) fn new(loc: &SftpLocation, location: String, timeout: Duration, retry: RetryPolicy) -> Connector {
+    pub(crate) fn new(
+        loc: &SftpLocation,
+        location: String,
+        timeout: Duration,
+        retry: RetryPolicy,
+    ) -> Connector {
         Connector {
             loc: loc.clone(),
             location,
@@ -70,7 +75,12 @@ impl Connector {
             c.arg("-l").arg(user);
         }
         // Notice a dead peer within about a minute even when idle.
-        c.args(["-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]);
+        c.args([
+            "-o",
+            "ServerAliveInterval=15",
+            "-o",
+            "ServerAliveCountMax=4",
+        ]);
         c.args(["-s", "--", &self.loc.host, "sftp"]);
         c.stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -85,7 +95,10 @@ impl Connector {
         let mut child = self.ssh_command().spawn().map_err(|e| {
             Failure::Final(io::Error::new(
                 e.kind(),
-                format!("cannot start `ssh` for {}: {e} (is OpenSSH's client installed?)", self.location),
+                format!(
+                    "cannot start `ssh` for {}: {e} (is OpenSSH's client installed?)",
+                    self.location
+                ),
             ))
         })?;
         let stderr: Stderr = Arc::default();
@@ -108,7 +121,8 @@ impl Connector {
         let (Some(stdin), Some(stdout)) = (stdin, stdout) else {
             return Err(Failure::Final(io::Error::other("ssh without pipes")));
         };
-        let hello = tokio::time::timeout(self.timeout, Sftp::new(stdin, stdout, SftpOptions::new())).await;
+        let hello =
+            tokio::time::timeout(self.timeout, Sftp::new(stdin, stdout, SftpOptions::new())).await;
         match hello {
             Ok(Ok(sftp)) => Ok(Session { sftp, _ssh: child }),
             Ok(Err(e)) => {
@@ -118,14 +132,24 @@ impl Connector {
             }
             Err(_) => Err(Failure::Transient(io::Error::new(
                 io::ErrorKind::TimedOut,
-                format!("connecting to {}: no SFTP session within {} s", self.location, self.timeout.as_secs()),
+                format!(
+                    "connecting to {}: no SFTP session within {} s",
+                    self.location,
+                    self.timeout.as_secs()
+                ),
             ))),
         }
     }
 
     fn ssh_failure(&self, stderr: &Stderr, fallback: &str) -> Failure {
-        let text = String::from_utf8_lossy(&stderr.lock().unwrap_or_else(|p| p.into_inner())).trim().to_string();
-        let said = if text.is_empty() { fallback.to_string() } else { text.replace('\n', "; ") };
+        let text = String::from_utf8_lossy(&stderr.lock().unwrap_or_else(|p| p.into_inner()))
+            .trim()
+            .to_string();
+        let said = if text.is_empty() {
+            fallback.to_string()
+        } else {
+            text.replace('\n', "; ")
+        };
         let fatal = [
             "Permission denied",
             "Host key verification failed",
@@ -146,7 +170,12 @@ impl Connector {
 
     /// The live session, connecting if there is none.
     fn session(self: &Arc<Self>) -> Result<Arc<Session>, Failure> {
-        if let Some(s) = self.current.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+        if let Some(s) = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
             return Ok(s);
         }
         let me = self.clone();
@@ -211,12 +240,16 @@ fn classify(what: &str, e: SftpError) -> Failure {
     let status = |kind| Failure::Final(io::Error::new(kind, format!("{what}: {e}")));
     match &e {
         SftpError::SftpError(SftpErrorKind::NoSuchFile, _) => status(io::ErrorKind::NotFound),
-        SftpError::SftpError(SftpErrorKind::PermDenied, _) => status(io::ErrorKind::PermissionDenied),
-        SftpError::SftpError(SftpErrorKind::OpUnsupported, _) | SftpError::UnsupportedExtension(_) => {
-            status(io::ErrorKind::Unsupported)
+        SftpError::SftpError(SftpErrorKind::PermDenied, _) => {
+            status(io::ErrorKind::PermissionDenied)
         }
+        SftpError::SftpError(SftpErrorKind::OpUnsupported, _)
+        | SftpError::UnsupportedExtension(_) => status(io::ErrorKind::Unsupported),
         SftpError::SftpError(..) => status(io::ErrorKind::Other),
-        _ => Failure::Transient(io::Error::new(io::ErrorKind::ConnectionReset, format!("{what}: {e}"))),
+        _ => Failure::Transient(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            format!("{what}: {e}"),
+        )),
     }
 }
 

@@ -264,7 +264,11 @@ fn parse_s3(url: &str, rest: &str) -> Result<S3Location> {
         ));
     }
     let prefix = prefix.trim_matches('/');
-    if prefix.split('/').any(|p| p.is_empty() || p == "." || p == "..") && !prefix.is_empty() {
+    if prefix
+        .split('/')
+        .any(|p| p.is_empty() || p == "." || p == "..")
+        && !prefix.is_empty()
+    {
         return Err(usage(url, "the prefix has an empty, '.' or '..' part"));
     }
     Ok(S3Location {
@@ -339,9 +343,12 @@ fn parse_sftp(url: &str, rest: &str) -> Result<SftpLocation> {
                 None => return Err(usage(url, "write sftp:USER@[V6ADDR]:/PATH")),
             }
         } else {
-            hostpath
-                .split_once(':')
-                .ok_or_else(|| usage(url, "write sftp:USER@HOST:/PATH (the colon after the host is needed)"))?
+            hostpath.split_once(':').ok_or_else(|| {
+                usage(
+                    url,
+                    "write sftp:USER@HOST:/PATH (the colon after the host is needed)",
+                )
+            })?
         };
         (user, host, None, path.to_string())
     };
@@ -362,7 +369,10 @@ fn parse_sftp(url: &str, rest: &str) -> Result<SftpLocation> {
     }
     let path = path.trim_end_matches('/');
     if path.is_empty() || path.split('/').any(|p| p == "..") {
-        return Err(usage(url, "no folder, or a '..' in it; write sftp:USER@HOST:/PATH"));
+        return Err(usage(
+            url,
+            "no folder, or a '..' in it; write sftp:USER@HOST:/PATH",
+        ));
     }
     Ok(SftpLocation {
         user: user.map(str::to_string),

@@ -102,7 +102,10 @@ fn accepted_spellings() {
 fn refused_spellings_say_why() {
     let cases: [(&str, &str); 20] = [
         ("", "empty"),
-        ("s4:http://127.0.0.1/bkt", "unknown scheme 's4:'; known schemes: local:, s3:, sftp:"),
+        (
+            "s4:http://127.0.0.1/bkt",
+            "unknown scheme 's4:'; known schemes: local:, s3:, sftp:",
+        ),
         ("b2:bucket/path", "'b2:' repositories are not supported"),
         ("rclone:remote:path", "not supported by envarc"),
         ("rest:http://host/", "not supported"),
@@ -113,7 +116,10 @@ fn refused_spellings_say_why() {
         ("s3:http://127.0.0.1:8333/ab", "not a bucket name"),
         ("s3:http://127.0.0.1:8333/Upper", "not a bucket name"),
         ("s3:http://127.0.0.1:99999/bkt", "not a port number"),
-        ("s3:https://AKIA:secret@host/bkt", "credentials do not belong"),
+        (
+            "s3:https://AKIA:secret@host/bkt",
+            "credentials do not belong",
+        ),
         ("s3:ftp://host/bkt", "http:// or https://"),
         ("s3:http://h/bkt/a//b", "empty, '.' or '..' part"),
         ("sftp:me@host", "colon after the host"),
@@ -136,7 +142,10 @@ fn refused_spellings_say_why() {
 
 #[test]
 fn refusals_never_echo_a_credential() {
-    for url in ["s3:https://AKIA:s3cr3t@host/bkt", "sftp:me:s3cr3t@host:/srv"] {
+    for url in [
+        "s3:https://AKIA:s3cr3t@host/bkt",
+        "sftp:me:s3cr3t@host:/srv",
+    ] {
         let text = parse(url).unwrap_err().to_string();
         // The URL is named so the user knows which one; the password is cut.
         assert!(!text.contains("s3cr3t"), "{text}");
