@@ -82,12 +82,15 @@ impl std::fmt::Display for Location {
             }
             Location::Sftp(s) => {
                 let user = s.user.as_ref().map(|u| format!("{u}@")).unwrap_or_default();
+                let host = if s.host.contains(':') {
+                    format!("[{}]", s.host)
+                } else {
+                    s.host.clone()
+                };
                 match s.port {
-                    Some(port) => {
-                        let slash = if s.path.starts_with('/') { "/" } else { "" };
-                        write!(f, "sftp://{user}{}:{port}/{slash}{}", s.host, s.path)
-                    }
-                    None => write!(f, "sftp:{user}{}:{}", s.host, s.path),
+                    // "//PATH" is absolute, "/PATH" relative (restic's rule).
+                    Some(port) => write!(f, "sftp://{user}{host}:{port}/{}", s.path),
+                    None => write!(f, "sftp:{user}{host}:{}", s.path),
                 }
             }
         }

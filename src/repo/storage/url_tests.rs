@@ -161,6 +161,7 @@ fn locations_print_as_written() {
         "sftp:host:repo",
         "sftp://me@host:2222//srv/repo",
         "sftp://host:2222/repo",
+        "sftp:me@[::1]:/srv/repo",
     ] {
         assert_eq!(parse(url).unwrap().to_string(), url);
     }
