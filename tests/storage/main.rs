@@ -89,14 +89,26 @@ pub fn init_env() {
     });
 }
 
-fn scratch() -> &'static tempfile::TempDir {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        tempfile::Builder::new()
+/// The folder of the local and SFTP stores, removed when the test process
+/// ends (a static is never dropped: a shell holding a pipe from us removes
+/// it when the pipe closes).
+fn scratch() -> &'static std::path::Path {
+    static DIR: OnceLock<(std::path::PathBuf, std::process::Child)> = OnceLock::new();
+    &DIR.get_or_init(|| {
+        let dir = tempfile::Builder::new()
             .prefix("envarc-storage-")
             .tempdir()
             .unwrap()
+            .keep();
+        let reaper = std::process::Command::new("sh")
+            .args(["-c", r#"read -r _ || true; rm -rf "$1""#, "reaper"])
+            .arg(&dir)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("starting the clean-up shell");
+        (dir, reaper)
     })
+    .0
 }
 
 pub const BUCKET: &str = "envarc-test";
@@ -145,14 +157,7 @@ pub fn sshd_server() -> Option<&'static sshd::Sshd> {
 pub fn local_target() -> Target {
     Target {
         label: "local",
-        make: Box::new(|case| {
-            scratch()
-                .path()
-                .join("local")
-                .join(case)
-                .display()
-                .to_string()
-        }),
+        make: Box::new(|case| scratch().join("local").join(case).display().to_string()),
         exclusive: true,
         remote: false,
     }
@@ -183,7 +188,7 @@ pub fn moto_target() -> Option<Target> {
 pub fn sftp_target() -> Option<Target> {
     init_env();
     let s = sshd_server()?;
-    let root = scratch().path().join("sftp");
+    let root = scratch().join("sftp");
     std::fs::create_dir_all(&root).unwrap();
     let (user, port) = (s.user.clone(), s.port);
     Some(Target {

@@ -54,17 +54,21 @@ pub fn find_weed(test: &str) -> Option<PathBuf> {
 
 /// Runs the server in the background; SIGKILL when stdin closes (weed
 /// ignores SIGTERM for a while, and a crash is what the tests want anyway).
-const WATCHDOG: &str = r#"log="$1"; shift
-"$@" </dev/null >>"$log" 2>&1 &
+/// The folder is removed then, unless the line read was `keep` (a kill
+/// before a restart): a server in a `static` is never dropped, and its
+/// folder must not outlive the test process.
+const WATCHDOG: &str = r#"dir="$1"; shift
+"$@" </dev/null >>"$dir/weed.log" 2>&1 &
 pid=$!
-read -r _ || true
+read -r line || line=""
 kill -9 "$pid" 2>/dev/null
-wait "$pid" 2>/dev/null"#;
+wait "$pid" 2>/dev/null
+[ "$line" = keep ] || rm -rf "$dir""#;
 
 /// A running (or killed) server.
 pub struct SeaweedFs {
     bin: PathBuf,
-    dir: tempfile::TempDir,
+    dir: PathBuf,
     /// master, master grpc, volume, volume grpc, filer, filer grpc, s3, s3 grpc
     ports: [u16; 8],
     watchdog: Option<Child>,
@@ -77,12 +81,13 @@ impl SeaweedFs {
         let dir = tempfile::Builder::new()
             .prefix("envarc-weed-")
             .tempdir()
-            .unwrap();
-        std::fs::create_dir(dir.path().join("data")).unwrap();
+            .unwrap()
+            .keep();
+        std::fs::create_dir(dir.join("data")).unwrap();
         let config = format!(
             r#"{{"identities":[{{"name":"envarc","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#
         );
-        std::fs::write(dir.path().join("s3.json"), config).unwrap();
+        std::fs::write(dir.join("s3.json"), config).unwrap();
         let mut ports = [0u16; 8];
         for p in ports.iter_mut() {
             *p = free_port();
@@ -111,7 +116,7 @@ impl SeaweedFs {
     pub fn restart(&mut self) {
         assert!(self.watchdog.is_none(), "restart of a running server");
         let p = self.ports.map(|p| p.to_string());
-        let d = self.dir.path();
+        let d = self.dir.as_path();
         let args = [
             "server".to_string(),
             format!("-dir={}", d.join("data").display()),
@@ -138,7 +143,7 @@ impl SeaweedFs {
             .arg("-c")
             .arg(WATCHDOG)
             .arg("weed-watchdog")
-            .arg(d.join("weed.log"))
+            .arg(d)
             .arg(&self.bin)
             .args(args)
             .stdin(Stdio::piped())
@@ -159,10 +164,20 @@ impl SeaweedFs {
         panic!("weed did not start:\n{}", self.log());
     }
 
-    /// Kills the server with SIGKILL and waits until it is gone.
+    /// Kills the server with SIGKILL and waits until it is gone; its data
+    /// stays for [`SeaweedFs::restart`].
     pub fn kill(&mut self) {
+        self.stop(true);
+    }
+
+    fn stop(&mut self, keep: bool) {
         if let Some(mut w) = self.watchdog.take() {
-            drop(w.stdin.take());
+            if let Some(mut stdin) = w.stdin.take() {
+                use std::io::Write;
+                if keep {
+                    let _ = stdin.write_all(b"keep\n");
+                }
+            }
             let _ = w.wait();
         }
     }
@@ -216,13 +231,13 @@ impl SeaweedFs {
 
     /// The last part of the server's log (for failure messages).
     pub fn log(&self) -> String {
-        let bytes = std::fs::read(self.dir.path().join("weed.log")).unwrap_or_default();
+        let bytes = std::fs::read(self.dir.join("weed.log")).unwrap_or_default();
         String::from_utf8_lossy(&bytes[bytes.len().saturating_sub(4000)..]).into_owned()
     }
 }
 
 impl Drop for SeaweedFs {
     fn drop(&mut self) {
-        self.kill();
+        self.stop(false); // the watchdog removes the folder
     }
 }

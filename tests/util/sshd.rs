@@ -29,19 +29,21 @@ pub fn find_sshd(test: &str) -> Option<PathBuf> {
     super::seaweedfs::find_program(test, "ENVARC_SSHD", "sshd", ".ci/setup-sshd.sh")
 }
 
-const WATCHDOG: &str = r#"log="$1"; shift
-"$@" </dev/null >>"$log" 2>&1 &
+/// Runs sshd; kills it and removes the folder when stdin closes.
+const WATCHDOG: &str = r#"dir="$1"; shift
+"$@" </dev/null >>"$dir/sshd.log" 2>&1 &
 pid=$!
 read -r _ || true
 kill "$pid" 2>/dev/null
-wait "$pid" 2>/dev/null"#;
+wait "$pid" 2>/dev/null
+rm -rf "$dir""#;
 
 /// A running server and the client files that reach it.
 pub struct Sshd {
     pub port: u16,
     /// The login of the test (the user running the tests).
     pub user: String,
-    dir: tempfile::TempDir,
+    dir: PathBuf,
     watchdog: Child,
 }
 
@@ -64,8 +66,9 @@ impl Sshd {
         let dir = tempfile::Builder::new()
             .prefix("envarc-sshd-")
             .tempdir()
-            .unwrap();
-        let d = dir.path();
+            .unwrap()
+            .keep();
+        let d = dir.as_path();
         keygen(&d.join("host_key"));
         keygen(&d.join("user_key"));
         std::fs::copy(d.join("user_key.pub"), d.join("authorized_keys")).unwrap();
@@ -110,7 +113,7 @@ impl Sshd {
             .arg("-c")
             .arg(WATCHDOG)
             .arg("sshd-watchdog")
-            .arg(d.join("sshd.log"))
+            .arg(d)
             .arg(sshd)
             .args(["-D", "-e", "-f"])
             .arg(d.join("sshd_config"))
@@ -137,7 +140,7 @@ impl Sshd {
 
     /// The ssh_config to put in `ENVARC_SSH_CONFIG`.
     pub fn ssh_config(&self) -> PathBuf {
-        self.dir.path().join("ssh_config")
+        self.dir.join("ssh_config")
     }
 
     /// `sftp://USER@127.0.0.1:PORT//PATH` for an absolute `path`, through
@@ -151,7 +154,7 @@ impl Sshd {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default()
     }
 }
 
