@@ -16,6 +16,7 @@ mod error;
 pub mod header;
 pub mod provider;
 pub mod raw_aes;
+pub mod signing;
 pub mod stream;
 pub mod suite;
 
