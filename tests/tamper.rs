@@ -9,6 +9,7 @@ mod util;
 use std::io::{Read, Write};
 
 use envarc::envelope::header::{ContentType, Header};
+use envarc::envelope::pipeline::decrypt_stream;
 use envarc::envelope::suite::frame_iv;
 use envarc::envelope::{
     decrypt_to_vec, DataKey, DecryptOptions, Decryptor, EncryptOptions, EncryptionContext,
@@ -86,8 +87,31 @@ fn sample(suite: Suite) -> Sample {
 }
 
 impl Sample {
+    /// Decrypts with the streaming reader, and checks that the parallel
+    /// pipeline (in batches of 1, 2 and many frames, so that frames straddle
+    /// its chunks) gives the same plaintext or the same kind of error.
     fn decrypt(&self, message: &[u8]) -> Result<Vec<u8>, Error> {
-        decrypt_to_vec(&self.key, &self.opts, message).map(|(_, pt)| pt)
+        let serial = decrypt_to_vec(&self.key, &self.opts, message).map(|(_, pt)| pt);
+        for batch in [Some(1), Some(2), None] {
+            let piped = decrypt_stream(&self.key, &self.opts, message, Vec::new(), batch);
+            match (&serial, &piped) {
+                (Ok(a), Ok((_, b, n))) => {
+                    assert_eq!(a, b, "batch {batch:?}");
+                    assert_eq!(*n, a.len() as u64);
+                }
+                (Err(a), Err(b)) => assert_eq!(
+                    std::mem::discriminant(a),
+                    std::mem::discriminant(b),
+                    "batch {batch:?}: {a} / {b}"
+                ),
+                (a, b) => panic!(
+                    "batch {batch:?}: serial {:?}, pipeline {:?}",
+                    a.as_ref().map(|_| ()).map_err(ToString::to_string),
+                    b.as_ref().map(|_| ()).map_err(ToString::to_string)
+                ),
+            }
+        }
+        serial
     }
 
     /// Reads through `Read` until the error and returns what was released.

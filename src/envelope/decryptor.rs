@@ -129,6 +129,52 @@ pub fn open_header<R: Read>(
     Ok(read_header(inner, policy, limits)?.0)
 }
 
+/// A message whose header was read and authenticated: what a body reader needs.
+pub(super) struct Opened<R> {
+    pub header: Header,
+    pub header_len: u64,
+    pub cipher: ContentCipher,
+    /// Signed suites: the hash so far (the header), to go on over the body.
+    pub verifier: Option<Verifier>,
+    /// Bytes read past the header.
+    pub rest: Vec<u8>,
+    pub inner: R,
+}
+
+/// Reads and checks a header: public key (signed suites), context, data key
+/// unwrap, key commitment, header tag.
+pub(super) fn open<R: Read>(
+    provider: &dyn KeyProvider,
+    opts: &DecryptOptions,
+    mut inner: R,
+) -> Result<Opened<R>, Error> {
+    let (parsed, header_bytes, rest) = read_header(&mut inner, opts.policy, &opts.limits)?;
+    let header = parsed.header;
+    let verifier = if header.suite.is_signed() {
+        let mut v = Verifier::from_context(&header.context)?;
+        v.update(&header_bytes);
+        Some(v)
+    } else {
+        None
+    };
+    let (full_ctx, reproduced) = merge_context(&header.context, &opts.expected_context)?;
+    let data_key = unwrap_data_key(provider, &header, &full_ctx, &reproduced)?;
+    let cipher = verify_header(
+        &header,
+        &data_key,
+        &header_bytes[..parsed.authenticated_len],
+        &reproduced,
+    )?;
+    Ok(Opened {
+        header,
+        header_len: parsed.total_len as u64,
+        cipher,
+        verifier,
+        rest,
+        inner,
+    })
+}
+
 /// Decrypts one message. `read` hands out plaintext frame by frame, each only
 /// after its tag verified. Plaintext read before an error belongs to frames that
 /// did authenticate, but the message as a whole is only authentic once `read`
@@ -152,39 +198,23 @@ pub struct Decryptor<R: Read> {
 }
 
 impl<R: Read> Decryptor<R> {
-    pub fn new(
-        provider: &dyn KeyProvider,
-        opts: &DecryptOptions,
-        mut inner: R,
-    ) -> Result<Self, Error> {
-        let (parsed, header_bytes, rest) = read_header(&mut inner, opts.policy, &opts.limits)?;
-        let header = parsed.header;
-        let verifier = if header.suite.is_signed() {
-            let mut v = Verifier::from_context(&header.context)?;
-            v.update(&header_bytes);
-            Some(v)
-        } else {
-            None
-        };
-        let (full_ctx, reproduced) = merge_context(&header.context, &opts.expected_context)?;
-        let data_key = unwrap_data_key(provider, &header, &full_ctx, &reproduced)?;
-        let cipher = verify_header(
-            &header,
-            &data_key,
-            &header_bytes[..parsed.authenticated_len],
-            &reproduced,
-        )?;
-        let frame_len = header.frame_length as usize;
-        Ok(Decryptor {
+    pub fn new(provider: &dyn KeyProvider, opts: &DecryptOptions, inner: R) -> Result<Self, Error> {
+        Ok(Self::from_opened(open(provider, opts, inner)?, opts))
+    }
+
+    /// Goes on reading the body of a message whose header [`open`] checked.
+    pub(super) fn from_opened(o: Opened<R>, opts: &DecryptOptions) -> Self {
+        let frame_len = o.header.frame_length as usize;
+        Decryptor {
             src: Source {
-                pending: rest,
+                pending: o.rest,
                 pos: 0,
-                inner,
+                inner: o.inner,
                 consumed: 0,
-                verifier,
+                verifier: o.verifier,
             },
-            header_len: parsed.total_len as u64,
-            cipher,
+            header_len: o.header_len,
+            cipher: o.cipher,
             frame_len,
             buf: Vec::with_capacity(if frame_len > 0 {
                 PREFIX + frame_len + TAG_LEN
@@ -199,8 +229,8 @@ impl<R: Read> Decryptor<R> {
             failed: false,
             plaintext_len: 0,
             limits: opts.limits.clone(),
-            header,
-        })
+            header: o.header,
+        }
     }
 
     pub fn header(&self) -> &Header {
@@ -394,7 +424,7 @@ impl<R: Read> Read for Decryptor<R> {
 /// nonce never repeats under a message key: invariant 2). A writer that
 /// repeated or chose IVs would still produce tags that verify, so the check is
 /// on the bytes themselves, before decryption.
-fn check_iv(iv: &[u8; IV_LEN], seq: u32) -> Result<(), Error> {
+pub(super) fn check_iv(iv: &[u8; IV_LEN], seq: u32) -> Result<(), Error> {
     if *iv == frame_iv(seq) {
         return Ok(());
     }

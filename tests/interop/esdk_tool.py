@@ -43,7 +43,8 @@ non-committing suites (policy REQUIRE_ENCRYPT_ALLOW_DECRYPT).
 
 The `vectors` subcommand prints "vectors: N passed, M failed" and exits 1 unless every
 test matched: a 0x0478 test must decrypt to its expected plaintext (or fail, if
-the manifest says so); a non-committing one must fail unless --allow-legacy.
+the manifest says so), and so must a 0x0578 one; a non-committing one must
+fail unless --allow-legacy.
 """
 
 import argparse
@@ -403,7 +404,7 @@ def cmd_vectors(args):
         )
         with open(_file_url(base, test["ciphertext"]), "rb") as f:
             ct = f.read()
-        legacy = _suite_of(ct) != 0x0478
+        legacy = _suite_of(ct) not in (0x0478, 0x0578)  # committing: unsigned, signed
         expect_ok = "output" in test["result"] and (args.allow_legacy or not legacy)
         out = io.BytesIO()
         try:
