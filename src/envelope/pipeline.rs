@@ -215,9 +215,10 @@ pub fn encrypt_stream<R: Read + Send, W: Write + Send>(
         drop(free_tx);
         let read = reader.join().expect("the reader thread does not panic");
         let written = writer.join().expect("the writer thread does not panic");
+        // The writer's own error first: the main loop only saw it stop.
+        let (output, body_len) = written?;
         let plaintext_len = sealed?;
         read?;
-        let (output, body_len) = written?;
         Ok((
             output,
             MessageInfo {
@@ -428,9 +429,9 @@ pub fn decrypt_stream<R: Read + Send, W: Write + Send>(
         drop(free_tx);
         let read = reader.join().expect("the reader thread does not panic");
         let written = writer.join().expect("the writer thread does not panic");
+        let (output, _) = written?;
         opened?;
         read?;
-        let (output, _) = written?;
         Ok((header.clone(), output, body.plaintext))
     })
 }
