@@ -483,7 +483,8 @@ fn invariant2_frame_ivs_that_are_not_sequence_numbers_are_refused() {
             "the forger is right"
         );
     }
-    let cases: [(&str, usize, fn(u32) -> [u8; 12], u32); 5] = [
+    type IvOf = fn(u32) -> [u8; 12];
+    let cases: [(&str, usize, IvOf, u32); 5] = [
         ("every frame reuses IV 1", FRAME, |_| frame_iv(1), 2),
         (
             "frame 3 off by one",
