@@ -2,6 +2,7 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use crate::envelope::{
@@ -221,7 +222,13 @@ fn with_output(
     body: impl FnOnce(&mut (dyn Write + Send)) -> Result<()>,
 ) -> Result<()> {
     if is_stdio(p) {
-        let mut w = BufWriter::with_capacity(IO_BUFFER, io::stdout());
+        // Straight to file descriptor 1: std's stdout is line-buffered, which
+        // would scan every batch for newlines and copy what follows the last.
+        let fd = io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| Error::io("opening stdout", e))?;
+        let mut w = BufWriter::with_capacity(IO_BUFFER, File::from(fd));
         body(&mut w)?;
         return w.flush().map_err(|e| Error::io("writing to stdout", e));
     }
