@@ -199,6 +199,23 @@ struct EarlyWriteback<'a> {
 impl Write for EarlyWriteback<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.file.write(buf)?;
+        self.advance(n);
+        Ok(n)
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let n = self.file.write_vectored(bufs)?;
+        self.advance(n);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl EarlyWriteback<'_> {
+    fn advance(&mut self, n: usize) {
         self.written += n as u64;
         if self.written - self.advised >= WRITEBACK_STEP {
             let len = std::num::NonZeroU64::new(self.written - self.advised);
@@ -207,11 +224,6 @@ impl Write for EarlyWriteback<'_> {
                 rustix::fs::fadvise(&*self.file, self.advised, len, rustix::fs::Advice::DontNeed);
             self.advised = self.written;
         }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
     }
 }
 
