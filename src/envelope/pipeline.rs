@@ -7,14 +7,14 @@
 //! of frames seals or opens in parallel; everything order-dependent (sequence
 //! numbers, IVs, the final frame, the signature hash, what follows the end)
 //! is checked serially, exactly as the streaming [`Decryptor`] does. Memory is
-//! bounded by `POOL` buffers of one batch each (about 4 MiB of frames).
+//! bounded by `POOL` buffers of one batch each (about 4 MiB of frames each).
 //!
 //! Copies: a frame is read into its place in a batch buffer, sealed or opened
 //! there, and written from there. The only copies are the bytes read past the
 //! header (the first chunk, at most 64 KiB) and, on reading, a frame that
 //! straddles two chunks (the final one at most, as chunks are whole frames).
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::ops::Range;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
@@ -34,8 +34,11 @@ use super::{DecryptOptions, EncryptOptions, Error, KeyProvider};
 /// (a rayon split, a channel hop, one write) vanish, small enough that
 /// `POOL` batches stay far below the 64 MiB memory target.
 const BATCH_BYTES: usize = 4 << 20;
-/// Batch buffers in existence at once (reader, main, writer, one in a queue).
-const POOL: usize = 4;
+/// Batch buffers in existence at once: the reader's, the main loop's (two
+/// while encrypting, which holds a full batch until the next shows whether it
+/// ends the message), the writer's, one in each queue. Fewer and the stages
+/// wait for each other's buffers instead of overlapping.
+const POOL: usize = 6;
 /// Below this many bytes in a batch, frames are sealed or opened on the
 /// calling thread: handing them to the pool would cost more than it saves.
 const PARALLEL_MIN: usize = 256 << 10;
@@ -266,23 +269,31 @@ fn read_plain<R: Read>(
         let Some(mut buf) = take_buffer(&free, &mut made, frames * slot) else {
             return Ok(()); // the main thread stopped
         };
+        // One readv per batch into the frames' content areas.
+        let total = frames * content;
         let mut bytes = 0;
-        let mut eof = false;
-        for i in 0..frames {
-            let start = i * slot + 4 + IV_LEN;
-            let n = match fill(&mut input, &mut buf[start..start + content]) {
-                Ok(n) => n,
-                Err(e) => {
-                    let _ = out.send(Err(io::Error::new(e.kind(), e.to_string())));
-                    return Err(e);
+        {
+            let mut slices: Vec<IoSliceMut> = buf
+                .chunks_mut(slot)
+                .map(|f| IoSliceMut::new(&mut f[4 + IV_LEN..4 + IV_LEN + content]))
+                .collect();
+            let mut rest = &mut slices[..];
+            while bytes < total {
+                match input.read_vectored(rest) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        bytes += n;
+                        IoSliceMut::advance_slices(&mut rest, n);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = out.send(Err(io::Error::new(e.kind(), e.to_string())));
+                        return Err(e);
+                    }
                 }
-            };
-            bytes += n;
-            if n < content {
-                eof = true;
-                break;
             }
         }
+        let eof = bytes < total;
         if out.send(Ok(Plain { buf, bytes, eof })).is_err() || eof {
             return Ok(());
         }
