@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Finds (or installs) the OpenBao server binary `bao` that tests/transit.rs
+# Finds (or installs) the OpenBao server binary `bao` that tests/keys/transit.rs
 # starts in dev mode. Idempotent: when a `bao` is already usable it does
 # nothing. Progress goes to stderr; the only line on stdout is the absolute
 # path of the real `bao` executable, so callers can do

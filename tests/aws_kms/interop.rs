@@ -10,23 +10,7 @@ use std::process::Command;
 use crate::{server, Scratch};
 
 fn python() -> Option<(PathBuf, PathBuf)> {
-    let python = std::env::var_os("ENVARC_ESDK_PYTHON").map(PathBuf::from);
-    let tool = std::env::var_os("ENVARC_ESDK_TOOL").map(PathBuf::from);
-    match (python, tool) {
-        (Some(p), Some(t)) => Some((p, t)),
-        _ if std::env::var_os("CI").is_some() => panic!(
-            "CI is set but ENVARC_ESDK_PYTHON and ENVARC_ESDK_TOOL are not: run the tests \
-             through .ci/run, or export ENVARC_ESDK_PYTHON=$(bash .ci/setup-python.sh) \
-             ENVARC_ESDK_TOOL=$PWD/tests/interop/esdk_tool.py"
-        ),
-        _ => {
-            eprintln!(
-                "SKIP KMS interop: set ENVARC_ESDK_PYTHON=$(bash .ci/setup-python.sh) and \
-                 ENVARC_ESDK_TOOL=$PWD/tests/interop/esdk_tool.py"
-            );
-            None
-        }
-    }
+    crate::util::peers::esdk_python("aws_kms::interop")
 }
 
 /// `esdk_tool.py CMD --kms-key-arn ARN --kms-endpoint URL ARGS…`, asserting success.

@@ -4,7 +4,7 @@
 //! when the parser accepts the input (round trips, authenticity). They run
 //! under libFuzzer (`tests/fuzz`, see `.ci/fuzz.sh`) and, replaying the seed
 //! corpus and every saved crash under `fixtures/fuzz/<target>/`, in the normal
-//! test suite (`tests/fuzz_replay.rs`).
+//! test suite (`tests/envelope/fuzz_replay.rs`).
 //!
 //! Inputs of the structure-aware targets start with a mode byte and are read
 //! through [`Input`], which never fails: missing bytes read as zero.

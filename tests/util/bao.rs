@@ -9,6 +9,9 @@
 
 #![allow(dead_code)]
 
+#[path = "peers.rs"]
+mod peers;
+
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -30,10 +33,7 @@ pub fn find_bao(test: &str) -> Option<PathBuf> {
     let found = on_path("bao").or_else(in_venv);
     if found.is_none() {
         let msg = "OpenBao's `bao` was not found: set ENVARC_BAO, put bao on PATH, or run `bash .ci/setup-openbao.sh`";
-        if std::env::var_os("CI").is_some() {
-            panic!("{test}: {msg} (CI is set, so this is a failure)");
-        }
-        eprintln!("SKIP {test}: {msg}");
+        peers::missing(test, msg);
     }
     found
 }

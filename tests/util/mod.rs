@@ -8,6 +8,7 @@ use std::process::Output;
 
 use rand::{RngCore, SeedableRng};
 
+pub mod peers;
 pub mod tree;
 
 /// The built `envarc` binary, with a clean environment for the variables that

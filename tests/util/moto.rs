@@ -13,6 +13,9 @@
 
 #![allow(dead_code)]
 
+#[path = "peers.rs"]
+mod peers;
+
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -40,10 +43,7 @@ pub fn find_moto(test: &str) -> Option<PathBuf> {
         .or_else(|| venv.is_file().then_some(venv));
     if found.is_none() {
         let msg = "moto's `moto_server` was not found: set ENVARC_MOTO_SERVER, put it on PATH, or run `bash .ci/setup-moto.sh`";
-        if std::env::var_os("CI").is_some() {
-            panic!("{test}: {msg} (CI is set, so this is a failure)");
-        }
-        eprintln!("SKIP {test}: {msg}");
+        peers::missing(test, msg);
     }
     found
 }

@@ -11,6 +11,9 @@
 
 #![allow(dead_code)]
 
+#[path = "peers.rs"]
+mod peers;
+
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -40,10 +43,7 @@ pub fn find_program(test: &str, var: &str, name: &str, setup: &str) -> Option<Pa
     if found.is_none() {
         let msg =
             format!("`{name}` was not found: set {var}, put it on PATH, or run `bash {setup}`");
-        if std::env::var_os("CI").is_some() {
-            panic!("{test}: {msg} (CI is set, so this is a failure)");
-        }
-        eprintln!("SKIP {test}: {msg}");
+        peers::missing(test, &msg);
     }
     found
 }

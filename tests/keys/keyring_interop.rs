@@ -1,0 +1,151 @@
+//! Interop with the official AWS Encryption SDK for Python: a keyring EDK is
+//! exactly a raw-AES keyring EDK (namespace `envarc`, name `<cmk-uuid>/v<N>`).
+//!
+//! Needs ENVARC_ESDK_PYTHON (a python with `aws-encryption-sdk[MPL]`) and
+//! ENVARC_ESDK_TOOL (tests/interop/esdk_tool.py). Without them the test is
+//! skipped with a message, unless CI is set, where it fails.
+
+use crate::util;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use util::{envarc, stdout_json};
+
+fn esdk_tool() -> Option<(String, String)> {
+    let (py, tool) = util::peers::esdk_python("keyring_interop")?;
+    Some((
+        py.to_string_lossy().into_owned(),
+        tool.to_string_lossy().into_owned(),
+    ))
+}
+
+fn python(py: &str, tool: &str, args: &[&str]) -> std::process::Output {
+    Command::new(py).arg(tool).args(args).output().unwrap()
+}
+
+#[test]
+fn python_sdk_and_envarc_read_each_others_keyring_messages() {
+    let Some((py, tool)) = esdk_tool() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let run = |args: &[&str]| {
+        let out = envarc()
+            .current_dir(dir.path())
+            .env("ENVARC_KEYRING", p("keyring"))
+            .env("ENVARC_PASSPHRASE", "interop")
+            .env("ENVARC_ARGON2_PARAMS", "m=8,t=1,p=1")
+            .arg("--json")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout_json(&out)
+    };
+    let key = run(&["key", "create", "--origin", "EXTERNAL"])["KeyMetadata"]["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (m1, m2): (Vec<u8>, Vec<u8>) = ((0..32).collect(), (100..132).collect());
+    fs::write(p("m1"), &m1).unwrap();
+    fs::write(p("m2"), &m2).unwrap();
+    run(&["key", "import-material", &key, "--material-file", &p("m1")]);
+    run(&["key", "import-material", &key, "--material-file", &p("m2")]);
+
+    // envarc writes under v2; Python's raw AES keyring named <uuid>/v2 reads it.
+    let plain: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    fs::write(p("plain"), &plain).unwrap();
+    run(&[
+        "encrypt",
+        "--key",
+        &key,
+        "-c",
+        "purpose=interop",
+        &p("plain"),
+        "-o",
+        &p("msg"),
+    ]);
+    let v2 = format!("{key}/v2");
+    let out = python(
+        &py,
+        &tool,
+        &[
+            "decrypt",
+            "--key-file",
+            &p("m2"),
+            "--namespace",
+            "envarc",
+            "--name",
+            &v2,
+            "-c",
+            "purpose=interop",
+            &p("msg"),
+            &p("py.out"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::read(p("py.out")).unwrap(), plain);
+    let v1 = format!("{key}/v1");
+    let out = python(
+        &py,
+        &tool,
+        &[
+            "decrypt",
+            "--key-file",
+            &p("m1"),
+            "--namespace",
+            "envarc",
+            "--name",
+            &v1,
+            &p("msg"),
+            &p("py.bad"),
+        ],
+    );
+    assert!(!out.status.success(), "v1 must not unwrap a v2 EDK");
+    assert!(!Path::new(&p("py.bad")).exists());
+
+    // Python writes under the historical v1; envarc finds v1 from the EDK.
+    let out = python(
+        &py,
+        &tool,
+        &[
+            "encrypt",
+            "--key-file",
+            &p("m1"),
+            "--namespace",
+            "envarc",
+            "--name",
+            &v1,
+            "-c",
+            "from=python",
+            &p("plain"),
+            &p("py.msg"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j = run(&[
+        "decrypt",
+        "-c",
+        "from=python",
+        &p("py.msg"),
+        "-o",
+        &p("back"),
+    ]);
+    assert_eq!(j["EncryptedDataKeys"][0], format!("envarc:{v1}"));
+    assert_eq!(fs::read(p("back")).unwrap(), plain);
+}
