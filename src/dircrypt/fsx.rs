@@ -54,10 +54,18 @@ impl Root {
         })
     }
 
-    /// Opens a folder, creating it and its parents first if missing.
-    pub fn create(path: &Path) -> io::Result<Root> {
-        std::fs::create_dir_all(path)?;
-        Root::open(path)
+    /// Opens a folder, creating it and its parents first if missing; says
+    /// whether it created the folder itself.
+    pub fn create(path: &Path) -> io::Result<(Root, bool)> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)?;
+        }
+        let created = match std::fs::create_dir(path) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(e),
+        };
+        Ok((Root::open(path)?, created))
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
@@ -286,6 +294,11 @@ fn timespec(t: Time) -> rfs::Timespec {
 /// access and modification times.
 pub fn set_meta(fd: impl AsFd, mode: u32, mtime: Time) -> io::Result<()> {
     rfs::fchmod(&fd, Mode::from_raw_mode(mode & 0o777))?;
+    set_mtime(fd, mtime)
+}
+
+/// Sets the access and modification times of an open file or folder.
+fn set_mtime(fd: impl AsFd, mtime: Time) -> io::Result<()> {
     let t = timespec(mtime);
     rfs::futimens(
         &fd,
@@ -295,6 +308,14 @@ pub fn set_meta(fd: impl AsFd, mode: u32, mtime: Time) -> io::Result<()> {
         },
     )?;
     Ok(())
+}
+
+/// Gives the output root its mtime, and its mode when one is given.
+pub fn set_root_meta(root: &Root, mode: Option<u32>, mtime: Time) -> io::Result<()> {
+    match mode {
+        Some(m) => set_meta(root.fd(), m, mtime),
+        None => set_mtime(root.fd(), mtime),
+    }
 }
 
 /// Makes sure the owner may add files to an existing output folder (a

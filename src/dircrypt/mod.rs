@@ -98,7 +98,7 @@ pub fn run(req: &Request, provider: &dyn KeyProvider, progress: &dyn Progress) -
     let (input, output) = check_roots(req.input, req.output)?;
     let in_root = Root::open(&input)
         .map_err(|e| Error::io(format!("opening the input folder {}", input.display()), e))?;
-    let out_root = Root::create(&output).map_err(|e| {
+    let (out_root, created) = Root::create(&output).map_err(|e| {
         Error::io(
             format!("creating the output folder {}", output.display()),
             e,
@@ -114,6 +114,10 @@ pub fn run(req: &Request, provider: &dyn KeyProvider, progress: &dyn Progress) -
     progress.start("scanning", None, None);
     let scan = walk::scan(&in_root, progress);
     progress.finish();
+    // The output folder gets the input folder's mtime, and its mode too
+    // where this run made it (an existing folder keeps its own mode, such
+    // as a setgid bit for a shared folder).
+    let root_meta = std::fs::metadata(&input).ok().map(|md| root_dir(&md));
     let targets = plan::targets(&scan.files, &scan.dirs, req.direction, req.suffix);
     let existing = probe(req, &in_root, &out_root, &scan.files, &targets.out);
     let all_targets: Vec<Option<PathBuf>> = targets.out.clone();
@@ -183,12 +187,27 @@ pub fn run(req: &Request, provider: &dyn KeyProvider, progress: &dyn Progress) -
         }
     }
     finish_dirs(&out_root, &scan.dirs, &touched, &mut folder_errors);
+    if let Some(root) = root_meta {
+        if let Err(e) = fsx::set_root_meta(&out_root, created.then_some(root.mode), root.mtime) {
+            folder_errors.push(format!("{}: cannot set its mtime: {e}", output.display()));
+        }
+    }
     failed.sort();
     s.failed = folder_errors
         .into_iter()
         .chain(failed.into_iter().map(|(_, m)| m))
         .collect();
     Ok(s)
+}
+
+/// The input root as a folder entry (relative path `""`).
+fn root_dir(md: &std::fs::Metadata) -> walk::SourceDir {
+    use std::os::unix::fs::MetadataExt;
+    walk::SourceDir {
+        rel: PathBuf::new(),
+        mode: md.mode() & 0o7777,
+        mtime: record::Stamp::of(md).mtime,
+    }
 }
 
 /// Both trees as absolute paths without symlinks, refusing one inside the
@@ -311,7 +330,8 @@ fn prepare_dirs(
     }
     let mut removed = 0;
     let all = std::iter::once(Path::new("")).chain(dirs.iter().map(|d| d.rel.as_path()));
-    for rel in all {
+    let mut seen = BTreeSet::new();
+    for rel in all.filter(|r| seen.insert(*r)) {
         let fd = match out.dir(rel, true) {
             Ok(fd) => fd,
             Err(e) => {
