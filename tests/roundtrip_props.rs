@@ -61,18 +61,22 @@ impl Read for Uneven<'_> {
     }
 }
 
-/// Footer bytes of a signed message (length and DER signature), else 0.
-fn footer_len(message: &[u8], suite: Suite) -> u64 {
+/// Checks that the bytes after the last frame are exactly the footer the
+/// suite calls for: nothing for unsigned suites; for signed ones a length and
+/// a DER signature (a SEQUENCE of 8..=104 bytes) of that length. Searching
+/// the tail for a plausible length instead finds false matches inside the
+/// signature's own bytes.
+fn footer_ok(message: &[u8], header_len: u64, size: u64, frame: u64, suite: Suite) -> bool {
+    let Some(footer) = (message.len() as u64).checked_sub(header_len + body_len(size, frame)) else {
+        return false;
+    };
     if !suite.is_signed() {
-        return 0;
+        return footer == 0;
     }
-    // The DER signature is 8..=104 bytes; its length sits just before it.
-    (8..=104u64)
-        .find(|&n| {
-            let at = message.len() - n as usize - 2;
-            u16::from_be_bytes([message[at], message[at + 1]]) as u64 == n
-        })
-        .map_or(u64::MAX, |n| n + 2)
+    let at = message.len() - footer as usize;
+    (10..=106).contains(&footer)
+        && u16::from_be_bytes([message[at], message[at + 1]]) as u64 == footer - 2
+        && message[at + 2] == 0x30
 }
 
 fn body_len(size: u64, frame: u64) -> u64 {
@@ -108,9 +112,9 @@ proptest! {
         let (message, info) = enc.finish().unwrap();
         prop_assert_eq!(info.total_len, message.len() as u64);
         prop_assert_eq!(info.plaintext_len, size as u64);
-        prop_assert_eq!(
-            info.total_len - info.header_len,
-            body_len(size as u64, frame_length.into()) + footer_len(&message, suite)
+        prop_assert!(
+            footer_ok(&message, info.header_len, size as u64, frame_length.into(), suite),
+            "body and footer layout"
         );
         prop_assert_eq!(u16::from_be_bytes([message[1], message[2]]), suite.id());
 
@@ -142,9 +146,9 @@ proptest! {
         let (piped, pinfo) = encrypt_stream(&key(), &opts, input, Vec::new(), batch).unwrap();
         prop_assert_eq!(pinfo.total_len, piped.len() as u64);
         prop_assert_eq!(pinfo.plaintext_len, size as u64);
-        prop_assert_eq!(
-            pinfo.total_len - pinfo.header_len,
-            body_len(size as u64, frame_length.into()) + footer_len(&piped, suite)
+        prop_assert!(
+            footer_ok(&piped, pinfo.header_len, size as u64, frame_length.into(), suite),
+            "pipeline body and footer layout"
         );
         prop_assert!(decrypt_to_vec(&key(), &dopts, &piped).unwrap().1 == plaintext);
         for m in [&message, &piped] {
