@@ -70,9 +70,10 @@ fn suite_id(message: &[u8]) -> u16 {
 }
 
 /// Expected body length of a message: full regular frames, then a final frame
-/// holding the rest (a full one when the size is a multiple of the frame length).
+/// holding the rest, less than a frame (empty when the size is a multiple of the
+/// frame length, as the official SDKs write).
 fn body_len(size: u64, frame: u64) -> u64 {
-    let regular = if size == 0 { 0 } else { (size - 1) / frame };
+    let regular = size / frame;
     let last = size - regular * frame;
     regular * (4 + 12 + frame + 16) + (4 + 4 + 12 + 4 + last + 16)
 }

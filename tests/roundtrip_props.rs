@@ -80,7 +80,7 @@ fn footer_ok(message: &[u8], header_len: u64, size: u64, frame: u64, suite: Suit
 }
 
 fn body_len(size: u64, frame: u64) -> u64 {
-    let regular = if size == 0 { 0 } else { (size - 1) / frame };
+    let regular = size / frame;
     let last = size - regular * frame;
     regular * (4 + 12 + frame + 16) + (4 + 4 + 12 + 4 + last + 16)
 }

@@ -301,9 +301,12 @@ fn read_plain<R: Read>(
     }
 }
 
-/// The main loop of encryption: a full batch waits until the next one shows
-/// whether its last frame is the final one (a message whose size is a
-/// multiple of the frame length ends with a full final frame).
+/// The main loop of encryption. Every full frame is a regular one and the
+/// final frame holds the rest, less than a frame (nothing when the size is a
+/// multiple of the frame length, as the official SDKs write), so no batch
+/// waits for the next: a batch that is not the last one is full, a whole
+/// number of frames; the last one (short, possibly empty) ends with the
+/// final frame in the slot after its regular ones.
 fn seal_all(
     cipher: &ContentCipher,
     message_id: &[u8],
@@ -313,7 +316,6 @@ fn seal_all(
 ) -> Result<u64, Error> {
     let mut seq = 1u32;
     let mut total = 0u64;
-    let mut pending: Option<Plain> = None;
     loop {
         let Ok(next) = batches.recv() else {
             return Err(Error::Io(io::Error::other("the input reader stopped")));
@@ -321,24 +323,16 @@ fn seal_all(
         let next = next
             .map_err(|e| Error::Io(io::Error::new(e.kind(), format!("reading the input: {e}"))))?;
         total += next.bytes as u64;
-        if let Some(p) = pending.take() {
-            let ends = next.bytes == 0;
-            let n = p.bytes.div_ceil(frame_len);
-            let batch = seal_batch(cipher, message_id, frame_len, p, &mut seq, n, ends)?;
-            send(out, batch)?;
-            if ends {
-                return Ok(total);
-            }
-        }
-        if next.eof {
-            let n = next.bytes.div_ceil(frame_len).max(1);
-            send(
-                out,
-                seal_batch(cipher, message_id, frame_len, next, &mut seq, n, true)?,
-            )?;
+        let ends = next.eof;
+        let regular = next.bytes / frame_len;
+        debug_assert!(ends || next.bytes == regular * frame_len);
+        send(
+            out,
+            seal_batch(cipher, message_id, frame_len, next, &mut seq, regular, ends)?,
+        )?;
+        if ends {
             return Ok(total);
         }
-        pending = Some(next);
     }
 }
 
@@ -347,18 +341,18 @@ fn send(out: &SyncSender<Out>, batch: Out) -> Result<(), Error> {
         .map_err(|_| Error::Io(io::Error::other("writing the output failed")))
 }
 
-/// Seals the `n` frames of a batch (the last one final when `ends`) in place.
+/// Seals the `regular` frames of a batch in place and, when `ends`, the
+/// final frame after them (the rest of the batch, less than a frame).
 fn seal_batch(
     cipher: &ContentCipher,
     message_id: &[u8],
     frame_len: usize,
     p: Plain,
     seq: &mut u32,
-    n: usize,
+    regular: usize,
     ends: bool,
 ) -> Result<Out, Error> {
     let slot = frame_len + OVERHEAD;
-    let regular = if ends { n - 1 } else { n };
     let first = *seq;
     for _ in 0..regular {
         *seq = next_seq(*seq).map_err(|_| {
