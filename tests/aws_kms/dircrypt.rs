@@ -50,7 +50,8 @@ fn run_cli(cli: &Path, moto: &Moto, mode: &str, arn: &str, input: &Path, output:
     );
 }
 
-/// A tree with sizes around the CLI's 4 KiB frames and envarc's 64 KiB ones.
+/// A tree with sizes around and at multiples of the CLI's 4 KiB frames and
+/// envarc's 64 KiB ones.
 fn sample(root: &Path) -> Vec<(&'static str, Vec<u8>)> {
     let files = vec![
         ("a.txt", b"hello from a tree\n".to_vec()),
@@ -58,6 +59,9 @@ fn sample(root: &Path) -> Vec<(&'static str, Vec<u8>)> {
         ("sub/b.bin", crate::util::random_bytes(1, 3 * 4096 + 17)),
         ("sub/deeper/c.bin", crate::util::random_bytes(2, 64 * 1024 + 1)),
         ("sub/deeper/d.bin", crate::util::random_bytes(3, (5 << 20) + 3)),
+        // Exact multiples of both frame lengths: the final frame is empty,
+        // the only layout the CLI's SDK (3.x) reads at such sizes.
+        ("sub/exact.bin", crate::util::random_bytes(4, 2 * 65536)),
     ];
     for (rel, data) in &files {
         let p = root.join(rel);
