@@ -67,7 +67,8 @@ impl Read for Uneven<'_> {
 /// the tail for a plausible length instead finds false matches inside the
 /// signature's own bytes.
 fn footer_ok(message: &[u8], header_len: u64, size: u64, frame: u64, suite: Suite) -> bool {
-    let Some(footer) = (message.len() as u64).checked_sub(header_len + body_len(size, frame)) else {
+    let Some(footer) = (message.len() as u64).checked_sub(header_len + body_len(size, frame))
+    else {
         return false;
     };
     if !suite.is_signed() {

@@ -122,10 +122,7 @@ impl Engine<'_> {
                 let (next, small) = (&next, &small);
                 s.spawn(move || {
                     let mut buf = vec![0u8; IO_BUFFER];
-                    loop {
-                        let Some(job) = small.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                            break;
-                        };
+                    while let Some(job) = small.get(next.fetch_add(1, Ordering::Relaxed)) {
                         let counted = AtomicU64::new(0);
                         match self.one(job, Lane::Small, &mut buf, &counted) {
                             Err(Stop::Handoff) => {

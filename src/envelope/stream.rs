@@ -471,7 +471,10 @@ mod tests {
             let (m, info) = enc.finish().unwrap();
             let regular = size / frame as usize;
             let last = size - regular * frame as usize;
-            assert!(last < frame as usize, "the final frame holds less than a frame");
+            assert!(
+                last < frame as usize,
+                "the final frame holds less than a frame"
+            );
             assert_eq!(
                 info.total_len - info.header_len,
                 (regular * (32 + frame as usize) + 40 + last) as u64

@@ -57,8 +57,14 @@ fn sample(root: &Path) -> Vec<(&'static str, Vec<u8>)> {
         ("a.txt", b"hello from a tree\n".to_vec()),
         ("empty", Vec::new()),
         ("sub/b.bin", crate::util::random_bytes(1, 3 * 4096 + 17)),
-        ("sub/deeper/c.bin", crate::util::random_bytes(2, 64 * 1024 + 1)),
-        ("sub/deeper/d.bin", crate::util::random_bytes(3, (5 << 20) + 3)),
+        (
+            "sub/deeper/c.bin",
+            crate::util::random_bytes(2, 64 * 1024 + 1),
+        ),
+        (
+            "sub/deeper/d.bin",
+            crate::util::random_bytes(3, (5 << 20) + 3),
+        ),
         // Exact multiples of both frame lengths: the final frame is empty,
         // the only layout the CLI's SDK (3.x) reads at such sizes.
         ("sub/exact.bin", crate::util::random_bytes(4, 2 * 65536)),
@@ -79,17 +85,33 @@ fn a_tree_from_aws_encryption_cli_decrypts_with_envarc() {
     let sc = Scratch::new(moto);
     let arn = moto.create_key("dircrypt from the AWS CLI");
     let files = sample(&sc.path("in"));
-    run_cli(&cli, moto, "--encrypt", &arn, &sc.path("in"), &sc.path("cli"));
+    run_cli(
+        &cli,
+        moto,
+        "--encrypt",
+        &arn,
+        &sc.path("in"),
+        &sc.path("cli"),
+    );
     // Keyless: the messages name their KMS key.
-    sc.kms(&["decrypt", "--recursive", crate::s(&sc.path("cli")), "-o", crate::s(&sc.path("dec"))])
-        .assert()
-        .success();
+    sc.kms(&[
+        "decrypt",
+        "--recursive",
+        crate::s(&sc.path("cli")),
+        "-o",
+        crate::s(&sc.path("dec")),
+    ])
+    .assert()
+    .success();
     for (rel, data) in &files {
         let got = std::fs::read(sc.path("dec").join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
         assert!(got == *data, "{rel} differs");
     }
     // The CLI's default is the signed suite; stats names the KMS key.
-    let out = sc.kms(&["--json", "stats", "--recursive", crate::s(&sc.path("cli"))]).output().unwrap();
+    let out = sc
+        .kms(&["--json", "stats", "--recursive", crate::s(&sc.path("cli"))])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(s["suites"]["0x0578"], files.len(), "{s}");
@@ -105,11 +127,27 @@ fn trees_from_envarc_in_both_suites_decrypt_with_aws_encryption_cli() {
     let sc = Scratch::new(moto);
     let arn = moto.create_key("dircrypt to the AWS CLI");
     let files = sample(&sc.path("in"));
-    for suite in ["AES_256_GCM_HKDF_SHA512_COMMIT_KEY", "AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384"] {
-        let (enc, dec) = (sc.path(&format!("enc-{suite}")), sc.path(&format!("dec-{suite}")));
-        sc.kms(&["encrypt", "--recursive", crate::s(&sc.path("in")), "-o", crate::s(&enc), "--key", &arn, "--algorithm", suite])
-            .assert()
-            .success();
+    for suite in [
+        "AES_256_GCM_HKDF_SHA512_COMMIT_KEY",
+        "AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384",
+    ] {
+        let (enc, dec) = (
+            sc.path(&format!("enc-{suite}")),
+            sc.path(&format!("dec-{suite}")),
+        );
+        sc.kms(&[
+            "encrypt",
+            "--recursive",
+            crate::s(&sc.path("in")),
+            "-o",
+            crate::s(&enc),
+            "--key",
+            &arn,
+            "--algorithm",
+            suite,
+        ])
+        .assert()
+        .success();
         run_cli(&cli, moto, "--decrypt", &arn, &enc, &dec);
         for (rel, data) in &files {
             // The CLI appends `.decrypted` to whatever name it decrypts.

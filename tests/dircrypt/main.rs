@@ -28,6 +28,12 @@ pub struct Fx {
     pub key: PathBuf,
 }
 
+impl Default for Fx {
+    fn default() -> Fx {
+        Fx::new()
+    }
+}
+
 impl Fx {
     pub fn new() -> Fx {
         let dir = tempdir();
