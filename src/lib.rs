@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backup;
+pub mod dircrypt;
 pub mod envelope;
 pub mod error;
 pub mod keyring;

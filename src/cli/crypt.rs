@@ -68,11 +68,13 @@ pub struct EncryptArgs {
     /// Encryption context pair (stored in clear, authenticated); repeatable.
     #[arg(short = 'c', long = "context", value_name = "KEY=VALUE", value_parser = context::parse_pair)]
     pub context: Vec<(String, String)>,
-    /// Input file; stdin when absent or "-".
+    /// Input file; stdin when absent or "-". With --recursive, a folder.
     pub input: Option<PathBuf>,
-    /// Output file; stdout when absent or "-".
+    /// Output file; stdout when absent or "-". With --recursive, a folder.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub dir: super::dircrypt::DirArgs,
 }
 
 #[derive(clap::Args)]
@@ -95,9 +97,9 @@ pub struct DecryptArgs {
     /// Most encrypted data keys accepted in one header.
     #[arg(long, default_value_t = ReadLimits::default().max_edks, value_name = "N")]
     pub max_edks: usize,
-    /// Input file; stdin when absent or "-".
+    /// Input file; stdin when absent or "-". With --recursive, a folder.
     pub input: Option<PathBuf>,
-    /// Output file; stdout when absent or "-". A file is written beside its
+    /// Output file (with --recursive, a folder); stdout when absent or "-". A file is written beside its
     /// place and renamed into it only once everything authenticated, the
     /// signature of a signed message included. On stdout, frames are released
     /// as they authenticate (the ESDK's streaming model), the last one only
@@ -105,6 +107,8 @@ pub struct DecryptArgs {
     /// some output, so check the exit status before using it.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub dir: super::dircrypt::DirArgs,
 }
 
 fn parse_suite(s: &str) -> std::result::Result<Suite, String> {
@@ -282,7 +286,11 @@ fn check_json_output(out: &Output, output: &Option<PathBuf>) -> Result<()> {
 }
 
 pub fn encrypt(out: &Output, g: &GlobalArgs, a: EncryptArgs) -> Result<i32> {
-    check_json_output(out, &a.output)?;
+    if a.dir.recursive {
+        super::dircrypt::check_paths(&a.input, &a.output)?;
+    } else {
+        check_json_output(out, &a.output)?;
+    }
     if a.key.key.is_empty() && a.key.raw_key_file.is_none() {
         return Err(Error::Usage(
             "no key given: pass --key KEY (a key id or alias/NAME, see `envarc key list`; \
@@ -301,6 +309,10 @@ pub fn encrypt(out: &Output, g: &GlobalArgs, a: EncryptArgs) -> Result<i32> {
         frame_length: a.frame_length,
         context: context_of(&a.context)?,
     };
+    if a.dir.recursive {
+        let io = (&a.input, &a.output);
+        return super::dircrypt::encrypt(out, &a.dir, io, provider.as_ref(), opts);
+    }
     let input = open_input(&a.input)?;
     let mut info = None;
     with_output(&a.output, |w| {
@@ -318,7 +330,11 @@ pub fn encrypt(out: &Output, g: &GlobalArgs, a: EncryptArgs) -> Result<i32> {
 }
 
 pub fn decrypt(out: &Output, g: &GlobalArgs, a: DecryptArgs) -> Result<i32> {
-    check_json_output(out, &a.output)?;
+    if a.dir.recursive {
+        super::dircrypt::check_paths(&a.input, &a.output)?;
+    } else {
+        check_json_output(out, &a.output)?;
+    }
     let provider = open_provider(&a.key, g, true)?;
     let opts = DecryptOptions {
         policy: if a.legacy_non_committing {
@@ -333,6 +349,10 @@ pub fn decrypt(out: &Output, g: &GlobalArgs, a: DecryptArgs) -> Result<i32> {
         },
         expected_context: context_of(&a.context)?,
     };
+    if a.dir.recursive {
+        let io = (&a.input, &a.output);
+        return super::dircrypt::decrypt(out, &a.dir, io, provider.as_ref(), opts);
+    }
     let input = open_input(&a.input)?;
     let mut plaintext_len = 0;
     let mut header = None;

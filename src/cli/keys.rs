@@ -205,6 +205,12 @@ impl KeyProvider for Keyless {
         }
         Err(combine_errors(edks, errors))
     }
+
+    /// As many workers as a key service would want: which provider the
+    /// messages need is known only once they are read.
+    fn max_in_flight(&self) -> usize {
+        self.kms.max_in_flight()
+    }
 }
 
 struct LazyTransit {

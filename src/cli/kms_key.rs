@@ -190,10 +190,12 @@ impl KeyProvider for LazyKms {
         self.get()?.decrypt_data_key(edks, ctx)
     }
 
+    /// Before first use: what `--kms-max-in-flight` allows, so that a
+    /// pipeline sizes its workers for KMS before knowing it will need it.
     fn max_in_flight(&self) -> usize {
         self.inner
             .get()
             .and_then(|r| r.as_ref().ok())
-            .map_or(1, |p| p.max_in_flight())
+            .map_or(self.args.kms_max_in_flight as usize, |p| p.max_in_flight())
     }
 }

@@ -7,6 +7,8 @@ mod demo;
 mod demo_check;
 mod demo_tree;
 mod diff;
+mod dircrypt;
+mod docs;
 mod forget;
 mod key;
 pub mod keyring_args;
@@ -109,6 +111,10 @@ pub enum Command {
     /// Show the rotation story end to end in a scratch folder: keyring, CMK,
     /// three backups across two rotations, verify, restore, blast radius.
     Demo(demo::DemoArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(docs::CompletionsArgs),
+    /// Print the manual page (roff), or write one page per command.
+    Man(docs::ManArgs),
 }
 
 /// Runs a command and returns the exit code for a run that did not fail outright.
@@ -131,5 +137,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Forget(a) => forget::forget(&out, &cli.global, a),
         Command::Prune(a) => forget::prune(&out, &cli.global, a),
         Command::Demo(a) => demo::demo(&out, &cli.global, a),
+        Command::Completions(a) => docs::completions(a),
+        Command::Man(a) => docs::man(a),
     }
 }

@@ -11,9 +11,18 @@ use crate::maintain::KeyVersion;
 use crate::Result;
 
 #[derive(clap::Args)]
+// With --recursive no repository is needed (and any is ignored).
+#[command(mut_arg("repo", |a| a
+    .required(false)
+    .required_unless_present("recursive")
+    .default_value_if("recursive", clap::builder::ArgPredicate::IsPresent, Some("."))))]
 pub struct StatsArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
+    /// Instead of a repository, a folder written by `encrypt --recursive`:
+    /// files and bytes per key version, from the headers alone.
+    #[arg(long, value_name = "DIR")]
+    pub recursive: Option<std::path::PathBuf>,
 }
 
 fn plural(n: u64, one: &str, many: &str) -> String {
@@ -92,6 +101,9 @@ pub fn render(s: &Stats, label: &dyn Fn(&KeyVersion) -> String) -> Vec<String> {
 }
 
 pub fn stats(out: &Output, g: &GlobalArgs, a: StatsArgs) -> Result<i32> {
+    if let Some(dir) = &a.recursive {
+        return super::dircrypt::stats(out, dir);
+    }
     let opened = Opened::open(&a.repo, g)?;
     let current = opened.current(&a.repo);
     let is_current = |kv: &KeyVersion| current.as_ref() == Some(kv);

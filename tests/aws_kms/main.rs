@@ -11,6 +11,7 @@ mod repo_support;
 #[path = "../util/mod.rs"]
 mod util;
 
+mod dircrypt;
 mod errors;
 mod fake;
 mod interop;

@@ -1,0 +1,293 @@
+//! The plan's decisions as data: (what exists, --overwrite, direction) → action.
+
+use super::*;
+use crate::dircrypt::naming::DEFAULT_SUFFIX;
+use crate::dircrypt::record::Time;
+
+fn stamp(size: u64, sec: i64) -> Stamp {
+    Stamp {
+        size,
+        mtime: Time { sec, nsec: 7 },
+    }
+}
+
+fn file(rel: &str, size: u64, sec: i64) -> SourceFile {
+    SourceFile {
+        rel: rel.into(),
+        stamp: stamp(size, sec),
+        mode: 0o644,
+        dev: 1,
+        ino: 1,
+    }
+}
+
+fn dir(rel: &str) -> SourceDir {
+    SourceDir {
+        rel: rel.into(),
+        mode: 0o755,
+        mtime: Time { sec: 0, nsec: 0 },
+    }
+}
+
+const SUITE: Suite = Suite::Aes256GcmHkdfSha512Commit;
+
+fn record(st: Option<Stamp>, suite: Suite, ctx: &[(&str, &str)]) -> Option<Record> {
+    Some(Record {
+        stamp: st,
+        suite,
+        context: ctx
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    })
+}
+
+/// One file `a` of 10 bytes at mtime 100, with `existing` at its output.
+fn decide_one(direction: Direction, overwrite: Overwrite, existing: Existing) -> Plan {
+    let files = [file("a", 10, 100)];
+    let t = targets(&files, &[], direction, DEFAULT_SUFFIX);
+    let ctx: EncryptionContext = [("team".to_string(), "ops".to_string())].into();
+    let want = Want {
+        direction,
+        overwrite,
+        suite: SUITE,
+        context: &ctx,
+    };
+    decide(&files, t, &[existing], &want)
+}
+
+enum Outcome {
+    Do(Action),
+    Keep(Kept),
+    Fail,
+}
+
+fn outcome(p: &Plan) -> Outcome {
+    match (&p.jobs[..], &p.kept[..], &p.failed[..]) {
+        ([j], [], []) => Outcome::Do(j.action),
+        ([], [(_, k)], []) => Outcome::Keep(*k),
+        ([], [], [_]) => Outcome::Fail,
+        _ => panic!("one decision per file"),
+    }
+}
+
+#[test]
+fn existing_outputs_are_kept_replaced_or_checked_as_asked() {
+    use Direction::*;
+    use Outcome::*;
+    use Overwrite::*;
+    let same = stamp(10, 100);
+    let good = || record(Some(same), SUITE, &[("team", "ops")]);
+    let file = |record| Existing::File {
+        stamp: stamp(99, 5),
+        record,
+    };
+    let cases: Vec<(&str, Direction, Overwrite, Existing, Outcome)> = vec![
+        (
+            "absent",
+            Encrypt,
+            Never,
+            Existing::Absent,
+            Do(Action::Create),
+        ),
+        (
+            "absent, always",
+            Encrypt,
+            Always,
+            Existing::Absent,
+            Do(Action::Create),
+        ),
+        (
+            "exists, never",
+            Encrypt,
+            Never,
+            file(good()),
+            Keep(Kept::Exists),
+        ),
+        (
+            "exists, always",
+            Encrypt,
+            Always,
+            file(good()),
+            Do(Action::Replace),
+        ),
+        (
+            "records this source",
+            Encrypt,
+            IfChanged,
+            file(good()),
+            Do(Action::ReplaceUnlessCurrent),
+        ),
+        (
+            "no record",
+            Encrypt,
+            IfChanged,
+            file(None),
+            Do(Action::Replace),
+        ),
+        (
+            "record without stamp",
+            Encrypt,
+            IfChanged,
+            file(record(None, SUITE, &[("team", "ops")])),
+            Do(Action::Replace),
+        ),
+        (
+            "source grew",
+            Encrypt,
+            IfChanged,
+            file(record(Some(stamp(11, 100)), SUITE, &[("team", "ops")])),
+            Do(Action::Replace),
+        ),
+        (
+            "source touched",
+            Encrypt,
+            IfChanged,
+            file(record(Some(stamp(10, 101)), SUITE, &[("team", "ops")])),
+            Do(Action::Replace),
+        ),
+        (
+            "other suite",
+            Encrypt,
+            IfChanged,
+            file(record(
+                Some(same),
+                Suite::Aes256GcmHkdfSha512CommitEcdsaP384,
+                &[("team", "ops")],
+            )),
+            Do(Action::Replace),
+        ),
+        (
+            "other context",
+            Encrypt,
+            IfChanged,
+            file(record(Some(same), SUITE, &[("team", "dev")])),
+            Do(Action::Replace),
+        ),
+        (
+            "a folder there",
+            Encrypt,
+            Always,
+            Existing::Other("a folder"),
+            Fail,
+        ),
+        (
+            "a symlink there",
+            Decrypt,
+            IfChanged,
+            Existing::Other("a symlink"),
+            Fail,
+        ),
+        (
+            "unreadable",
+            Encrypt,
+            Never,
+            Existing::Unreadable("no".into()),
+            Fail,
+        ),
+        // Decryption: the output's stamp against what the input records.
+        (
+            "decrypted, recorded stamp",
+            Decrypt,
+            IfChanged,
+            Existing::File {
+                stamp: same,
+                record: good(),
+            },
+            Keep(Kept::Current),
+        ),
+        (
+            "decrypted, other size",
+            Decrypt,
+            IfChanged,
+            Existing::File {
+                stamp: stamp(9, 100),
+                record: good(),
+            },
+            Do(Action::Replace),
+        ),
+        (
+            "decrypted, no record, input's mtime",
+            Decrypt,
+            IfChanged,
+            Existing::File {
+                stamp: stamp(3, 100),
+                record: None,
+            },
+            Keep(Kept::Current),
+        ),
+        (
+            "decrypted, no record, other mtime",
+            Decrypt,
+            IfChanged,
+            Existing::File {
+                stamp: stamp(10, 99),
+                record: None,
+            },
+            Do(Action::Replace),
+        ),
+        (
+            "decrypted, never",
+            Decrypt,
+            Never,
+            Existing::File {
+                stamp: stamp(1, 1),
+                record: None,
+            },
+            Keep(Kept::Exists),
+        ),
+    ];
+    for (name, d, o, existing, want) in cases {
+        let got = outcome(&decide_one(d, o, existing));
+        let ok = match (&got, &want) {
+            (Do(a), Do(b)) => a == b,
+            (Keep(a), Keep(b)) => a == b,
+            (Fail, Fail) => true,
+            _ => false,
+        };
+        assert!(ok, "{name}");
+    }
+}
+
+#[test]
+fn clashing_outputs_fail_both_files_and_nothing_else() {
+    // Decrypting: `x` becomes x.decrypted, and so does x.decrypted.encrypted.
+    let files = [
+        file("x", 1, 1),
+        file("x.decrypted.encrypted", 1, 1),
+        file("y.encrypted", 1, 1),
+    ];
+    let t = targets(&files, &[], Direction::Decrypt, DEFAULT_SUFFIX);
+    assert_eq!(t.out[0], None);
+    assert_eq!(t.out[1], None);
+    assert_eq!(t.out[2].as_deref(), Some(Path::new("y")));
+    assert_eq!(t.failed.len(), 2);
+    assert!(
+        t.failed[0].1.contains("x.decrypted.encrypted"),
+        "{}",
+        t.failed[0].1
+    );
+}
+
+#[test]
+fn an_output_that_would_be_a_folder_fails() {
+    // With an empty suffix nothing changes names, so no clash; with the
+    // default, file `d` becomes `d.encrypted`, which is also a folder.
+    let files = [file("d", 1, 1), file("d.encrypted/f", 1, 1)];
+    let dirs = [dir("d.encrypted")];
+    let t = targets(&files, &dirs, Direction::Encrypt, DEFAULT_SUFFIX);
+    assert_eq!(t.out[0], None);
+    assert_eq!(
+        t.out[1].as_deref(),
+        Some(Path::new("d.encrypted/f.encrypted"))
+    );
+    assert!(t.failed[0].1.contains("folder"));
+}
+
+#[test]
+fn relative_layout_is_kept() {
+    let files = [file("a/b/c.txt", 1, 1), file("top", 1, 1)];
+    let t = targets(&files, &[dir("a"), dir("a/b")], Direction::Encrypt, ".enc");
+    assert_eq!(t.out[0].as_deref(), Some(Path::new("a/b/c.txt.enc")));
+    assert_eq!(t.out[1].as_deref(), Some(Path::new("top.enc")));
+}
