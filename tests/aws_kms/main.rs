@@ -4,8 +4,7 @@
 //! keys); error cases that moto cannot produce use a canned-answer server.
 #![cfg(feature = "aws-kms")]
 
-#[path = "../util/moto.rs"]
-mod moto;
+use crate::util::moto;
 #[path = "../repo_support/mod.rs"]
 mod repo_support;
 #[path = "../util/mod.rs"]

@@ -8,9 +8,9 @@ mod targets;
 #[path = "../util/mod.rs"]
 mod util;
 
-mod python;
 mod cli_crypt;
 mod esdk_vectors;
 mod fuzz_replay;
+mod python;
 mod roundtrip_props;
 mod tamper;

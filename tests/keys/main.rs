@@ -1,8 +1,7 @@
 //! Key providers: keyring rotation, the keyring against the official SDK, OpenBao transit, the rotation story on transit.
 //! One binary for all of these: each test binary links the whole crate, so fewer build faster.
 
-#[path = "../util/bao.rs"]
-mod bao;
+use crate::util::bao;
 #[path = "../util/mod.rs"]
 mod util;
 

@@ -6,14 +6,12 @@
 //! Servers are found as tests/util/ says; missing ones skip with a line,
 //! or fail under `CI`.
 
-#[path = "../util/fault_proxy.rs"]
-mod fault_proxy;
-#[path = "../util/moto.rs"]
-mod moto;
-#[path = "../util/seaweedfs.rs"]
-mod seaweedfs;
-#[path = "../util/sshd.rs"]
-mod sshd;
+#[path = "../util/mod.rs"]
+mod util;
+use crate::util::fault_proxy;
+use crate::util::moto;
+use crate::util::seaweedfs;
+use crate::util::sshd;
 
 mod cases;
 mod faults;

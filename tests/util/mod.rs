@@ -8,7 +8,12 @@ use std::process::Output;
 
 use rand::{RngCore, SeedableRng};
 
+pub mod bao;
+pub mod fault_proxy;
+pub mod moto;
 pub mod peers;
+pub mod seaweedfs;
+pub mod sshd;
 pub mod tree;
 
 /// The built `envarc` binary, with a clean environment for the variables that

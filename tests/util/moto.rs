@@ -13,8 +13,7 @@
 
 #![allow(dead_code)]
 
-#[path = "peers.rs"]
-mod peers;
+use super::peers;
 
 use std::io::Read;
 use std::net::TcpListener;

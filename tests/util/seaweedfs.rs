@@ -11,8 +11,7 @@
 
 #![allow(dead_code)]
 
-#[path = "peers.rs"]
-mod peers;
+use super::peers;
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

@@ -5,9 +5,9 @@
 use envarc::envelope::{decrypt_to_vec, encrypt_to_vec, DecryptOptions, EncryptOptions, Suite};
 
 use super::{cases, key_args, python, run_tool, s, Workspace, BIG, KEY_NAME};
-use crate::util;
 #[cfg(feature = "aws-kms")]
 use super::{run_tool_env, FRAME};
+use crate::util;
 
 /// Python's own default suite (0x0578, signed) through envarc, for every size
 /// of `cases()`: the library reads them, and the large one also the CLI (file
@@ -152,8 +152,7 @@ fn envarc_signed_messages_decrypt_in_python() {
 }
 
 #[cfg(feature = "aws-kms")]
-#[path = "../util/moto.rs"]
-mod moto;
+use crate::util::moto;
 
 /// Python's default messages under its AWS KMS keyring (a key in a local
 /// moto) decrypt with `envarc decrypt`, which finds the key in the EDK.

@@ -1,7 +1,5 @@
 //! `envarc key …` and the keyring as the default provider, through the binary.
 
-
-
 mod argon2_cost;
 mod data;
 mod keyring_file;
