@@ -3,23 +3,17 @@
 
 mod backup;
 pub mod crypt;
-mod demo;
-mod demo_check;
-mod demo_tree;
 mod diff;
-mod forget;
+pub mod fmt;
 mod key;
 pub mod keyring_args;
 pub mod keys;
 pub mod kms_key;
-mod maint_keys;
 mod output;
 mod progress_bar;
 mod repo;
 mod repo_key;
 mod restore;
-mod rewrap;
-mod stats;
 mod verify;
 
 use std::path::PathBuf;
@@ -64,7 +58,7 @@ pub struct GlobalArgs {
     pub keyring_key_file: Option<PathBuf>,
     /// When the repository is locked by another process, retry for up to
     /// DURATION (e.g. 30s, 10m, 1h) before giving up with exit code 6.
-    #[arg(long, global = true, value_name = "DURATION", value_parser = maint_keys::parse_duration)]
+    #[arg(long, global = true, value_name = "DURATION", value_parser = fmt::parse_duration)]
     pub retry_lock: Option<std::time::Duration>,
 }
 
@@ -90,22 +84,6 @@ pub enum Command {
     Restore(restore::RestoreArgs),
     /// List paths added, removed and changed between two snapshots.
     Diff(diff::DiffArgs),
-    /// Show, per key and key version, which messages and snapshots it protects
-    /// (the blast radius of each backing key).
-    Stats(stats::StatsArgs),
-    /// Re-wrap every data key of an older key version under the current one
-    /// (headers only; bodies are copied unchanged).
-    Rewrap(rewrap::RewrapArgs),
-    /// Re-encrypt everything one key version protects under fresh data keys
-    /// (for a compromised backing key).
-    Reencrypt(rewrap::ReencryptArgs),
-    /// Remove snapshots by a retention policy (restic's --keep-* rules).
-    Forget(forget::ForgetArgs),
-    /// Remove data no snapshot refers to.
-    Prune(forget::PruneArgs),
-    /// Show the rotation story end to end in a scratch folder: keyring, CMK,
-    /// three backups across two rotations, verify, restore, blast radius.
-    Demo(demo::DemoArgs),
 }
 
 /// Runs a command and returns the exit code for a run that did not fail outright.
@@ -122,11 +100,5 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Verify(a) => verify::verify(&out, &cli.global, a),
         Command::Restore(a) => restore::restore(&out, &cli.global, a),
         Command::Diff(a) => diff::diff(&out, &cli.global, a),
-        Command::Stats(a) => stats::stats(&out, &cli.global, a),
-        Command::Rewrap(a) => rewrap::rewrap(&out, &cli.global, a),
-        Command::Reencrypt(a) => rewrap::reencrypt(&out, &cli.global, a),
-        Command::Forget(a) => forget::forget(&out, &cli.global, a),
-        Command::Prune(a) => forget::prune(&out, &cli.global, a),
-        Command::Demo(a) => demo::demo(&out, &cli.global, a),
     }
 }
