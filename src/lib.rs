@@ -9,6 +9,8 @@ pub mod backup;
 pub mod envelope;
 pub mod error;
 pub mod keyring;
+pub mod pathmatch;
+pub mod pool;
 // `maintain` (stats, rewrap, reencrypt, forget, prune) is being ported to
 // repository format 2 and is not built until then (the files stay).
 pub mod progress;

@@ -76,6 +76,10 @@ pub enum Command {
     Backup(backup::BackupArgs),
     /// List snapshots.
     Snapshots(repo::SnapshotsArgs),
+    /// Accept a repository's key set, config generation and location as
+    /// pinned on this machine (after a change you made elsewhere, or on a
+    /// second machine: --fingerprint).
+    Trust(repo::TrustArgs),
     /// List the entries of a snapshot.
     Ls(repo::LsArgs),
     /// Check that every snapshot can be restored (--read-data: authenticate all data).
@@ -97,6 +101,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Backup(a) => backup::backup(&out, &cli.global, a),
         Command::Snapshots(a) => repo::snapshots(&out, &cli.global, a),
         Command::Ls(a) => repo::ls(&out, &cli.global, a),
+        Command::Trust(a) => repo::trust(&out, &cli.global, a),
         Command::Verify(a) => verify::verify(&out, &cli.global, a),
         Command::Restore(a) => restore::restore(&out, &cli.global, a),
         Command::Diff(a) => diff::diff(&out, &cli.global, a),
