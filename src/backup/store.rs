@@ -355,10 +355,14 @@ fn outcome(ctx: &Ctx, job: &Job, base: &Entry) -> Result<Outcome> {
             entry,
             bytes_read,
         }),
-        Err(FileError::Source(why)) => Ok(Outcome::Failed {
-            idx: job.idx,
-            message: format!("{}: {why}", job.path.display()),
-        }),
+        Err(FileError::Source(why)) => {
+            let message = format!("{}: {why}", job.path.display());
+            ctx.progress.warn(&message);
+            Ok(Outcome::Failed {
+                idx: job.idx,
+                message,
+            })
+        }
         Err(FileError::Repo(e)) => Err(e),
     }
 }
