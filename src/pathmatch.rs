@@ -77,6 +77,28 @@ impl PathMatcher {
     }
 }
 
+/// The proper ancestors of a raw path, nearest first (`/a/b/c` → `/a/b`, `/a`).
+pub fn ancestors(path: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut end = path.len();
+    std::iter::from_fn(move || {
+        let slash = path[..end].iter().rposition(|b| *b == b'/')?;
+        if slash == 0 {
+            return None;
+        }
+        end = slash;
+        Some(&path[..slash])
+    })
+}
+
+impl PathMatcher {
+    /// Whether a raw path or one of its ancestors matches (a matched folder
+    /// takes in everything below it).
+    pub fn covers(&self, path: &[u8]) -> bool {
+        let p = |b: &[u8]| self.is_match(Path::new(std::ffi::OsStr::from_bytes(b)));
+        p(path) || ancestors(path).any(p)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,27 +133,5 @@ mod tests {
         }
         let e = PathMatcher::new("--include", &["a[".into()]).err().unwrap();
         assert!(e.to_string().contains("bad --include pattern"), "{e}");
-    }
-}
-
-/// The proper ancestors of a raw path, nearest first (`/a/b/c` → `/a/b`, `/a`).
-pub fn ancestors(path: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut end = path.len();
-    std::iter::from_fn(move || {
-        let slash = path[..end].iter().rposition(|b| *b == b'/')?;
-        if slash == 0 {
-            return None;
-        }
-        end = slash;
-        Some(&path[..slash])
-    })
-}
-
-impl PathMatcher {
-    /// Whether a raw path or one of its ancestors matches (a matched folder
-    /// takes in everything below it).
-    pub fn covers(&self, path: &[u8]) -> bool {
-        let p = |b: &[u8]| self.is_match(Path::new(std::ffi::OsStr::from_bytes(b)));
-        p(path) || ancestors(path).any(p)
     }
 }
