@@ -140,6 +140,64 @@ struct Slot {
     key_set: u32,
 }
 
+/// Builds an [`Index`] one index file at a time, so that loading holds the
+/// table plus one batch of decoded files, never every file's records.
+#[derive(Default)]
+pub struct IndexBuilder {
+    ix: Index,
+    set_no: HashMap<Vec<KeyVersion>, u32>,
+    pack_no: HashMap<Id, u32>,
+}
+
+impl IndexBuilder {
+    pub fn add(&mut self, file: Id, data: IndexData) {
+        let ix = &mut self.ix;
+        ix.files.push(file);
+        let sets: Vec<u32> = data
+            .key_sets
+            .into_iter()
+            .map(|s| {
+                let n = self.set_no.len() as u32;
+                *self.set_no.entry(s.clone()).or_insert_with(|| {
+                    ix.key_sets.push(s);
+                    n
+                })
+            })
+            .collect();
+        for p in data.packs {
+            let next = ix.packs.len() as u32;
+            let no = *self.pack_no.entry(p.id).or_insert(next);
+            if no == next {
+                ix.packs.push(IndexedPack {
+                    id: p.id,
+                    size: p.size,
+                    files: Vec::new(),
+                });
+            }
+            ix.packs[no as usize].files.push(file);
+            // Growth leaves untouched capacity, which is not resident.
+            ix.slots.extend(p.chunks.iter().map(|c| Slot {
+                id: c.id.0,
+                pack: no,
+                offset: c.offset,
+                length: c.length,
+                raw: c.raw_length,
+                key_set: sets[c.key_set as usize],
+            }));
+        }
+    }
+
+    pub fn finish(self) -> Index {
+        let mut ix = self.ix;
+        ix.slots.sort_unstable_by_key(|s| (s.id, s.pack, s.offset));
+        // A pack listed by two index files lists its chunks twice: one copy.
+        ix.slots
+            .dedup_by(|a, b| (a.id, a.pack, a.offset) == (b.id, b.pack, b.offset));
+        ix.slots.shrink_to_fit();
+        ix
+    }
+}
+
 /// All index files merged.
 #[derive(Default)]
 pub struct Index {
@@ -152,55 +210,11 @@ pub struct Index {
 impl Index {
     /// Merges loaded index files (e.g. only those that opened, as verify does).
     pub fn from_files(files: Vec<(Id, IndexData)>) -> Index {
-        let mut ix = Index::default();
-        let mut set_no: HashMap<Vec<KeyVersion>, u32> = HashMap::new();
-        let mut pack_no: HashMap<Id, u32> = HashMap::new();
-        ix.slots.reserve(
-            files
-                .iter()
-                .map(|(_, d)| d.packs.iter().map(|p| p.chunks.len()).sum::<usize>())
-                .sum(),
-        );
-        for (file, data) in files {
-            ix.files.push(file);
-            let sets: Vec<u32> = data
-                .key_sets
-                .into_iter()
-                .map(|s| {
-                    let n = set_no.len() as u32;
-                    *set_no.entry(s.clone()).or_insert_with(|| {
-                        ix.key_sets.push(s);
-                        n
-                    })
-                })
-                .collect();
-            for p in data.packs {
-                let next = ix.packs.len() as u32;
-                let no = *pack_no.entry(p.id).or_insert(next);
-                if no == next {
-                    ix.packs.push(IndexedPack {
-                        id: p.id,
-                        size: p.size,
-                        files: Vec::new(),
-                    });
-                }
-                ix.packs[no as usize].files.push(file);
-                ix.slots.extend(p.chunks.iter().map(|c| Slot {
-                    id: c.id.0,
-                    pack: no,
-                    offset: c.offset,
-                    length: c.length,
-                    raw: c.raw_length,
-                    key_set: sets[c.key_set as usize],
-                }));
-            }
+        let mut b = IndexBuilder::default();
+        for (id, data) in files {
+            b.add(id, data);
         }
-        ix.slots.sort_unstable_by_key(|s| (s.id, s.pack, s.offset));
-        // A pack listed by two index files lists its chunks twice: one copy.
-        ix.slots
-            .dedup_by(|a, b| (a.id, a.pack, a.offset) == (b.id, b.pack, b.offset));
-        ix.slots.shrink_to_fit();
-        ix
+        b.finish()
     }
 
     fn range(&self, id: &ChunkId) -> &[Slot] {
@@ -315,32 +329,33 @@ impl Repository {
 
     /// Loads every index file; fails on the first that cannot be read.
     pub fn load_index(&self) -> Result<Index> {
-        use rayon::prelude::*;
-        let ids = self.list_index_files()?;
-        let files: Result<Vec<(Id, IndexData)>> = ids
-            .par_iter()
-            .map(|id| Ok((*id, self.load_index_file(id)?)))
-            .collect();
-        Ok(Index::from_files(files?))
+        let (index, mut bad) = self.load_index_lenient()?;
+        match bad.pop() {
+            Some((_, e)) => Err(e),
+            None => Ok(index),
+        }
     }
 
-    /// Loads the index files that open; reports the others.
+    /// Loads the index files that open (in parallel, a batch at a time);
+    /// reports the others.
     pub fn load_index_lenient(&self) -> Result<(Index, Vec<(Id, Error)>)> {
         use rayon::prelude::*;
         let ids = self.list_index_files()?;
-        let loaded: Vec<(Id, Result<IndexData>)> = ids
-            .par_iter()
-            .map(|id| (*id, self.load_index_file(id)))
-            .collect();
-        let mut ok = Vec::new();
+        let mut b = IndexBuilder::default();
         let mut bad = Vec::new();
-        for (id, r) in loaded {
-            match r {
-                Ok(d) => ok.push((id, d)),
-                Err(e) => bad.push((id, e)),
+        for batch in ids.chunks(2 * rayon::current_num_threads().max(1)) {
+            let loaded: Vec<(Id, Result<IndexData>)> = batch
+                .par_iter()
+                .map(|id| (*id, self.load_index_file(id)))
+                .collect();
+            for (id, r) in loaded {
+                match r {
+                    Ok(d) => b.add(id, d),
+                    Err(e) => bad.push((id, e)),
+                }
             }
         }
-        Ok((Index::from_files(ok), bad))
+        Ok((b.finish(), bad))
     }
 
     /// Deletes an index file (rewriters: only after what replaces it is durable).

@@ -94,7 +94,7 @@ pub use config::{
     key_fingerprint, Config, InitOptions, OuterConfig, Secrets, DEFAULT_PACK_SIZE, FORMAT_VERSION,
     MAX_FRAME_LENGTH,
 };
-pub use index::{index_name, Index, IndexData, IndexedChunk, IndexedPack, Location};
+pub use index::{index_name, Index, IndexBuilder, IndexData, IndexedChunk, IndexedPack, Location};
 pub use keys::{describe_key, KeyPolicy, KeyRef, KeyVersion, PolicyProvider};
 pub use pack::{pack_name, ChunkRecord, PackRecord, PackWriter};
 pub use pins::{Pin, PinStatus, Pins};
