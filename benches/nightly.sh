@@ -82,10 +82,12 @@ with open(f"{tree}/disk.img", "r+b") as f:
 EOF
             mv "$TREE/share/doc" "$TREE/share/doc-renamed" ;;
         3)  cp -a "$TREE/share/doc-renamed" "$TREE/doc-copy"
-            find "$TREE/share" -type f -size +1k | sort | head -n 100 | while read -r f; do
-                echo "edited on night 3" >> "$f"; done ;;
+            # (process substitution: `head` closing a pipe would trip pipefail)
+            mapfile -t edit < <(find "$TREE/share" -type f -size +1k | sort)
+            for f in "${edit[@]:0:100}"; do echo "edited on night 3" >> "$f"; done ;;
         4)  rm -rf "$TREE/doc-copy"
-            find "$TREE/share" -type f | sort | tail -n 1000 | xargs touch ;;
+            mapfile -t all < <(find "$TREE/share" -type f | sort)
+            touch "${all[@]: -1000}" ;;
     esac
 }
 export ENVARC_KEYRING=$WORK/keyring ENVARC_PINS=$WORK/pins.json

@@ -15,7 +15,7 @@
 
 use std::fmt;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -234,14 +234,46 @@ impl KeyPolicy {
 /// A key provider that unwraps only what the [`KeyPolicy`] admits: the
 /// repository reads through it, so no path can decrypt a message under a
 /// foreign key or a retired version, even one that skips the header check.
+///
+/// It also remembers recently unwrapped data keys by (EDKs, context): every
+/// chunk of a file carries the same EDKs, so a restore or verify asks a KMS
+/// or transit server once per file, not once per chunk. A remembered key is
+/// only handed out for exactly the EDK bytes and context that unwrapped it,
+/// and the message header is still authenticated under it. Zeroized on drop.
 pub struct PolicyProvider {
     inner: Box<dyn KeyProvider>,
     policy: KeyPolicy,
+    cache: std::sync::Mutex<HashMap<[u8; 32], zeroize::Zeroizing<[u8; 32]>>>,
+}
+
+/// Data keys remembered at most (about 64 bytes each).
+const CACHED_KEYS: usize = 4096;
+
+fn cache_key(edks: &[EncryptedDataKey], context: &EncryptionContext) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for e in edks {
+        for part in [e.provider_id.as_bytes(), &e.provider_info, &e.ciphertext] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+    }
+    for (k, v) in context {
+        for part in [k.as_bytes(), v.as_bytes()] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+    }
+    h.finalize().into()
 }
 
 impl PolicyProvider {
     pub fn new(inner: Box<dyn KeyProvider>, policy: KeyPolicy) -> PolicyProvider {
-        PolicyProvider { inner, policy }
+        PolicyProvider {
+            inner,
+            policy,
+            cache: std::sync::Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn policy(&self) -> &KeyPolicy {
@@ -277,7 +309,17 @@ impl KeyProvider for PolicyProvider {
         self.policy
             .check(edks)
             .map_err(|why| ProviderError::KeyUnusable(format!("message refused: {why}")))?;
-        self.inner.decrypt_data_key(edks, context)
+        let id = cache_key(edks, context);
+        if let Some(k) = self.cache.lock().expect("no panics holding it").get(&id) {
+            return Ok(DataKey::from_slice(k.as_ref()).expect("32 bytes"));
+        }
+        let key = self.inner.decrypt_data_key(edks, context)?;
+        let mut cache = self.cache.lock().expect("no panics holding it");
+        if cache.len() >= CACHED_KEYS {
+            cache.clear();
+        }
+        cache.insert(id, zeroize::Zeroizing::new(*key.expose()));
+        Ok(key)
     }
 
     fn wrap_data_key(

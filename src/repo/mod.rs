@@ -58,6 +58,30 @@
 //! - alter, reorder, splice or truncate anything: ESDK authentication, and the
 //!   chunk MAC for chunk locations.
 //!
+//! # The API the maintenance commands build on
+//!
+//! - references of each snapshot: [`Repository::list_snapshots`],
+//!   [`Repository::load_snapshot_with`] (each [`Entry`]'s `chunks`);
+//! - chunks by pack and key version: [`Repository::load_index`] then
+//!   [`Index::by_pack`] / [`Index::chunks`] ([`IndexedChunk::key_set`] names
+//!   the key versions wrapping it), [`Index::packs`] (which index files list
+//!   each pack), [`Repository::list_packs`] (what is stored, with times for a
+//!   grace period); a chunk's bytes with [`Repository::read_chunk_at`], its
+//!   header (EDKs) with [`Repository::chunk_header`];
+//! - writing: [`Repository::file_key`] (one data key, one provider call) and
+//!   [`Repository::seal_chunk`] (a new message ID every time) into a
+//!   [`PackWriter`], then [`Repository::save_index`] with the returned
+//!   [`PackRecord`]s, then [`Repository::replace_snapshot`] or
+//!   [`Repository::save_snapshot`];
+//! - deleting, only after what replaces it is durable:
+//!   [`Repository::delete_index_file`], [`Repository::delete_pack`],
+//!   [`Repository::delete_snapshot`]; leftovers via
+//!   [`Storage::leftovers`];
+//! - config changes under the exclusive lock ([`Repository::lock`]):
+//!   [`Repository::retire_version`], [`Repository::set_keys`]; then the
+//!   caller updates its pin ([`Pins::record`]);
+//! - the worker pool: [`crate::pool::Pool::for_repo`].
+//!
 //! # Memory
 //!
 //! The index costs 52 bytes per chunk ([`Index`]); a backup holds besides it
