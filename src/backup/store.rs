@@ -24,8 +24,8 @@ use rayon::prelude::*;
 
 use crate::progress::Progress;
 use crate::repo::{
-    ChunkId, Compression, Entry, FileKey, Index, IndexData, KeyVersion, PackRecord, PackWriter,
-    Repository, Summary,
+    ChunkId, Compression, Entry, FileKey, FullPack, Index, IndexData, KeyVersion, PackRecord,
+    PackWriter, Repository, Summary,
 };
 use crate::{Error, Result};
 
@@ -62,6 +62,8 @@ pub struct Ctx<'a> {
     pub threads: usize,
     seen: Mutex<HashSet<ChunkId>>,
     writers: Mutex<Vec<PackWriter<'a>>>,
+    /// Full packs go to a thread of their own to be committed (fsync).
+    committer: std::sync::mpsc::Sender<FullPack>,
     key_sets: Mutex<Vec<Vec<KeyVersion>>>,
     chunks_added: AtomicU64,
     bytes_added: AtomicU64,
@@ -77,6 +79,7 @@ impl<'a> Ctx<'a> {
         compression: Compression,
         threads: usize,
         progress: &'a dyn Progress,
+        committer: std::sync::mpsc::Sender<FullPack>,
     ) -> Ctx<'a> {
         Ctx {
             repo,
@@ -86,6 +89,7 @@ impl<'a> Ctx<'a> {
             threads,
             seen: Mutex::new(HashSet::new()),
             writers: Mutex::new(Vec::new()),
+            committer,
             key_sets: Mutex::new(Vec::new()),
             chunks_added: AtomicU64::new(0),
             bytes_added: AtomicU64::new(0),
@@ -106,7 +110,8 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// Commits every open pack; returns the index data for this run's packs.
+    /// Commits every open pack; returns the index data for the packs it
+    /// committed (the committer thread returns the others).
     pub fn finish(self, summary: &mut Summary) -> Result<IndexData> {
         let mut packs: Vec<PackRecord> = Vec::new();
         for w in self.writers.into_inner().expect("no panics holding it") {
@@ -160,9 +165,13 @@ fn store_chunk(ctx: &Ctx, key: &LazyKey, data: &[u8]) -> Result<ChunkId> {
     let message = ctx.repo.seal_chunk(file_key, data)?;
     let taken = ctx.writers.lock().expect("no panics holding it").pop();
     let mut w = taken.unwrap_or_else(|| PackWriter::new(ctx.repo));
-    let added = w.add(id, &message, data.len() as u32, *key_set);
+    let added = w.add_detached(id, &message, data.len() as u32, *key_set);
     ctx.writers.lock().expect("no panics holding it").push(w);
-    added?;
+    if let Some(full) = added? {
+        ctx.committer.send(full).map_err(|_| {
+            Error::Other("writing packs stopped (see the error of the pack that failed)".into())
+        })?;
+    }
     ctx.chunks_added.fetch_add(1, Ordering::Relaxed);
     ctx.bytes_added
         .fetch_add(data.len() as u64, Ordering::Relaxed);

@@ -120,7 +120,7 @@ pub use config::{
 };
 pub use index::{index_name, Index, IndexBuilder, IndexData, IndexedChunk, IndexedPack, Location};
 pub use keys::{describe_key, KeyPolicy, KeyRef, KeyVersion, PolicyProvider};
-pub use pack::{pack_name, ChunkRecord, PackRecord, PackWriter};
+pub use pack::{pack_name, ChunkRecord, FullPack, PackRecord, PackWriter};
 pub use pins::{Pin, PinStatus, Pins};
 pub use read::{FileKey, ObjectReader};
 pub use snapshot::{

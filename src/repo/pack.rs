@@ -55,6 +55,28 @@ struct OpenPack {
     chunks: Vec<ChunkRecord>,
 }
 
+/// A pack that reached its target size, written but not yet committed:
+/// [`FullPack::commit`] makes it durable (fsync, rename). Pipelines hand it
+/// to a thread of its own so that the fsync overlaps the next chunks' work.
+pub struct FullPack(OpenPack);
+
+impl FullPack {
+    pub fn commit(self) -> Result<PackRecord> {
+        let p = self.0;
+        let what = || format!("writing pack {}", pack_name(&p.id));
+        let w = p
+            .out
+            .into_inner()
+            .map_err(|e| Error::io(what(), e.into_error()))?;
+        w.commit().map_err(|e| Error::io(what(), e))?;
+        Ok(PackRecord {
+            id: p.id,
+            size: p.len,
+            chunks: p.chunks,
+        })
+    }
+}
+
 /// Appends chunk messages to packs of about the repository's pack size.
 pub struct PackWriter<'r> {
     repo: &'r Repository,
@@ -80,6 +102,21 @@ impl<'r> PackWriter<'r> {
         raw_length: u32,
         key_set: u32,
     ) -> Result<()> {
+        if let Some(full) = self.add_detached(id, message, raw_length, key_set)? {
+            self.done.push(full.commit()?);
+        }
+        Ok(())
+    }
+
+    /// Like [`PackWriter::add`], but a pack that reached the target size is
+    /// returned for the caller to commit.
+    pub fn add_detached(
+        &mut self,
+        id: ChunkId,
+        message: &[u8],
+        raw_length: u32,
+        key_set: u32,
+    ) -> Result<Option<FullPack>> {
         let storage = self.repo.storage();
         let pack = match self.open.as_mut() {
             Some(p) => p,
@@ -109,26 +146,15 @@ impl<'r> PackWriter<'r> {
         });
         pack.len += message.len() as u64;
         if pack.len >= self.repo.config().pack_size {
-            self.commit()?;
+            return Ok(self.open.take().map(FullPack));
         }
-        Ok(())
+        Ok(None)
     }
 
     fn commit(&mut self) -> Result<()> {
-        let Some(p) = self.open.take() else {
-            return Ok(());
-        };
-        let what = || format!("writing pack {}", pack_name(&p.id));
-        let w = p
-            .out
-            .into_inner()
-            .map_err(|e| Error::io(what(), e.into_error()))?;
-        w.commit().map_err(|e| Error::io(what(), e))?;
-        self.done.push(PackRecord {
-            id: p.id,
-            size: p.len,
-            chunks: p.chunks,
-        });
+        if let Some(p) = self.open.take() {
+            self.done.push(FullPack(p).commit()?);
+        }
         Ok(())
     }
 
