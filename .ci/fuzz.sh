@@ -7,7 +7,7 @@
 #
 # Defaults: 15 s for each of the targets listed in tests/fuzz/targets.rs.
 # The corpus lives in target/fuzz/corpus/<target> (seeded from the library
-# and ../shared/vectors/esdk, grown by each run); a crash is copied to
+# and fixtures/esdk-vectors, grown by each run); a crash is copied to
 # fixtures/fuzz/<target>/ and fails the script: fix it, keep the file (the
 # normal test suite replays it), commit both. Figures per target are printed
 # at the end (executions, rate, coverage, corpus size).
@@ -38,7 +38,7 @@ fi
 [ "$#" -gt 0 ] || { echo "fuzz: no targets found" >&2; exit 1; }
 
 mkdir -p "$CORPUS"
-ENVARC_FUZZ_WRITE_SEEDS="$CORPUS" ENVARC_ESDK_VECTORS="$ROOT/../shared/vectors/esdk" "$BIN/fuzz"
+ENVARC_FUZZ_WRITE_SEEDS="$CORPUS" ENVARC_ESDK_VECTORS="$ROOT/fixtures/esdk-vectors" "$BIN/fuzz"
 
 status=0
 summary=""

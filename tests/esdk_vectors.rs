@@ -1,7 +1,9 @@
-//! Every message of the official ESDK decrypt test vectors (../shared/vectors/esdk):
-//! committing framed messages decrypt to their plaintext, must-fail cases fail,
-//! and non-committing 0x0178 messages are refused by default and decrypt in the
-//! explicit legacy mode.
+//! Every message of the official ESDK decrypt test vectors (vendored in
+//! fixtures/esdk-vectors, see its README): committing messages, signed (0x0578)
+//! or not (0x0478), decrypt to their plaintext; must-fail cases fail;
+//! non-committing 0x0178 messages are refused by default and decrypt in the
+//! explicit legacy mode; signed non-committing 0x0378 messages are refused in
+//! both modes.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +16,7 @@ fn vectors_root() -> PathBuf {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
     let root = std::env::var_os("ENVARC_ESDK_VECTORS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| here.join("../shared/vectors/esdk"));
+        .unwrap_or_else(|| here.join("fixtures/esdk-vectors"));
     assert!(
         root.is_dir(),
         "ESDK vectors not found at {} (set ENVARC_ESDK_VECTORS)",
@@ -86,8 +88,8 @@ fn all_cases() -> Vec<Case> {
         .collect();
     sets.sort();
     assert!(
-        sets.len() >= 2,
-        "expected at least two vector sets under {}",
+        sets.len() >= 3,
+        "expected at least three vector sets under {}",
         root.display()
     );
     sets.iter().flat_map(|d| load_set(d)).collect()
@@ -104,6 +106,7 @@ fn suite_of(ct: &[u8]) -> u16 {
 fn every_vector_behaves_as_its_manifest_says() {
     let cases = all_cases();
     let (mut ok, mut refused, mut legacy_ok, mut must_fail) = (0, 0, 0, 0);
+    let (mut signed_ok, mut signed_refused) = (0, 0);
     for c in &cases {
         let suite = suite_of(&c.ciphertext);
         let opts = DecryptOptions {
@@ -128,10 +131,31 @@ fn every_vector_behaves_as_its_manifest_says() {
                 assert_eq!(&pt, c.expected.as_ref().unwrap(), "{}", c.name);
                 legacy_ok += 1;
             }
+            (Some(_), 0x0378) => {
+                assert!(
+                    matches!(strict, Err(Error::SignedSuite(0x0378))),
+                    "{}: 0x0378 must be refused",
+                    c.name
+                );
+                let legacy = DecryptOptions {
+                    policy: CommitmentPolicy::AllowLegacyRead,
+                    ..opts.clone()
+                };
+                assert!(
+                    matches!(
+                        decrypt_to_vec(&c.key, &legacy, &c.ciphertext),
+                        Err(Error::SignedSuite(0x0378))
+                    ),
+                    "{}: 0x0378 is refused in legacy mode too",
+                    c.name
+                );
+                signed_refused += 1;
+            }
             (Some(expected), _) => {
                 let (_, pt) = strict.unwrap_or_else(|e| panic!("{}: {e}", c.name));
                 assert_eq!(&pt, expected, "{}", c.name);
                 ok += 1;
+                signed_ok += usize::from(suite == 0x0578);
             }
             (None, _) => {
                 assert!(strict.is_err(), "{}: must fail but decrypted", c.name);
@@ -148,9 +172,9 @@ fn every_vector_behaves_as_its_manifest_says() {
             }
         }
     }
-    eprintln!("vectors: {ok} decrypted, {refused} non-committing refused ({legacy_ok} read in legacy mode), {must_fail} must-fail failed");
+    eprintln!("vectors: {ok} decrypted ({signed_ok} signed 0x0578), {refused} non-committing refused ({legacy_ok} read in legacy mode), {signed_refused} signed non-committing refused, {must_fail} must-fail failed");
     assert!(
-        ok >= 60 && refused >= 60 && must_fail >= 1,
+        ok >= 100 && signed_ok >= 48 && refused >= 60 && signed_refused >= 2 && must_fail >= 6,
         "too few vectors exercised"
     );
 }

@@ -63,7 +63,13 @@ fn four_processes_create_and_rotate_keys_in_one_keyring() {
     let list = util::stdout_json(&list);
     assert_eq!(list["Keys"].as_array().unwrap().len(), 1 + 4 * per);
     let rotations = |alias: &str| {
-        let out = key_cmd(&keyring, &["rotations", alias]).output().unwrap();
+        let all = [
+            "rotations",
+            alias,
+            "--include-key-material",
+            "ALL_KEY_MATERIAL",
+        ];
+        let out = key_cmd(&keyring, &all).output().unwrap();
         util::stdout_json(&out)["Rotations"]
             .as_array()
             .unwrap()

@@ -180,7 +180,12 @@ fn keyring_write_on_a_full_disk_keeps_every_earlier_change() {
     // Still opens, with every change made before the disk filled.
     let list = ok(&["list"]);
     assert_eq!(list["Keys"].as_array().unwrap().len(), 2, "{list}");
-    let rotations = ok(&["rotations", "alias/a"]);
+    let rotations = ok(&[
+        "rotations",
+        "alias/a",
+        "--include-key-material",
+        "ALL_KEY_MATERIAL",
+    ]);
     assert_eq!(
         rotations["Rotations"].as_array().unwrap().len(),
         2,
@@ -194,7 +199,12 @@ fn keyring_write_on_a_full_disk_keeps_every_earlier_change() {
     ok(&["rotate-on-demand", &a]);
     assert_eq!(ok(&["list"])["Keys"].as_array().unwrap().len(), 3);
     assert_eq!(
-        ok(&["rotations", "alias/a"])["Rotations"]
+        ok(&[
+            "rotations",
+            "alias/a",
+            "--include-key-material",
+            "ALL_KEY_MATERIAL"
+        ])["Rotations"]
             .as_array()
             .unwrap()
             .len(),

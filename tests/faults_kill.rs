@@ -374,7 +374,7 @@ fn sigkill_during_rewrap_reencrypt_and_prune_loses_nothing() {
             // An automatic rotation, one year further on each time (on-demand
             // rotations are limited to 10 per key).
             let as_of = format!("{}-06-01", 2030 + *version);
-            s.ok(&["key", "rotate-due", "-q", "--as-of", &as_of]);
+            s.ok(&["key", "rotate-due", "-q", "--as-of", &as_of, "--force"]);
             *version += 1;
             if command == "prune" {
                 let v = format!("alias/t/v{}", *version - 1);

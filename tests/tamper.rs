@@ -8,6 +8,9 @@ mod util;
 
 use std::io::{Read, Write};
 
+use envarc::envelope::header::{ContentType, Header};
+use envarc::envelope::pipeline::decrypt_stream;
+use envarc::envelope::suite::frame_iv;
 use envarc::envelope::{
     decrypt_to_vec, DataKey, DecryptOptions, Decryptor, EncryptOptions, EncryptionContext,
     Encryptor, Error, KeyProvider, RawAesKey, Suite,
@@ -52,9 +55,16 @@ fn sample(suite: Suite) -> Sample {
     enc.write_all(&plaintext).unwrap();
     let (message, info) = enc.finish().unwrap();
     let header_len = info.header_len as usize;
+    let body_end = header_len + REGULAR_FRAMES * REGULAR + 4 + 4 + 12 + 4 + LAST_LEN + 16;
+    // Signed suites end with a footer: signature length (2) and a DER signature.
+    let footer = if suite.is_signed() {
+        2 + u16::from_be_bytes([message[body_end], message[body_end + 1]]) as usize
+    } else {
+        0
+    };
     assert_eq!(
         message.len(),
-        header_len + REGULAR_FRAMES * REGULAR + 4 + 4 + 12 + 4 + LAST_LEN + 16,
+        body_end + footer,
         "the layout this test relies on"
     );
     let opts = DecryptOptions {
@@ -77,8 +87,31 @@ fn sample(suite: Suite) -> Sample {
 }
 
 impl Sample {
+    /// Decrypts with the streaming reader, and checks that the parallel
+    /// pipeline (in batches of 1, 2 and many frames, so that frames straddle
+    /// its chunks) gives the same plaintext or the same kind of error.
     fn decrypt(&self, message: &[u8]) -> Result<Vec<u8>, Error> {
-        decrypt_to_vec(&self.key, &self.opts, message).map(|(_, pt)| pt)
+        let serial = decrypt_to_vec(&self.key, &self.opts, message).map(|(_, pt)| pt);
+        for batch in [Some(1), Some(2), None] {
+            let piped = decrypt_stream(&self.key, &self.opts, message, Vec::new(), batch);
+            match (&serial, &piped) {
+                (Ok(a), Ok((_, b, n))) => {
+                    assert_eq!(a, b, "batch {batch:?}");
+                    assert_eq!(*n, a.len() as u64);
+                }
+                (Err(a), Err(b)) => assert_eq!(
+                    std::mem::discriminant(a),
+                    std::mem::discriminant(b),
+                    "batch {batch:?}: {a} / {b}"
+                ),
+                (a, b) => panic!(
+                    "batch {batch:?}: serial {:?}, pipeline {:?}",
+                    a.as_ref().map(|_| ()).map_err(ToString::to_string),
+                    b.as_ref().map(|_| ()).map_err(ToString::to_string)
+                ),
+            }
+        }
+        serial
     }
 
     /// Reads through `Read` until the error and returns what was released.
@@ -108,9 +141,10 @@ impl Sample {
     }
 }
 
-fn suites() -> [Suite; 2] {
+fn suites() -> [Suite; 3] {
     [
         Suite::Aes256GcmHkdfSha512Commit,
+        Suite::Aes256GcmHkdfSha512CommitEcdsaP384,
         Suite::ChaCha20Poly1305HkdfSha512Commit,
     ]
 }
@@ -207,14 +241,23 @@ fn invariant3_swapped_frames_are_detected() {
             matches!(s.decrypt(&m), Err(Error::Sequence { .. })),
             "swap {a}<->{b}"
         );
-        // Everything but the sequence numbers swapped: the AAD binds the
-        // sequence number, so the tags fail.
+        // Everything but the sequence numbers swapped: the IVs no longer
+        // match the numbers.
         let mut m = s.message.clone();
         m[fa.start + 4..fa.end].copy_from_slice(&s.message[fb.start + 4..fb.end]);
         m[fb.start + 4..fb.end].copy_from_slice(&frame_a[4..]);
         assert!(
-            matches!(s.decrypt(&m), Err(Error::FrameAuth { sequence }) if sequence == a as u32),
+            matches!(s.decrypt(&m), Err(Error::FrameIv { sequence }) if sequence == a as u32),
             "swap {a}<->{b} keeping the numbers"
+        );
+        // Only content and tags swapped: the AAD binds the sequence number, so
+        // the tags fail.
+        let mut m = s.message.clone();
+        m[fa.start + 16..fa.end].copy_from_slice(&s.message[fb.start + 16..fb.end]);
+        m[fb.start + 16..fb.end].copy_from_slice(&frame_a[16..]);
+        assert!(
+            matches!(s.decrypt(&m), Err(Error::FrameAuth { sequence }) if sequence == a as u32),
+            "swap {a}<->{b} keeping numbers and IVs"
         );
     }
 }
@@ -331,6 +374,232 @@ fn invariant4_decrypt_cli_leaves_no_output_file() {
             .assert()
             .code(4)
             .stdout(predicate::str::is_empty());
+        assert_eq!(
+            util::dir_names(dir.path()),
+            before,
+            "{name}: nothing left behind"
+        );
+    }
+}
+
+/// A test-only writer that chooses each frame's IV (`iv_of(seq)`) and seals
+/// everything else correctly, under a raw AES key: the tags verify, so only
+/// the IV check can refuse what it writes. `frame: 0` writes a non-framed body.
+fn forge(
+    key: &RawAesKey,
+    plaintext: &[u8],
+    frame: usize,
+    iv_of: impl Fn(u32) -> [u8; 12],
+) -> Vec<u8> {
+    let suite = Suite::Aes256GcmHkdfSha512Commit;
+    let data_key = DataKey::generate();
+    let edk = key.wrap(&data_key, &context()).unwrap();
+    let message_id = [0x42u8; 32];
+    let (cipher, commitment) = suite.derive_committed(&data_key, &message_id).unwrap();
+    let mut header = Header {
+        suite,
+        message_id: message_id.to_vec(),
+        context: context(),
+        edks: vec![edk],
+        content_type: if frame == 0 {
+            ContentType::NonFramed
+        } else {
+            ContentType::Framed
+        },
+        frame_length: frame as u32,
+        commitment,
+        auth_iv: [0; 12],
+        auth_tag: [0; 16],
+    };
+    let mut m = header.serialize_authenticated().unwrap();
+    header.auth_tag = cipher.seal_in_place(&[0; 12], &m, &mut []);
+    m.extend_from_slice(&header.auth_tag);
+    let aad = |kind: &str, seq: u32, len: usize| {
+        [
+            &message_id[..],
+            kind.as_bytes(),
+            &seq.to_be_bytes(),
+            &(len as u64).to_be_bytes(),
+        ]
+        .concat()
+    };
+    if frame == 0 {
+        let mut body = plaintext.to_vec();
+        let iv = iv_of(1);
+        let tag = cipher.seal_in_place(
+            &iv,
+            &aad("AWSKMSEncryptionClient Single Block", 1, body.len()),
+            &mut body,
+        );
+        m.extend_from_slice(&iv);
+        m.extend_from_slice(&(body.len() as u64).to_be_bytes());
+        m.extend_from_slice(&body);
+        m.extend_from_slice(&tag);
+        return m;
+    }
+    let chunks: Vec<&[u8]> = plaintext.chunks(frame).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let seq = i as u32 + 1;
+        let last = i + 1 == chunks.len();
+        let kind = if last {
+            "AWSKMSEncryptionClient Final Frame"
+        } else {
+            "AWSKMSEncryptionClient Frame"
+        };
+        let mut body = chunk.to_vec();
+        let iv = iv_of(seq);
+        let tag = cipher.seal_in_place(&iv, &aad(kind, seq, body.len()), &mut body);
+        if last {
+            m.extend_from_slice(&u32::MAX.to_be_bytes());
+        }
+        m.extend_from_slice(&seq.to_be_bytes());
+        m.extend_from_slice(&iv);
+        if last {
+            m.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        }
+        m.extend_from_slice(&body);
+        m.extend_from_slice(&tag);
+    }
+    m
+}
+
+/// Invariant 2 on read: a frame IV must be the frame's sequence number
+/// (big-endian, right-aligned), framed and non-framed, even when every tag
+/// verifies. Through the library and through `envarc decrypt` (exit 4, no
+/// output file left).
+#[test]
+fn invariant2_frame_ivs_that_are_not_sequence_numbers_are_refused() {
+    let dir = util::tempdir();
+    let key_file = dir.path().join("k");
+    std::fs::write(&key_file, util::random_bytes(9, 32)).unwrap();
+    let key = RawAesKey::new("envarc", "forge/v1", &util::random_bytes(9, 32)).unwrap();
+    let opts = DecryptOptions::default();
+    let plaintext = util::random_bytes(3, 4 * FRAME + 5);
+    for frame in [FRAME, 0] {
+        let honest = forge(&key, &plaintext, frame, frame_iv);
+        assert_eq!(
+            decrypt_to_vec(&key, &opts, &honest).unwrap().1,
+            plaintext,
+            "the forger is right"
+        );
+    }
+    type IvOf = fn(u32) -> [u8; 12];
+    let cases: [(&str, usize, IvOf, u32); 5] = [
+        ("every frame reuses IV 1", FRAME, |_| frame_iv(1), 2),
+        (
+            "frame 3 off by one",
+            FRAME,
+            |s| frame_iv(if s == 3 { 4 } else { s }),
+            3,
+        ),
+        (
+            "final frame's IV zero",
+            FRAME,
+            |s| if s == 5 { [0; 12] } else { frame_iv(s) },
+            5,
+        ),
+        (
+            "left-aligned sequence",
+            FRAME,
+            |s| {
+                let mut iv = [0; 12];
+                iv[..4].copy_from_slice(&s.to_be_bytes());
+                iv
+            },
+            1,
+        ),
+        ("non-framed body, IV zero", 0, |_| [0; 12], 1),
+    ];
+    for (name, frame, iv_of, bad_seq) in cases {
+        let m = forge(&key, &plaintext, frame, iv_of);
+        match decrypt_to_vec(&key, &opts, &m) {
+            Err(Error::FrameIv { sequence }) => assert_eq!(sequence, bad_seq, "{name}"),
+            other => panic!(
+                "{name}: expected a frame IV error, got {:?}",
+                other.map(|_| ())
+            ),
+        }
+        std::fs::write(dir.path().join("forged"), &m).unwrap();
+        let before = util::dir_names(dir.path());
+        util::envarc()
+            .current_dir(dir.path())
+            .arg("decrypt")
+            .args(util::raw_key_args(&key_file, "forge/v1"))
+            .args(["forged", "-o", "plain"])
+            .assert()
+            .code(4)
+            .stderr(predicate::str::contains("IV"));
+        assert_eq!(
+            util::dir_names(dir.path()),
+            before,
+            "{name}: nothing left behind"
+        );
+    }
+}
+
+/// Suite 0x0578 through the CLI: a flipped byte in the signature or in the
+/// footer's length, a truncated footer, and a changed public key in the
+/// context are each refused with nothing left behind. (Every other byte of a
+/// signed message is covered by the flip test above.)
+#[test]
+fn signed_message_footer_and_public_key_tampering_is_refused_by_the_cli() {
+    let s = sample(Suite::Aes256GcmHkdfSha512CommitEcdsaP384);
+    let dir = util::tempdir();
+    let key_file = dir.path().join("k");
+    std::fs::write(&key_file, util::random_bytes(1, 32)).unwrap();
+    let body_end = s.final_frame_start() + 4 + 4 + 12 + 4 + LAST_LEN + 16;
+    let edit = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut m = s.message.clone();
+        f(&mut m);
+        m
+    };
+    // The public key's first base64 character encodes the point's 02/03 tag:
+    // 'A' -> 'D' turns 02 into 03, the other valid point with that x.
+    let key_at = {
+        let b64 = s.message[..s.header_len]
+            .windows(21)
+            .position(|w| w == b"aws-crypto-public-key")
+            .expect("the public key is in the header")
+            + 21
+            + 2;
+        assert!(matches!(s.message[b64], b'A' | b'D'));
+        b64
+    };
+    let cases: Vec<(&str, Vec<u8>, &[i32])> = vec![
+        ("signature", edit(&|m| *m.last_mut().unwrap() ^= 1), &[4]),
+        (
+            "signature middle",
+            edit(&|m| m[body_end + 40] ^= 0x10),
+            &[4],
+        ),
+        ("footer length", edit(&|m| m[body_end + 1] ^= 1), &[4]),
+        (
+            "footer truncated",
+            edit(&|m| {
+                m.pop();
+            }),
+            &[4],
+        ),
+        ("footer missing", s.message[..body_end].to_vec(), &[4]),
+        ("public key", edit(&|m| m[key_at] ^= b'A' ^ b'D'), &[4, 5]),
+    ];
+    for (name, bytes, codes) in cases {
+        assert!(s.decrypt(&bytes).is_err(), "{name}: the library refuses it");
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+        let before = util::dir_names(dir.path());
+        let out = util::envarc()
+            .current_dir(dir.path())
+            .arg("decrypt")
+            .args(util::raw_key_args(&key_file, "tamper/v1"))
+            .args(["-c", "repo=r1", name, "-o", "plain"])
+            .output()
+            .unwrap();
+        let code = out.status.code().unwrap();
+        assert!(
+            codes.contains(&code),
+            "{name}: exit {code}, wanted one of {codes:?}"
+        );
+        assert!(out.stdout.is_empty(), "{name}");
         assert_eq!(
             util::dir_names(dir.path()),
             before,

@@ -1,12 +1,13 @@
 //! `envarc encrypt` and `envarc decrypt`: one file or stream in, one out.
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use crate::envelope::{
-    context, CommitmentPolicy, DecryptOptions, Decryptor, EncryptOptions, EncryptionContext,
-    Encryptor, KeyProvider, RawAesKey, ReadLimits, Suite, DEFAULT_FRAME_LENGTH,
+    context, pipeline, CommitmentPolicy, DecryptOptions, EncryptOptions, EncryptionContext,
+    KeyProvider, RawAesKey, ReadLimits, Suite, DEFAULT_FRAME_LENGTH,
 };
 use crate::fsutil::AtomicFile;
 use crate::{Error, Result};
@@ -49,9 +50,18 @@ pub struct KeyArgs {
 pub struct EncryptArgs {
     #[command(flatten)]
     pub key: KeyArgs,
-    /// Content cipher.
-    #[arg(long, default_value = "aes-256-gcm", value_parser = ["aes-256-gcm", "chacha20-poly1305"])]
-    pub cipher: String,
+    /// Algorithm suite, named as the AWS Encryption SDKs name them (or by
+    /// hex ID): AES_256_GCM_HKDF_SHA512_COMMIT_KEY (0x0478, the default:
+    /// key-committing, unsigned), AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384
+    /// (0x0578, the SDKs' own default: also signed, so that nobody who holds
+    /// the data key, such as another recipient, can forge a message: use it
+    /// for files meant for other people), or envarc's extension
+    /// CHACHA20_POLY1305_HKDF_SHA512_COMMIT_KEY (0xcc20, envarc only).
+    #[arg(long, value_name = "SUITE", value_parser = parse_suite, conflicts_with = "cipher")]
+    pub algorithm: Option<Suite>,
+    /// Content cipher of an unsigned suite (older spelling of --algorithm).
+    #[arg(long, value_parser = ["aes-256-gcm", "chacha20-poly1305"])]
+    pub cipher: Option<String>,
     /// Plaintext bytes per frame.
     #[arg(long, default_value_t = DEFAULT_FRAME_LENGTH, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1..=(16 * 1024 * 1024)))]
     pub frame_length: u32,
@@ -87,10 +97,24 @@ pub struct DecryptArgs {
     pub max_edks: usize,
     /// Input file; stdin when absent or "-".
     pub input: Option<PathBuf>,
-    /// Output file; stdout when absent or "-". Written to a temporary file and
-    /// renamed into place only after the whole message authenticated.
+    /// Output file; stdout when absent or "-". A file is written beside its
+    /// place and renamed into it only once everything authenticated, the
+    /// signature of a signed message included. On stdout, frames are released
+    /// as they authenticate (the ESDK's streaming model), the last one only
+    /// after the signature verified; a failure part-way exits non-zero after
+    /// some output, so check the exit status before using it.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+}
+
+fn parse_suite(s: &str) -> std::result::Result<Suite, String> {
+    Suite::from_sdk_name(s).ok_or_else(|| {
+        let names: Vec<&str> = Suite::WRITABLE.iter().map(|(n, _)| *n).collect();
+        format!(
+            "'{s}' is not a suite envarc writes; choose one of {} (or its hex ID); non-committing suites are never written",
+            names.join(", ")
+        )
+    })
 }
 
 /// Builds the key provider the arguments name: a raw key file, else the
@@ -126,26 +150,28 @@ fn open_provider(args: &KeyArgs, g: &GlobalArgs, only_key: bool) -> Result<Box<d
     )?))
 }
 
-/// Capacity of the buffers around input and output. Writes and reads of a whole
-/// default frame (64 KiB of content plus its framing) are at least this large,
-/// so they bypass the buffer instead of being copied through it; the buffers
-/// only gather the small reads of frame headers and the writes of tiny frames.
+/// Capacity of the buffer around the output. The pipeline writes batches of
+/// frames (megabytes) that bypass it; it only gathers the small pieces (a
+/// final frame's prefix, the footer, tiny messages).
 const IO_BUFFER: usize = 64 * 1024;
 
-/// Bytes read from the input per `write` into the encryptor.
-const COPY_CHUNK: usize = 256 * 1024;
+/// How much written data may wait in the page cache before envarc asks the
+/// kernel to start writing it back, so the final fsync has little left to do.
+const WRITEBACK_STEP: u64 = 16 << 20;
 
 fn is_stdio(p: &Option<PathBuf>) -> bool {
     p.as_deref().is_none_or(|p| p == Path::new("-"))
 }
 
-fn open_input(p: &Option<PathBuf>) -> Result<Box<dyn Read>> {
+/// The input, unbuffered: the pipeline reads whole batches of frames straight
+/// into their buffers.
+fn open_input(p: &Option<PathBuf>) -> Result<Box<dyn Read + Send>> {
     if is_stdio(p) {
-        return Ok(Box::new(io::stdin().lock()));
+        return Ok(Box::new(io::stdin()));
     }
     let p = p.as_ref().unwrap();
     let f = File::open(p).map_err(|e| Error::io(format!("opening {}", p.display()), e))?;
-    Ok(Box::new(BufReader::with_capacity(IO_BUFFER, f)))
+    Ok(Box::new(f))
 }
 
 fn context_of(pairs: &[(String, String)]) -> Result<EncryptionContext> {
@@ -160,12 +186,61 @@ fn context_of(pairs: &[(String, String)]) -> Result<EncryptionContext> {
     Ok(ctx)
 }
 
+/// A file being written that starts the kernel's writeback of each
+/// `WRITEBACK_STEP` as soon as it is written (`posix_fadvise(DONTNEED)`
+/// starts writeback of dirty pages without waiting for it), instead of
+/// leaving it all to the fsync at the end.
+struct EarlyWriteback<'a> {
+    file: &'a mut File,
+    written: u64,
+    advised: u64,
+}
+
+impl Write for EarlyWriteback<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.advance(n);
+        Ok(n)
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let n = self.file.write_vectored(bufs)?;
+        self.advance(n);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl EarlyWriteback<'_> {
+    fn advance(&mut self, n: usize) {
+        self.written += n as u64;
+        if self.written - self.advised >= WRITEBACK_STEP {
+            let len = std::num::NonZeroU64::new(self.written - self.advised);
+            // Only a hint: a failure changes nothing about correctness.
+            let _ =
+                rustix::fs::fadvise(&*self.file, self.advised, len, rustix::fs::Advice::DontNeed);
+            self.advised = self.written;
+        }
+    }
+}
+
 /// Runs `body` against the output: stdout, or an [`AtomicFile`] that is
 /// committed only if `body` succeeds (so a failure leaves OUT untouched).
-fn with_output(p: &Option<PathBuf>, body: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
+fn with_output(
+    p: &Option<PathBuf>,
+    body: impl FnOnce(&mut (dyn Write + Send)) -> Result<()>,
+) -> Result<()> {
     if is_stdio(p) {
-        let stdout = io::stdout();
-        let mut w = BufWriter::with_capacity(IO_BUFFER, stdout.lock());
+        // Straight to file descriptor 1: std's stdout is line-buffered, which
+        // would scan every batch for newlines and copy what follows the last.
+        let fd = io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| Error::io("opening stdout", e))?;
+        let mut w = BufWriter::with_capacity(IO_BUFFER, File::from(fd));
         body(&mut w)?;
         return w.flush().map_err(|e| Error::io("writing to stdout", e));
     }
@@ -177,7 +252,12 @@ fn with_output(p: &Option<PathBuf>, body: impl FnOnce(&mut dyn Write) -> Result<
         )
     })?;
     {
-        let mut w = BufWriter::with_capacity(IO_BUFFER, &mut f);
+        let early = EarlyWriteback {
+            file: f.file(),
+            written: 0,
+            advised: 0,
+        };
+        let mut w = BufWriter::with_capacity(IO_BUFFER, early);
         body(&mut w)?;
         w.flush()
             .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
@@ -188,23 +268,6 @@ fn with_output(p: &Option<PathBuf>, body: impl FnOnce(&mut dyn Write) -> Result<
             e,
         )
     })
-}
-
-/// Copies all of `input` into the encryptor in large chunks: one copy from the
-/// read buffer into the frame buffer (`io::copy` would add a second through its
-/// small stack buffer, as the input is a `dyn Read`).
-fn copy_into<W: Write>(input: &mut dyn Read, enc: &mut Encryptor<W>) -> Result<()> {
-    let mut buf = vec![0u8; COPY_CHUNK];
-    loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io("reading the input", e)),
-        };
-        enc.write_all(&buf[..n])
-            .map_err(|e| Error::Envelope(crate::envelope::from_io(e)))?;
-    }
 }
 
 /// `--json` prints its summary on stdout, so it cannot share stdout with the data:
@@ -228,17 +291,20 @@ pub fn encrypt(out: &Output, g: &GlobalArgs, a: EncryptArgs) -> Result<i32> {
         ));
     }
     let provider = provider(&a.key, g)?;
+    let suite = match (&a.algorithm, &a.cipher) {
+        (Some(s), _) => *s,
+        (None, Some(c)) => Suite::from_cli_name(c).expect("clap restricts the cipher names"),
+        (None, None) => Suite::Aes256GcmHkdfSha512Commit,
+    };
     let opts = EncryptOptions {
-        suite: Suite::from_cli_name(&a.cipher).expect("clap restricts the cipher names"),
+        suite,
         frame_length: a.frame_length,
         context: context_of(&a.context)?,
     };
-    let mut input = open_input(&a.input)?;
+    let input = open_input(&a.input)?;
     let mut info = None;
     with_output(&a.output, |w| {
-        let mut enc = Encryptor::new(provider.as_ref(), &opts, w)?;
-        copy_into(&mut input, &mut enc)?;
-        info = Some(enc.finish()?.1);
+        info = Some(pipeline::encrypt_stream(provider.as_ref(), &opts, input, w, None)?.1);
         Ok(())
     })?;
     let info = info.expect("set on success");
@@ -271,9 +337,9 @@ pub fn decrypt(out: &Output, g: &GlobalArgs, a: DecryptArgs) -> Result<i32> {
     let mut plaintext_len = 0;
     let mut header = None;
     with_output(&a.output, |w| {
-        let mut dec = Decryptor::new(provider.as_ref(), &opts, input)?;
-        plaintext_len = dec.copy_to(w)?;
-        header = Some(dec.header().clone());
+        let (h, _, n) = pipeline::decrypt_stream(provider.as_ref(), &opts, input, w, None)?;
+        plaintext_len = n;
+        header = Some(h);
         Ok(())
     })?;
     let h = header.expect("set on success");

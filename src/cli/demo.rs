@@ -265,7 +265,7 @@ impl Demo<'_> {
         let date = as_of
             .format(time::macros::format_description!("[year]-[month]-[day]"))
             .map_err(|e| Error::Other(e.to_string()))?;
-        self.cmd(&format!("key rotate-due --as-of {date}"));
+        self.cmd(&format!("key rotate-due --as-of {date} --force"));
         self.say(format!(
             "(due {}; cron would run `envarc key rotate-due` daily, and --as-of pretends that day has come)",
             fmt_date(due)

@@ -22,6 +22,29 @@ pub const PASSPHRASE_ENV: &str = "ENVARC_PASSPHRASE";
 /// Environment variable with the Argon2id cost (`m=KIB,t=N,p=N`) of keyrings
 /// created from now on; the cost is recorded in the file and used to read it.
 pub const ARGON2_ENV: &str = "ENVARC_ARGON2_PARAMS";
+/// Environment variable that lowers (never raises) the memory, in MiB, that
+/// Argon2 may use to open a keyring (see `keyring::cost`).
+pub const ARGON2_MAX_ENV: &str = "ENVARC_ARGON2_MAX_MIB";
+
+/// `ENVARC_ARGON2_PARAMS`, when set.
+pub fn argon2_params() -> Result<Option<Argon2Params>> {
+    std::env::var_os(ARGON2_ENV)
+        .map(|p| Argon2Params::parse(&p.to_string_lossy()))
+        .transpose()
+}
+
+fn argon2_memory_limit() -> Result<Option<u64>> {
+    let Some(v) = std::env::var_os(ARGON2_MAX_ENV) else {
+        return Ok(None);
+    };
+    let v = v.to_string_lossy();
+    match v.trim().parse::<u64>() {
+        Ok(mib) if mib > 0 => Ok(Some(mib)),
+        _ => Err(Error::Usage(format!(
+            "{ARGON2_MAX_ENV}='{v}' is not a number of MiB (for example 256)"
+        ))),
+    }
+}
 
 /// The keyring path: `--keyring`/`ENVARC_KEYRING`, else
 /// `$XDG_CONFIG_HOME/envarc/keyring`, else `~/.config/envarc/keyring`.
@@ -64,10 +87,10 @@ pub fn keyring_file(g: &GlobalArgs) -> Result<KeyringFile> {
             passphrase_command: g.passphrase_command.clone(),
         }),
     );
-    if let Some(p) = std::env::var_os(ARGON2_ENV) {
-        opts.argon2 = Argon2Params::parse(&p.to_string_lossy())?;
+    if let Some(p) = argon2_params()? {
+        opts.argon2 = p;
     }
-    Ok(KeyringFile::new(opts))
+    Ok(KeyringFile::new(opts).with_argon2_memory_limit(argon2_memory_limit()?))
 }
 
 /// Opens the keyring for reading (carrying out due rotations when it can)
@@ -104,54 +127,81 @@ fn strip_newline(mut v: Zeroizing<Vec<u8>>) -> Zeroizing<Vec<u8>> {
     v
 }
 
+/// Reads a file holding a secret. A missing or unreadable one is a key
+/// problem (exit 5): without it the keyring cannot be unlocked.
 fn read_secret_file(path: &Path, what: &str) -> Result<Zeroizing<Vec<u8>>> {
     let mut buf = Zeroizing::new(Vec::with_capacity(4096));
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut buf))
-        .map_err(|e| Error::io(format!("reading the {what} {}", path.display()), e))?;
+        .map_err(|e| {
+            key_err(format!(
+                "cannot read the {what} {}: {e}; check the path and its permissions",
+                path.display()
+            ))
+        })?;
     Ok(buf)
 }
 
-impl CliUnlocker {
-    fn passphrase(&self, path: &Path, creating: bool) -> Result<Zeroizing<Vec<u8>>> {
-        let (pw, source) = if let Some(f) = &self.passphrase_file {
-            let pw = strip_newline(read_secret_file(f, "passphrase file")?);
-            (pw, format!("the passphrase file {}", f.display()))
-        } else if let Some(cmd) = &self.passphrase_command {
-            (
-                run_passphrase_command(cmd)?,
-                "--passphrase-command".to_string(),
-            )
-        } else if let Some(v) = std::env::var_os(PASSPHRASE_ENV) {
-            let v = Zeroizing::new(v.into_encoded_bytes());
-            (v, PASSPHRASE_ENV.to_string())
-        } else {
-            (prompt(path, creating)?, "the terminal".to_string())
-        };
-        if pw.is_empty() {
-            return Err(key_err(format!(
-                "the passphrase from {source} is empty; the keyring needs a non-empty passphrase"
-            )));
-        }
-        Ok(pw)
+/// Where a passphrase comes from, in the order they are tried: a file, a
+/// command, an environment variable, else the terminal.
+pub struct PassphraseSource<'a> {
+    pub file: Option<&'a Path>,
+    pub command: Option<&'a str>,
+    pub env: &'a str,
+    /// The terminal prompt: "Passphrase for …" or, creating, "New passphrase
+    /// for …" asked twice.
+    pub prompt_new: bool,
+    /// The options that give it, for the error when there is no terminal.
+    pub options: &'a str,
+}
+
+/// The options that give the current secret.
+pub const SECRET_OPTIONS: &str =
+    "pass --passphrase-file FILE, --passphrase-command CMD or --keyring-key-file FILE";
+
+/// A non-empty passphrase from `src` for the keyring at `path`.
+pub fn passphrase_from(src: &PassphraseSource<'_>, path: &Path) -> Result<Zeroizing<Vec<u8>>> {
+    let (pw, source) = if let Some(f) = src.file {
+        let pw = strip_newline(read_secret_file(f, "passphrase file")?);
+        (pw, format!("the passphrase file {}", f.display()))
+    } else if let Some(cmd) = src.command {
+        (
+            run_passphrase_command(cmd)?,
+            "the passphrase command".into(),
+        )
+    } else if let Some(v) = std::env::var_os(src.env) {
+        (Zeroizing::new(v.into_encoded_bytes()), src.env.to_string())
+    } else {
+        (prompt(path, src)?, "the terminal".to_string())
+    };
+    if pw.is_empty() {
+        return Err(key_err(format!(
+            "the passphrase from {source} is empty; the keyring needs a non-empty passphrase"
+        )));
     }
+    Ok(pw)
+}
+
+/// A 32-byte key file that locks a keyring.
+pub fn read_key_file(f: &Path) -> Result<Secret> {
+    let bytes = read_secret_file(f, "keyring key file")?;
+    if bytes.len() != 32 {
+        return Err(Error::Usage(format!(
+            "the keyring key file {} holds {} bytes; it must hold exactly 32 random bytes \
+             (create one with: head -c 32 /dev/urandom > FILE; chmod 600 FILE)",
+            f.display(),
+            bytes.len()
+        )));
+    }
+    let mut k = Zeroizing::new([0u8; 32]);
+    k.copy_from_slice(&bytes);
+    Ok(Secret::KeyFile(k))
 }
 
 impl Unlocker for CliUnlocker {
     fn secret(&self, req: &UnlockRequest<'_>) -> Result<Secret> {
         if let Some(f) = &self.key_file {
-            let bytes = read_secret_file(f, "keyring key file")?;
-            if bytes.len() != 32 {
-                return Err(Error::Usage(format!(
-                    "the keyring key file {} holds {} bytes; it must hold exactly 32 random bytes \
-                     (create one with: head -c 32 /dev/urandom > FILE; chmod 600 FILE)",
-                    f.display(),
-                    bytes.len()
-                )));
-            }
-            let mut k = Zeroizing::new([0u8; 32]);
-            k.copy_from_slice(&bytes);
-            return Ok(Secret::KeyFile(k));
+            return read_key_file(f);
         }
         if req.kind == Some(KdfKind::KeyFile) {
             return Err(key_err(format!(
@@ -159,9 +209,14 @@ impl Unlocker for CliUnlocker {
                 req.path.display()
             )));
         }
-        Ok(Secret::Passphrase(
-            self.passphrase(req.path, req.kind.is_none())?,
-        ))
+        let src = PassphraseSource {
+            file: self.passphrase_file.as_deref(),
+            command: self.passphrase_command.as_deref(),
+            env: PASSPHRASE_ENV,
+            prompt_new: req.kind.is_none(),
+            options: SECRET_OPTIONS,
+        };
+        Ok(Secret::Passphrase(passphrase_from(&src, req.path)?))
     }
 }
 
@@ -184,12 +239,15 @@ fn run_passphrase_command(cmd: &str) -> Result<Zeroizing<Vec<u8>>> {
     Ok(pw)
 }
 
-fn prompt(path: &Path, creating: bool) -> Result<Zeroizing<Vec<u8>>> {
+/// Asks on the terminal; a new passphrase is asked twice.
+fn prompt(path: &Path, src: &PassphraseSource<'_>) -> Result<Zeroizing<Vec<u8>>> {
+    let creating = src.prompt_new;
     let no_terminal = |_| {
         key_err(format!(
-            "no passphrase for the keyring {} and no terminal to ask on: set {PASSPHRASE_ENV}, or \
-             pass --passphrase-file FILE, --passphrase-command CMD or --keyring-key-file FILE",
-            path.display()
+            "no passphrase for the keyring {} and no terminal to ask on: set {}, or {}",
+            path.display(),
+            src.env,
+            src.options
         ))
     };
     let ask = |p: &str| {
@@ -207,7 +265,7 @@ fn prompt(path: &Path, creating: bool) -> Result<Zeroizing<Vec<u8>>> {
     let second = ask("Repeat the passphrase: ")?;
     if *first != *second {
         return Err(Error::Usage(
-            "the two passphrases differ; nothing was created".into(),
+            "the two passphrases differ; nothing was changed".into(),
         ));
     }
     Ok(first)

@@ -64,9 +64,12 @@ pub struct GlobalArgs {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Encrypt a file (or stdin) into one AWS Encryption SDK message.
+    /// Encrypt a file (or stdin) into one AWS Encryption SDK message
+    /// (suite 0x0478 by default; --algorithm for the signed 0x0578).
     Encrypt(crypt::EncryptArgs),
-    /// Decrypt a message; the output appears only once it fully authenticated.
+    /// Decrypt a message. To a file, the output appears only once everything
+    /// authenticated (signature included); to stdout, frames are released as
+    /// they authenticate and a failure exits non-zero.
     Decrypt(crypt::DecryptArgs),
     /// Manage and use the customer master keys of the local keyring (a small KMS).
     Key(key::KeyArgs),

@@ -6,11 +6,12 @@
 use std::io::{self, Read, Write};
 
 use super::header::{ContentType, Header, Parsed};
+use super::signing::{Verifier, MAX_SIGNATURE_LEN};
 use super::stream::{
     body_aad, header_tag, MessageInfo, END_MARKER, FINAL_FRAME_STR, FRAME_STR, PREFIX,
     SINGLE_BLOCK_STR,
 };
-use super::suite::{ContentCipher, IV_LEN, TAG_LEN};
+use super::suite::{frame_iv, ContentCipher, IV_LEN, TAG_LEN};
 use super::{
     context, CommitmentPolicy, DataKey, DecryptOptions, EncryptedDataKey, EncryptionContext, Error,
     KeyProvider, ReadLimits,
@@ -22,6 +23,8 @@ struct Source<R> {
     pos: usize,
     inner: R,
     consumed: u64,
+    /// Signed suites: hashes every body byte read, until the footer.
+    verifier: Option<Verifier>,
 }
 
 impl<R: Read> Source<R> {
@@ -41,7 +44,29 @@ impl<R: Read> Source<R> {
             })?;
         }
         self.consumed += out.len() as u64;
+        if let Some(v) = self.verifier.as_mut() {
+            v.update(out);
+        }
         Ok(())
+    }
+
+    /// Reads the footer of a signed message and checks its signature over
+    /// everything read before it.
+    fn verify_footer(&mut self) -> Result<(), Error> {
+        let Some(verifier) = self.verifier.take() else {
+            return Ok(());
+        };
+        let mut len = [0u8; 2];
+        self.read_exact(&mut len)?;
+        let len = u16::from_be_bytes(len) as usize;
+        if len > MAX_SIGNATURE_LEN {
+            return Err(Error::Malformed(format!(
+                "the footer announces a {len}-byte signature; an ECDSA P-384 signature has at most {MAX_SIGNATURE_LEN}"
+            )));
+        }
+        let mut der = [0u8; MAX_SIGNATURE_LEN];
+        self.read_exact(&mut der[..len])?;
+        verifier.verify(&der[..len])
     }
 
     fn at_eof(&mut self) -> Result<bool, Error> {
@@ -104,6 +129,52 @@ pub fn open_header<R: Read>(
     Ok(read_header(inner, policy, limits)?.0)
 }
 
+/// A message whose header was read and authenticated: what a body reader needs.
+pub(super) struct Opened<R> {
+    pub header: Header,
+    pub header_len: u64,
+    pub cipher: ContentCipher,
+    /// Signed suites: the hash so far (the header), to go on over the body.
+    pub verifier: Option<Verifier>,
+    /// Bytes read past the header.
+    pub rest: Vec<u8>,
+    pub inner: R,
+}
+
+/// Reads and checks a header: public key (signed suites), context, data key
+/// unwrap, key commitment, header tag.
+pub(super) fn open<R: Read>(
+    provider: &dyn KeyProvider,
+    opts: &DecryptOptions,
+    mut inner: R,
+) -> Result<Opened<R>, Error> {
+    let (parsed, header_bytes, rest) = read_header(&mut inner, opts.policy, &opts.limits)?;
+    let header = parsed.header;
+    let verifier = if header.suite.is_signed() {
+        let mut v = Verifier::from_context(&header.context)?;
+        v.update(&header_bytes);
+        Some(v)
+    } else {
+        None
+    };
+    let (full_ctx, reproduced) = merge_context(&header.context, &opts.expected_context)?;
+    let data_key = unwrap_data_key(provider, &header, &full_ctx, &reproduced)?;
+    let cipher = verify_header(
+        &header,
+        &data_key,
+        &header_bytes[..parsed.authenticated_len],
+        &reproduced,
+    )?;
+    Ok(Opened {
+        header,
+        header_len: parsed.total_len as u64,
+        cipher,
+        verifier,
+        rest,
+        inner,
+    })
+}
+
 /// Decrypts one message. `read` hands out plaintext frame by frame, each only
 /// after its tag verified. Plaintext read before an error belongs to frames that
 /// did authenticate, but the message as a whole is only authentic once `read`
@@ -127,31 +198,23 @@ pub struct Decryptor<R: Read> {
 }
 
 impl<R: Read> Decryptor<R> {
-    pub fn new(
-        provider: &dyn KeyProvider,
-        opts: &DecryptOptions,
-        mut inner: R,
-    ) -> Result<Self, Error> {
-        let (parsed, header_bytes, rest) = read_header(&mut inner, opts.policy, &opts.limits)?;
-        let header = parsed.header;
-        let (full_ctx, reproduced) = merge_context(&header.context, &opts.expected_context)?;
-        let data_key = unwrap_data_key(provider, &header, &full_ctx, &reproduced)?;
-        let cipher = verify_header(
-            &header,
-            &data_key,
-            &header_bytes[..parsed.authenticated_len],
-            &reproduced,
-        )?;
-        let frame_len = header.frame_length as usize;
-        Ok(Decryptor {
+    pub fn new(provider: &dyn KeyProvider, opts: &DecryptOptions, inner: R) -> Result<Self, Error> {
+        Ok(Self::from_opened(open(provider, opts, inner)?, opts))
+    }
+
+    /// Goes on reading the body of a message whose header [`open`] checked.
+    pub(super) fn from_opened(o: Opened<R>, opts: &DecryptOptions) -> Self {
+        let frame_len = o.header.frame_length as usize;
+        Decryptor {
             src: Source {
-                pending: rest,
+                pending: o.rest,
                 pos: 0,
-                inner,
+                inner: o.inner,
                 consumed: 0,
+                verifier: o.verifier,
             },
-            header_len: parsed.total_len as u64,
-            cipher,
+            header_len: o.header_len,
+            cipher: o.cipher,
             frame_len,
             buf: Vec::with_capacity(if frame_len > 0 {
                 PREFIX + frame_len + TAG_LEN
@@ -166,8 +229,8 @@ impl<R: Read> Decryptor<R> {
             failed: false,
             plaintext_len: 0,
             limits: opts.limits.clone(),
-            header,
-        })
+            header: o.header,
+        }
     }
 
     pub fn header(&self) -> &Header {
@@ -193,12 +256,18 @@ impl<R: Read> Decryptor<R> {
             ContentType::Framed => self.read_frame(),
             ContentType::NonFramed => self.read_single_block(),
         };
-        match r {
-            Ok(()) => {}
-            Err(e) => {
-                self.failed = true;
-                return Err(e);
+        // The final frame is released only once the signature verified, so a
+        // reader of a signed message never sees its end before that.
+        let r = r.and_then(|()| {
+            if self.done {
+                self.src.verify_footer()
+            } else {
+                Ok(())
             }
+        });
+        if let Err(e) = r {
+            self.failed = true;
+            return Err(e);
         }
         if self.done && !self.src.at_eof()? {
             self.failed = true;
@@ -227,6 +296,7 @@ impl<R: Read> Decryptor<R> {
         }
         let mut iv = [0u8; IV_LEN];
         self.src.read_exact(&mut iv)?;
+        check_iv(&iv, seq)?;
         let len = if last {
             self.src.read_exact(&mut word)?;
             let len = u32::from_be_bytes(word) as usize;
@@ -270,6 +340,7 @@ impl<R: Read> Decryptor<R> {
     fn read_single_block(&mut self) -> Result<(), Error> {
         let mut iv = [0u8; IV_LEN];
         self.src.read_exact(&mut iv)?;
+        check_iv(&iv, 1)?;
         let mut len = [0u8; 8];
         self.src.read_exact(&mut len)?;
         let len = u64::from_be_bytes(len);
@@ -347,6 +418,17 @@ impl<R: Read> Read for Decryptor<R> {
         self.out_start += n;
         Ok(n)
     }
+}
+
+/// A frame's IV must be its sequence number (the ESDK's rule, and the reason a
+/// nonce never repeats under a message key: invariant 2). A writer that
+/// repeated or chose IVs would still produce tags that verify, so the check is
+/// on the bytes themselves, before decryption.
+pub(super) fn check_iv(iv: &[u8; IV_LEN], seq: u32) -> Result<(), Error> {
+    if *iv == frame_iv(seq) {
+        return Ok(());
+    }
+    Err(Error::FrameIv { sequence: seq })
 }
 
 /// Splits the caller's expected context into the header's pairs (which must
@@ -449,6 +531,12 @@ pub fn rewrap_header_with<R: Read>(
     let mut header = parsed.header;
     if !header.suite.is_committing() {
         return Err(Error::NonCommittingSuite(header.suite.id()));
+    }
+    if header.suite.is_signed() {
+        return Err(Error::Invalid(
+            "a signed message cannot have its header rewrapped: the signature covers the header"
+                .into(),
+        ));
     }
     let (full_ctx, reproduced) = merge_context(&header.context, &opts.expected_context)?;
     if !reproduced.is_empty() {

@@ -14,9 +14,9 @@ pub enum Error {
     Invalid(String),
     #[error("unsupported message format version {0:#04x}; envarc reads ESDK message format 2 (and 1 in legacy mode)")]
     UnsupportedVersion(u8),
-    #[error("unknown algorithm suite {0:#06x}; envarc reads 0x0478 (AES-256-GCM, HKDF-SHA512, key commitment) and its ChaCha20-Poly1305 extension 0xcc20")]
+    #[error("unknown algorithm suite {0:#06x}; envarc reads 0x0478 (AES-256-GCM, HKDF-SHA512, key commitment), 0x0578 (the same, signed with ECDSA P-384) and its ChaCha20-Poly1305 extension 0xcc20")]
     UnknownSuite(u16),
-    #[error("algorithm suite {0:#06x} signs messages with ECDSA, which envarc does not support; re-encrypt with suite 0x0478")]
+    #[error("algorithm suite {0:#06x} signs messages with ECDSA but does not commit to its key (message format 1), so it is refused; envarc reads the signed committing suite 0x0578")]
     SignedSuite(u16),
     #[error("algorithm suite {0:#06x} does not commit to its key, so it is refused by default; pass --legacy-non-committing to read it anyway (only if you trust whoever wrote it)")]
     NonCommittingSuite(u16),
@@ -34,8 +34,12 @@ pub enum Error {
         "frame {sequence} failed authentication: the ciphertext was altered, reordered or spliced"
     )]
     FrameAuth { sequence: u32 },
+    #[error("frame {sequence} has an IV that is not its sequence number: the message was forged or written by a broken encryptor, and is refused")]
+    FrameIv { sequence: u32 },
     #[error("frame sequence number {found} found where {expected} was expected: frames were reordered, dropped or spliced")]
     Sequence { expected: u32, found: u32 },
+    #[error("the message signature does not verify: the message was altered after it was written, or forged by someone who held its data key")]
+    SignatureAuth,
     #[error("bytes follow the final frame: the message was extended or concatenated with another")]
     TrailingData,
     #[error("encryption context mismatch for key '{key}': the message was written with another value for it, or without it; check the pairs you require")]
@@ -61,6 +65,8 @@ impl Error {
                 | Error::Commitment
                 | Error::FrameAuth { .. }
                 | Error::Sequence { .. }
+                | Error::FrameIv { .. }
+                | Error::SignatureAuth
                 | Error::TrailingData
                 | Error::ContextMismatch { .. }
                 | Error::MessageIdMismatch { .. }

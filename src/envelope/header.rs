@@ -12,8 +12,7 @@
 use super::suite::{COMMITMENT_LEN, IV_LEN, TAG_LEN};
 use super::{context, CommitmentPolicy, EncryptionContext, Error, ReadLimits, Suite};
 
-/// The context key under which signing suites store their public key.
-const PUBLIC_KEY_CONTEXT_KEY: &str = "aws-crypto-public-key";
+use super::signing::PUBLIC_KEY_CONTEXT_KEY;
 
 /// The 32-byte message ID of a format-2 message (random per message).
 pub type MessageId = [u8; 32];
@@ -174,13 +173,22 @@ fn parse_inner(buf: &[u8], policy: CommitmentPolicy, limits: &ReadLimits) -> Res
     let message_id = cur.take(if version == 2 { 32 } else { 16 })?.to_vec();
     let ctx_len = cur.u16()? as usize;
     let context = context::parse(cur.take(ctx_len)?)?;
-    // Only signing suites may carry a public key in the context; none of the
-    // suites envarc reads signs, so such a header was forged or mislabelled.
-    if context.contains_key(PUBLIC_KEY_CONTEXT_KEY) {
-        return Err(Error::Malformed(format!(
-            "the encryption context holds '{PUBLIC_KEY_CONTEXT_KEY}' but suite {:#06x} does not sign",
-            suite.id()
-        )));
+    // A signing suite's public key lives in the context (checked as a point by
+    // the reader); an unsigned suite with one was forged or mislabelled.
+    match (suite.is_signed(), context.contains_key(PUBLIC_KEY_CONTEXT_KEY)) {
+        (false, true) => {
+            return Err(Error::Malformed(format!(
+                "the encryption context holds '{PUBLIC_KEY_CONTEXT_KEY}' but suite {:#06x} does not sign",
+                suite.id()
+            )))
+        }
+        (true, false) => {
+            return Err(Error::Malformed(format!(
+                "suite {:#06x} signs its messages, but the encryption context holds no '{PUBLIC_KEY_CONTEXT_KEY}'",
+                suite.id()
+            )))
+        }
+        _ => {}
     }
     let count = cur.u16()? as usize;
     if count == 0 {

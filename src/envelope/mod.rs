@@ -14,8 +14,10 @@ pub mod context;
 mod decryptor;
 mod error;
 pub mod header;
+pub mod pipeline;
 pub mod provider;
 pub mod raw_aes;
+pub mod signing;
 pub mod stream;
 pub mod suite;
 

@@ -79,17 +79,17 @@ impl RawAesKey {
             msg: key.expose(),
             aad: &aad,
         };
-        let nonce = Nonce::from_slice(&iv);
+        let nonce = Nonce::from(iv);
         let ciphertext = match self.material.len() {
             16 => Aes128Gcm::new_from_slice(&self.material)
                 .unwrap()
-                .encrypt(nonce, payload),
+                .encrypt(&nonce, payload),
             24 => Aes192Gcm::new_from_slice(&self.material)
                 .unwrap()
-                .encrypt(nonce, payload),
+                .encrypt(&nonce, payload),
             _ => Aes256Gcm::new_from_slice(&self.material)
                 .unwrap()
-                .encrypt(nonce, payload),
+                .encrypt(&nonce, payload),
         }
         .map_err(|_| ProviderError::Other("AES-GCM wrap failed".into()))?;
         let mut info = Vec::with_capacity(self.name.len() + INFO_SUFFIX);
@@ -123,18 +123,18 @@ impl RawAesKey {
             msg: &edk.ciphertext,
             aad: &aad,
         };
-        let nonce = Nonce::from_slice(iv);
+        let nonce = Nonce::try_from(iv).map_err(|_| failed())?;
         let plain = Zeroizing::new(
             match self.material.len() {
                 16 => Aes128Gcm::new_from_slice(&self.material)
                     .unwrap()
-                    .decrypt(nonce, payload),
+                    .decrypt(&nonce, payload),
                 24 => Aes192Gcm::new_from_slice(&self.material)
                     .unwrap()
-                    .decrypt(nonce, payload),
+                    .decrypt(&nonce, payload),
                 _ => Aes256Gcm::new_from_slice(&self.material)
                     .unwrap()
-                    .decrypt(nonce, payload),
+                    .decrypt(&nonce, payload),
             }
             .map_err(|_| failed())?,
         );

@@ -22,8 +22,19 @@ pub use super::decryptor::{
     decrypt_to_vec, open_header, rewrap_header, rewrap_header_with, Decryptor,
 };
 use super::header::{ContentType, Header, MessageId};
+use super::signing::{Signer, PUBLIC_KEY_CONTEXT_KEY};
 use super::suite::{frame_iv, ContentCipher, IV_LEN, TAG_LEN};
-use super::{context, DataKey, EncryptOptions, EncryptedDataKey, Error, KeyProvider};
+use super::{
+    context, DataKey, EncryptOptions, EncryptedDataKey, EncryptionContext, Error, KeyProvider,
+};
+
+/// A fresh random message ID from the OS CSPRNG: the salt of the message key
+/// derivation, so no two messages share a content key or a header tag.
+pub(super) fn fresh_message_id() -> MessageId {
+    let mut id = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut id);
+    id
+}
 
 pub(super) const FRAME_STR: &[u8] = b"AWSKMSEncryptionClient Frame";
 pub(super) const FINAL_FRAME_STR: &[u8] = b"AWSKMSEncryptionClient Final Frame";
@@ -53,13 +64,8 @@ pub(super) fn header_tag(cipher: &ContentCipher, iv: &[u8; IV_LEN], aad: &[u8]) 
     cipher.seal_in_place(iv, aad, &mut [])
 }
 
-/// Builds and authenticates a format-2 header for a data key and its EDKs.
-fn build_header(
-    opts: &EncryptOptions,
-    data_key: &DataKey,
-    edks: Vec<EncryptedDataKey>,
-    message_id: MessageId,
-) -> Result<(Header, ContentCipher, Vec<u8>), Error> {
+/// Checks what a writer is asked for before any key is generated.
+pub(super) fn check_encrypt_options(opts: &EncryptOptions) -> Result<(), Error> {
     if !opts.suite.is_committing() {
         return Err(Error::Invalid(
             "envarc never writes non-committing suites".into(),
@@ -80,11 +86,35 @@ fn build_header(
             context::RESERVED_PREFIX
         )));
     }
+    Ok(())
+}
+
+/// The context a message stores: the caller's pairs, plus the public key of a
+/// signed suite. Key providers wrap the data key under this full context.
+pub(super) fn message_context(opts: &EncryptOptions, signer: Option<&Signer>) -> EncryptionContext {
+    let mut ctx = opts.context.clone();
+    if let Some(s) = signer {
+        ctx.insert(PUBLIC_KEY_CONTEXT_KEY.into(), s.public_key_b64());
+    }
+    ctx
+}
+
+/// Builds and authenticates a format-2 header for a data key and its EDKs.
+/// `message_id` must be fresh: a header is tagged exactly once per (data key,
+/// message ID), since its IV is fixed at zero (invariant 2).
+pub(super) fn build_header(
+    opts: &EncryptOptions,
+    context: EncryptionContext,
+    data_key: &DataKey,
+    edks: Vec<EncryptedDataKey>,
+    message_id: MessageId,
+) -> Result<(Header, ContentCipher, Vec<u8>), Error> {
+    check_encrypt_options(opts)?;
     let (cipher, commitment) = opts.suite.derive_committed(data_key, &message_id)?;
     let mut header = Header {
         suite: opts.suite,
         message_id: message_id.to_vec(),
-        context: opts.context.clone(),
+        context,
         edks,
         content_type: ContentType::Framed,
         frame_length: opts.frame_length,
@@ -128,29 +158,61 @@ pub struct Encryptor<W: Write> {
     /// a failed write the buffer holds ciphertext and `seq` was not advanced, so
     /// going on could seal other plaintext under the same IV (invariant 2).
     poisoned: bool,
+    /// Signed suites: hashes every byte written, then signs the footer.
+    signer: Option<Signer>,
     header_len: u64,
     body_len: u64,
     plaintext_len: u64,
 }
 
 impl<W: Write> Encryptor<W> {
-    /// Asks the provider for a fresh data key and writes the header.
+    /// Asks the provider for a fresh data key and writes the header. A signed
+    /// suite gets a fresh key pair first, since its public key is part of the
+    /// context the data key is wrapped under.
     pub fn new(provider: &dyn KeyProvider, opts: &EncryptOptions, inner: W) -> Result<Self, Error> {
-        let (data_key, edks) = provider.generate_data_key(&opts.context)?;
-        Self::with_data_key(&data_key, edks, opts, inner)
+        check_encrypt_options(opts)?;
+        let signer = opts.suite.is_signed().then(Signer::generate);
+        let ctx = message_context(opts, signer.as_ref());
+        let (data_key, edks) = provider.generate_data_key(&ctx)?;
+        Self::start(&data_key, edks, opts, ctx, signer, inner)
     }
 
-    /// Writes the header for an already generated data key and its EDKs.
+    /// Writes the header for an already generated data key and its EDKs (one
+    /// data key for many messages, as a repository does for a file's chunks).
+    ///
+    /// Every call draws a fresh random message ID, so each message gets its
+    /// own derived key and its header is tagged once per (data key, message
+    /// ID) whatever the caller does (invariant 2). Signed suites are refused:
+    /// their EDKs must be bound to each message's own public key.
     pub fn with_data_key(
         data_key: &DataKey,
         edks: Vec<EncryptedDataKey>,
         opts: &EncryptOptions,
+        inner: W,
+    ) -> Result<Self, Error> {
+        if opts.suite.is_signed() {
+            return Err(Error::Invalid(format!(
+                "suite {:#06x} signs each message with its own key pair, whose public key the EDKs are bound to; encrypt it with Encryptor::new (a fresh data key)",
+                opts.suite.id()
+            )));
+        }
+        Self::start(data_key, edks, opts, opts.context.clone(), None, inner)
+    }
+
+    fn start(
+        data_key: &DataKey,
+        edks: Vec<EncryptedDataKey>,
+        opts: &EncryptOptions,
+        ctx: EncryptionContext,
+        mut signer: Option<Signer>,
         mut inner: W,
     ) -> Result<Self, Error> {
-        let mut message_id = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut message_id);
-        let (_, cipher, header_bytes) = build_header(opts, data_key, edks, message_id)?;
+        let message_id = fresh_message_id();
+        let (_, cipher, header_bytes) = build_header(opts, ctx, data_key, edks, message_id)?;
         inner.write_all(&header_bytes)?;
+        if let Some(s) = signer.as_mut() {
+            s.update(&header_bytes);
+        }
         let frame_len = opts.frame_length as usize;
         Ok(Encryptor {
             inner,
@@ -165,6 +227,7 @@ impl<W: Write> Encryptor<W> {
             aad: Vec::with_capacity(32 + FINAL_FRAME_STR.len() + 12),
             seq: 1,
             poisoned: false,
+            signer,
             header_len: header_bytes.len() as u64,
             body_len: 0,
             plaintext_len: 0,
@@ -215,6 +278,9 @@ impl<W: Write> Encryptor<W> {
         }
         let out = &self.buf[start..];
         self.inner.write_all(out)?;
+        if let Some(s) = self.signer.as_mut() {
+            s.update(out);
+        }
         self.body_len += out.len() as u64;
         self.buf.truncate(PREFIX);
         if !last {
@@ -236,6 +302,11 @@ impl<W: Write> Encryptor<W> {
     /// and returns the inner writer with the message's dimensions.
     pub fn finish(mut self) -> Result<(W, MessageInfo), Error> {
         self.emit(true).map_err(super::from_io)?;
+        if let Some(signer) = self.signer.take() {
+            let footer = signer.footer()?;
+            self.inner.write_all(&footer)?;
+            self.body_len += footer.len() as u64;
+        }
         self.inner.flush()?;
         let info = MessageInfo {
             message_id: self.message_id,
@@ -286,7 +357,7 @@ pub fn encrypt_to_vec(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::{decrypt_to_vec, DecryptOptions, RawAesKey};
+    use crate::envelope::{decrypt_to_vec, DecryptOptions, KeyProvider, RawAesKey};
 
     /// A writer that fails its `fail_at`-th write (counting from 0) once.
     struct Flaky {
@@ -329,6 +400,55 @@ mod tests {
         let again = enc.write(&[9u8; 1]).unwrap_err();
         assert!(again.to_string().contains("earlier write"), "{again}");
         assert!(matches!(enc.finish(), Err(Error::Invalid(_))));
+    }
+
+    /// Invariant 2: one data key for many messages (`with_data_key`) still
+    /// gives every message its own message ID, hence its own derived key and
+    /// commitment, so no header or frame is sealed twice under one key and IV.
+    #[test]
+    fn invariant2_with_data_key_draws_a_fresh_message_id_each_time() {
+        let key = RawAesKey::new("envarc", "k", &[1u8; 32]).unwrap();
+        let opts = EncryptOptions::default();
+        let (data_key, edks) = key.generate_data_key(&opts.context).unwrap();
+        let plaintext = [5u8; 100];
+        let message = || {
+            let mut enc =
+                Encryptor::with_data_key(&data_key, edks.clone(), &opts, Vec::new()).unwrap();
+            enc.write_all(&plaintext).unwrap();
+            enc.finish().unwrap()
+        };
+        let ((a, ia), (b, ib)) = (message(), message());
+        assert_ne!(ia.message_id, ib.message_id);
+        let limits = crate::envelope::ReadLimits::default();
+        let ha = Header::parse(&a, Default::default(), &limits).unwrap();
+        let hb = Header::parse(&b, Default::default(), &limits).unwrap();
+        assert_eq!(ha.header.edks, hb.header.edks, "same data key and EDKs");
+        assert_ne!(
+            ha.header.commitment, hb.header.commitment,
+            "different derived keys"
+        );
+        assert_ne!(ha.header.auth_tag, hb.header.auth_tag);
+        assert_ne!(
+            a[ha.total_len..],
+            b[hb.total_len..],
+            "same plaintext, other ciphertext"
+        );
+        for m in [&a, &b] {
+            assert_eq!(
+                decrypt_to_vec(&key, &DecryptOptions::default(), m)
+                    .unwrap()
+                    .1,
+                plaintext
+            );
+        }
+        let signed = EncryptOptions {
+            suite: crate::envelope::Suite::Aes256GcmHkdfSha512CommitEcdsaP384,
+            ..Default::default()
+        };
+        assert!(matches!(
+            Encryptor::with_data_key(&data_key, edks.clone(), &signed, Vec::new()),
+            Err(Error::Invalid(_))
+        ));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! | ID     | AEAD              | KDF          | commitment | format | use           |
 //! |--------|-------------------|--------------|------------|--------|---------------|
 //! | 0x0478 | AES-256-GCM       | HKDF-SHA512  | yes        | v2     | default       |
+//! | 0x0578 | AES-256-GCM, ECDSA P-384 signature | HKDF-SHA512 | yes | v2 | files for others |
 //! | 0xCC20 | ChaCha20-Poly1305 | HKDF-SHA512  | yes        | v2     | envarc extension |
 //! | 0x0178 | AES-256-GCM       | HKDF-SHA256  | no         | v1     | legacy read only |
 //!
@@ -12,7 +13,7 @@
 //! message ID; commitment info "COMMITKEY"), with ChaCha20-Poly1305 (12-byte
 //! nonce, 16-byte tag) in place of AES-256-GCM, so the frame layout is unchanged.
 
-use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use chacha20poly1305::ChaCha20Poly1305;
 use hkdf::Hkdf;
@@ -28,8 +29,11 @@ pub const COMMITMENT_LEN: usize = 32;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Suite {
-    /// 0x0478: the ESDK default for committing, unsigned messages.
+    /// 0x0478: the ESDK's committing, unsigned suite; envarc's default.
     Aes256GcmHkdfSha512Commit,
+    /// 0x0578: 0x0478 plus an ECDSA P-384 signature over the whole message
+    /// (the official SDKs' and CLI's default), see `signing.rs`.
+    Aes256GcmHkdfSha512CommitEcdsaP384,
     /// 0xCC20: envarc's ChaCha20-Poly1305 extension (see the module docs).
     ChaCha20Poly1305HkdfSha512Commit,
     /// 0x0178: non-committing, message format 1. Read only, and only when asked.
@@ -40,6 +44,7 @@ impl Suite {
     pub fn id(self) -> u16 {
         match self {
             Suite::Aes256GcmHkdfSha512Commit => 0x0478,
+            Suite::Aes256GcmHkdfSha512CommitEcdsaP384 => 0x0578,
             Suite::ChaCha20Poly1305HkdfSha512Commit => 0xCC20,
             Suite::LegacyAes256GcmHkdfSha256 => 0x0178,
         }
@@ -49,6 +54,7 @@ impl Suite {
     pub fn from_id(id: u16, policy: CommitmentPolicy) -> Result<Suite, Error> {
         match id {
             0x0478 => Ok(Suite::Aes256GcmHkdfSha512Commit),
+            0x0578 => Ok(Suite::Aes256GcmHkdfSha512CommitEcdsaP384),
             0xCC20 => Ok(Suite::ChaCha20Poly1305HkdfSha512Commit),
             0x0178 if policy == CommitmentPolicy::AllowLegacyRead => {
                 Ok(Suite::LegacyAes256GcmHkdfSha256)
@@ -56,12 +62,54 @@ impl Suite {
             0x0014 | 0x0046 | 0x0078 | 0x0114 | 0x0146 | 0x0178 => {
                 Err(Error::NonCommittingSuite(id))
             }
-            0x0214 | 0x0346 | 0x0378 | 0x0578 => Err(Error::SignedSuite(id)),
+            0x0214 | 0x0346 | 0x0378 => Err(Error::SignedSuite(id)),
             _ => Err(Error::UnknownSuite(id)),
         }
     }
 
-    /// Parses the CLI name of a suite that may be written.
+    /// The suites `envarc encrypt --algorithm` writes, under the names the
+    /// ESDKs give them (envarc's extension named in the same style).
+    pub const WRITABLE: [(&'static str, Suite); 3] = [
+        (
+            "AES_256_GCM_HKDF_SHA512_COMMIT_KEY",
+            Suite::Aes256GcmHkdfSha512Commit,
+        ),
+        (
+            "AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384",
+            Suite::Aes256GcmHkdfSha512CommitEcdsaP384,
+        ),
+        (
+            "CHACHA20_POLY1305_HKDF_SHA512_COMMIT_KEY",
+            Suite::ChaCha20Poly1305HkdfSha512Commit,
+        ),
+    ];
+
+    /// Parses a writable suite named as the SDKs do, or by its hex ID.
+    pub fn from_sdk_name(name: &str) -> Option<Suite> {
+        let hex = name.strip_prefix("0x").or_else(|| name.strip_prefix("0X"));
+        Suite::WRITABLE
+            .iter()
+            .find(|(n, s)| {
+                n.eq_ignore_ascii_case(name)
+                    || hex.and_then(|h| u16::from_str_radix(h, 16).ok()) == Some(s.id())
+            })
+            .map(|(_, s)| *s)
+    }
+
+    /// The SDK-style name of this suite.
+    pub fn sdk_name(self) -> &'static str {
+        match self {
+            Suite::LegacyAes256GcmHkdfSha256 => "AES_256_GCM_HKDF_SHA256",
+            s => Suite::WRITABLE
+                .iter()
+                .find(|(_, w)| *w == s)
+                .map(|(n, _)| *n)
+                .expect("every other suite is writable"),
+        }
+    }
+
+    /// Parses the short name of an unsigned suite, as repository configs and
+    /// `--cipher` store it.
     pub fn from_cli_name(name: &str) -> Option<Suite> {
         match name {
             "aes-256-gcm" => Some(Suite::Aes256GcmHkdfSha512Commit),
@@ -73,6 +121,7 @@ impl Suite {
     pub fn cli_name(self) -> &'static str {
         match self {
             Suite::Aes256GcmHkdfSha512Commit => "aes-256-gcm",
+            Suite::Aes256GcmHkdfSha512CommitEcdsaP384 => "aes-256-gcm-ecdsa-p384",
             Suite::ChaCha20Poly1305HkdfSha512Commit => "chacha20-poly1305",
             Suite::LegacyAes256GcmHkdfSha256 => "legacy-aes-256-gcm-hkdf-sha256",
         }
@@ -80,6 +129,11 @@ impl Suite {
 
     pub fn is_committing(self) -> bool {
         !matches!(self, Suite::LegacyAes256GcmHkdfSha256)
+    }
+
+    /// Whether messages of this suite end with an ECDSA signature footer.
+    pub fn is_signed(self) -> bool {
+        matches!(self, Suite::Aes256GcmHkdfSha512CommitEcdsaP384)
     }
 
     /// Message format version that carries this suite.
@@ -97,7 +151,9 @@ impl Suite {
     pub fn derive(self, data_key: &DataKey, message_id: &[u8]) -> Result<ContentCipher, Error> {
         let mut key = Zeroizing::new([0u8; 32]);
         match self {
-            Suite::Aes256GcmHkdfSha512Commit | Suite::ChaCha20Poly1305HkdfSha512Commit => {
+            Suite::Aes256GcmHkdfSha512Commit
+            | Suite::Aes256GcmHkdfSha512CommitEcdsaP384
+            | Suite::ChaCha20Poly1305HkdfSha512Commit => {
                 let mut info = Vec::with_capacity(11);
                 info.extend_from_slice(&self.id().to_be_bytes());
                 info.extend_from_slice(b"DERIVEKEY");
@@ -201,10 +257,10 @@ pub enum ContentCipher {
 
 impl ContentCipher {
     pub fn seal_in_place(&self, iv: &[u8; IV_LEN], aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
-        let nonce = Nonce::from_slice(iv);
+        let nonce = Nonce::from(*iv);
         let tag = match self {
-            ContentCipher::Aes(c) => c.encrypt_in_place_detached(nonce, aad, buf),
-            ContentCipher::ChaCha(c) => c.encrypt_in_place_detached(nonce, aad, buf),
+            ContentCipher::Aes(c) => c.encrypt_inout_detached(&nonce, aad, buf.into()),
+            ContentCipher::ChaCha(c) => c.encrypt_inout_detached(&nonce, aad, buf.into()),
         }
         .expect("frame sizes are far below the AEAD length limits");
         tag.into()
@@ -219,14 +275,11 @@ impl ContentCipher {
         buf: &mut [u8],
         tag: &[u8],
     ) -> Result<(), AuthFailed> {
-        if iv.len() != IV_LEN || tag.len() != TAG_LEN {
-            return Err(AuthFailed);
-        }
-        let nonce = Nonce::from_slice(iv);
-        let tag = Tag::from_slice(tag);
+        let nonce = Nonce::try_from(iv).map_err(|_| AuthFailed)?;
+        let tag = Tag::try_from(tag).map_err(|_| AuthFailed)?;
         match self {
-            ContentCipher::Aes(c) => c.decrypt_in_place_detached(nonce, aad, buf, tag),
-            ContentCipher::ChaCha(c) => c.decrypt_in_place_detached(nonce, aad, buf, tag),
+            ContentCipher::Aes(c) => c.decrypt_inout_detached(&nonce, aad, buf.into(), &tag),
+            ContentCipher::ChaCha(c) => c.decrypt_inout_detached(&nonce, aad, buf.into(), &tag),
         }
         .map_err(|_| AuthFailed)
     }
@@ -254,6 +307,7 @@ mod tests {
         let id = [9u8; 32];
         for suite in [
             Suite::Aes256GcmHkdfSha512Commit,
+            Suite::Aes256GcmHkdfSha512CommitEcdsaP384,
             Suite::ChaCha20Poly1305HkdfSha512Commit,
         ] {
             let (joint, commitment) = suite.derive_committed(&key, &id).unwrap();
@@ -288,6 +342,17 @@ mod tests {
             );
             assert_eq!(Suite::from_cli_name(s.cli_name()), Some(s));
         }
+        for (name, s) in Suite::WRITABLE {
+            assert_eq!(Suite::from_sdk_name(name), Some(s));
+            assert_eq!(Suite::from_sdk_name(&format!("{:#06x}", s.id())), Some(s));
+            assert_eq!(s.sdk_name(), name);
+            assert_eq!(
+                Suite::from_id(s.id(), CommitmentPolicy::default()).unwrap(),
+                s
+            );
+        }
+        assert_eq!(Suite::from_sdk_name("0x0178"), None);
+        assert_eq!(Suite::from_cli_name("aes-256-gcm-ecdsa-p384"), None);
         assert!(matches!(
             Suite::from_id(0x0178, CommitmentPolicy::RequireCommitment),
             Err(Error::NonCommittingSuite(0x0178))
@@ -297,8 +362,8 @@ mod tests {
             Suite::LegacyAes256GcmHkdfSha256
         );
         assert!(matches!(
-            Suite::from_id(0x0578, CommitmentPolicy::AllowLegacyRead),
-            Err(Error::SignedSuite(0x0578))
+            Suite::from_id(0x0378, CommitmentPolicy::AllowLegacyRead),
+            Err(Error::SignedSuite(0x0378))
         ));
         assert!(matches!(
             Suite::from_id(0x1234, CommitmentPolicy::AllowLegacyRead),

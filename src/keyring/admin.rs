@@ -269,7 +269,7 @@ impl Keyring {
         Ok(id)
     }
 
-    fn check_not_pending(&self, id: &Uuid) -> Result<()> {
+    pub(super) fn check_not_pending(&self, id: &Uuid) -> Result<()> {
         let k = self.cmk(id);
         match k.state {
             KeyState::PendingDeletion | KeyState::PendingImport => {

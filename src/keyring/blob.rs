@@ -73,7 +73,7 @@ pub fn seal(
     let aad = aad(&out, ctx)?;
     let ct = cipher(material, &out)
         .encrypt(
-            Nonce::from_slice(&iv),
+            &Nonce::from(iv),
             Payload {
                 msg: plaintext,
                 aad: &aad,
@@ -111,7 +111,7 @@ pub fn open(
     let aad = aad(header, ctx)?;
     cipher(material, header)
         .decrypt(
-            Nonce::from_slice(iv),
+            &Nonce::try_from(iv).expect("IV_LEN bytes, checked by key_of"),
             Payload {
                 msg: &blob[HEADER_LEN + IV_LEN..],
                 aad: &aad,

@@ -119,6 +119,20 @@ pub enum BackingKeyKind {
 }
 
 impl BackingKeyKind {
+    /// The `RotationType` of ListKeyRotations, as AWS KMS spells it:
+    /// `AUTOMATIC` or `ON_DEMAND`; `None` for the initial material (the
+    /// first version, generated or imported), which is not a rotation. A
+    /// later import is an on-demand rotation of imported material, as in KMS.
+    pub fn rotation_type(self, version: u32) -> Option<&'static str> {
+        match self {
+            BackingKeyKind::Initial => None,
+            BackingKeyKind::Imported if version == 1 => None,
+            BackingKeyKind::Automatic => Some("AUTOMATIC"),
+            BackingKeyKind::OnDemand | BackingKeyKind::Imported => Some("ON_DEMAND"),
+        }
+    }
+
+    /// The stored name (also shown by the human `key rotations`).
     pub fn as_str(self) -> &'static str {
         match self {
             BackingKeyKind::Initial => "INITIAL",
@@ -126,6 +140,49 @@ impl BackingKeyKind {
             BackingKeyKind::OnDemand => "ON_DEMAND",
             BackingKeyKind::Imported => "IMPORTED",
         }
+    }
+}
+
+/// What one backing-key version may still do: envarc's own states beside
+/// KMS's `KeyMaterialState` (which says only CURRENT or NON_CURRENT). Only a
+/// version that is not the current one can leave `Enabled`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VersionState {
+    /// Unwraps what it wrapped; the current version also wraps new data keys.
+    #[default]
+    #[serde(rename = "ENABLED")]
+    Enabled,
+    /// Unwraps nothing (`retire-version`); `reinstate-version` undoes it.
+    #[serde(rename = "RETIRED")]
+    Retired,
+    /// Unwraps nothing, and its material is destroyed at its deletion date
+    /// (`schedule-version-deletion`); `cancel-version-deletion` brings it
+    /// back Retired.
+    #[serde(rename = "PENDING_DELETION")]
+    PendingDeletion,
+    /// Its material is gone: what it wrapped is unrecoverable.
+    #[serde(rename = "DESTROYED")]
+    Destroyed,
+}
+
+impl VersionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VersionState::Enabled => "ENABLED",
+            VersionState::Retired => "RETIRED",
+            VersionState::PendingDeletion => "PENDING_DELETION",
+            VersionState::Destroyed => "DESTROYED",
+        }
+    }
+
+    fn is_enabled(&self) -> bool {
+        *self == VersionState::Enabled
+    }
+}
+
+impl fmt::Display for VersionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -200,11 +257,32 @@ pub struct BackingKey {
     /// `None` once the material was destroyed: the version stays in the history
     /// so that errors can say what happened to it.
     pub(crate) material: Option<Material>,
+    /// Retired or pending deletion; absent (Enabled) in most files, and in
+    /// every file written before versions had states.
+    #[serde(default, skip_serializing_if = "VersionState::is_enabled")]
+    pub(crate) state: VersionState,
+    /// Pending deletion: when the material is destroyed; destroyed: when it was.
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub deletion_date: Option<OffsetDateTime>,
 }
 
 impl BackingKey {
     pub fn has_material(&self) -> bool {
         self.material.is_some()
+    }
+
+    /// What this version may still do. A version without material is
+    /// Destroyed whatever was recorded (older files recorded only that).
+    pub fn state(&self) -> VersionState {
+        if self.material.is_none() {
+            VersionState::Destroyed
+        } else {
+            self.state
+        }
     }
 
     /// The ESDK raw-AES key name of this backing key: `<cmk-uuid>/v<N>`.
@@ -299,6 +377,8 @@ impl Cmk {
             created,
             kind,
             material: Some(material),
+            state: VersionState::Enabled,
+            deletion_date: None,
         });
         version
     }

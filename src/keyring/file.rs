@@ -7,7 +7,11 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use super::{store, Argon2Params, Clock, Keyring, MaintenanceReport, SystemClock, Unlocker};
+use super::kdf::{Kdf, KdfKind};
+use super::lockfile::{FirstWrite, LockGuard};
+use super::{
+    store, Argon2Params, Clock, Keyring, MaintenanceReport, Secret, SystemClock, Unlocker,
+};
 use crate::{Error, Result};
 
 /// How to find, unlock and lock a keyring file.
@@ -47,6 +51,13 @@ impl KeyringFile {
             store: store::Store::new(opts.path, opts.unlocker, opts.argon2, opts.lock_timeout),
             clock: opts.clock,
         }
+    }
+
+    /// Lowers (never raises) the memory Argon2 may use to open or lock this
+    /// keyring, in MiB (`ENVARC_ARGON2_MAX_MIB`); see [`cost`](super::cost).
+    pub fn with_argon2_memory_limit(mut self, mib: Option<u64>) -> KeyringFile {
+        self.store.set_memory_limit(mib);
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -109,13 +120,59 @@ impl KeyringFile {
             .map(|(_, r)| r)
     }
 
+    /// Locks the keyring with `secret` from now on (`key passwd`): under the
+    /// exclusive lock, reads it with the current secret, carries out due
+    /// maintenance, and replaces it atomically, re-encrypted under the new
+    /// secret. A passphrase gets `params`, else the cost the file records.
+    /// Returns what locked it before, the new KDF, and what maintenance did.
+    pub fn change_secret(
+        &self,
+        secret: &Secret,
+        params: Option<Argon2Params>,
+    ) -> Result<(KdfKind, Kdf, MaintenanceReport)> {
+        if !self.exists() {
+            return Err(self.missing());
+        }
+        let _lock = self.store.lock(true)?;
+        let plain = self.store.read()?.ok_or_else(|| self.missing())?;
+        let mut kr = Keyring::from_json(&plain, self.clock.clone(), &self.store.path)?;
+        let report = kr.maintain(self.clock.now());
+        let (before, kdf) = self.store.rekey(&kr.to_json()?, secret, params)?;
+        Ok((before, kdf, report))
+    }
+
     fn transact<T>(
         &self,
         create: bool,
         as_of: Option<OffsetDateTime>,
         f: impl FnOnce(&mut Keyring) -> Result<T>,
     ) -> Result<(Keyring, T)> {
-        let _lock = self.store.lock(true)?;
+        if self.exists() {
+            let lock = self.store.lock(true)?;
+            return self.with_lock(&lock, create, as_of, f);
+        }
+        if !create {
+            return Err(self.missing());
+        }
+        // Refused before a folder or a lock file exists, or a passphrase is
+        // asked for; and whatever fails later takes back what it made.
+        self.store.check_new_cost(&self.store.create_params())?;
+        let first = FirstWrite::before(&self.store.path);
+        let lock = self.store.lock(true)?;
+        let r = self.with_lock(&lock, create, as_of, f);
+        if r.is_err() {
+            first.undo(&lock);
+        }
+        r
+    }
+
+    fn with_lock<T>(
+        &self,
+        _lock: &LockGuard,
+        create: bool,
+        as_of: Option<OffsetDateTime>,
+        f: impl FnOnce(&mut Keyring) -> Result<T>,
+    ) -> Result<(Keyring, T)> {
         let mut kr = match self.store.read()? {
             Some(plain) => Keyring::from_json(&plain, self.clock.clone(), &self.store.path)?,
             None if create => {

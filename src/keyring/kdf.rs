@@ -49,6 +49,12 @@ impl Argon2Params {
             p: p.ok_or_else(bad)?,
         };
         params.check().map_err(Error::Usage)?;
+        if let Some(why) = super::cost::work_problem(&params) {
+            return Err(Error::Usage(format!(
+                "Argon2 parameters '{s}' ask for {why}: lower t or m (the default is \
+                 m=65536,t=3,p=4; RFC 9106 also recommends m=2097152,t=1,p=4)"
+            )));
+        }
         Ok(params)
     }
 
@@ -142,6 +148,11 @@ pub(crate) fn derive_key(kdf: &Kdf, secret: &Secret) -> Result<Zeroizing<[u8; 32
     let mut out = Zeroizing::new([0u8; 32]);
     match (kdf, secret) {
         (Kdf::Argon2id { params, salt }, Secret::Passphrase(pw)) => {
+            // Callers check the cost first, with messages that say whose cost
+            // it is; this is the last line before the allocation.
+            if let Some(why) = super::cost::work_problem(params) {
+                return Err(Error::Integrity(format!("Argon2 refused: {why}")));
+            }
             let p = argon2::Params::new(params.m_kib, params.t, params.p, Some(32))
                 .map_err(|e| Error::Other(format!("Argon2 parameters rejected: {e}")))?;
             argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, p)

@@ -2,7 +2,9 @@
 //!
 //! - [`cmk`]: CMKs, backing keys, states, aliases;
 //! - [`rotation`]: the automatic schedule and the on-demand limit;
-//! - [`kdf`]: what unlocks a keyring (Argon2id passphrase or key file);
+//! - [`versions`]: retiring and destroying one backing-key version;
+//! - [`kdf`]: what unlocks a keyring (Argon2id passphrase or key file), and
+//!   [`cost`]: the Argon2 cost envarc agrees to pay;
 //! - [`store`]: the file at rest (a preamble and one ESDK message), its lock
 //!   and atomic replacement;
 //! - [`provider`]: the [`KeyProvider`](crate::envelope::KeyProvider) that wraps
@@ -18,12 +20,16 @@ mod admin;
 pub mod blob;
 pub mod clock;
 pub mod cmk;
+pub mod cost;
 mod data;
 mod file;
 pub mod kdf;
+mod lockfile;
 pub mod provider;
+mod resolve;
 pub mod rotation;
 pub mod store;
+pub mod versions;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -38,7 +44,7 @@ pub use admin::{
     CreateKey, DEFAULT_PENDING_WINDOW_DAYS, MAX_PENDING_WINDOW_DAYS, MIN_PENDING_WINDOW_DAYS,
 };
 pub use clock::{Clock, FixedClock, SystemClock};
-pub use cmk::{BackingKey, BackingKeyKind, Cmk, KeySpec, KeyState, Material, Origin};
+pub use cmk::{BackingKey, BackingKeyKind, Cmk, KeySpec, KeyState, Material, Origin, VersionState};
 pub use data::{DataKeyResult, Decrypted, Encrypted};
 pub use file::{KeyringFile, KeyringOptions};
 pub use kdf::{Argon2Params, FixedSecret, KdfKind, Secret, UnlockRequest, Unlocker};
@@ -48,6 +54,10 @@ use crate::{Error, Result};
 
 /// Version of the JSON document inside the encrypted keyring.
 const DATA_FORMAT: u32 = 1;
+/// The version a keyring is written with once one of its backing keys was
+/// retired: an older envarc then refuses the file instead of ignoring the
+/// states it does not know (and unwrapping with a retired version).
+const DATA_FORMAT_VERSION_STATES: u32 = 2;
 
 /// What the keyring holds (serialized as JSON inside the encrypted file).
 #[derive(Clone, Serialize, Deserialize)]
@@ -183,17 +193,32 @@ impl KeyringData {
                 cmk.current().map_or(0, |b| b.version)
             )
         })?;
-        bk.material.as_ref().ok_or_else(|| {
-            format!(
+        let undo = |cmd: &str| format!("`envarc key {cmd} {id} --version {version}`");
+        match (bk.state(), bk.material.as_ref()) {
+            (VersionState::Enabled, Some(m)) => Ok(m),
+            (VersionState::Retired, _) => Err(format!(
+                "backing key v{version} of {label} is retired, so it unwraps nothing; if this \
+                 data still needs it, reinstate it with {}",
+                undo("reinstate-version")
+            )),
+            (VersionState::PendingDeletion, _) => Err(format!(
+                "backing key v{version} of {label} is pending deletion (its material is \
+                 destroyed on {}), so it unwraps nothing; if this data still needs it, keep it \
+                 with {} and then {}",
+                bk.deletion_date.map(fmt_date).unwrap_or_default(),
+                undo("cancel-version-deletion"),
+                undo("reinstate-version")
+            )),
+            _ => Err(format!(
                 "backing key v{version} of {label} was destroyed, so what it wrapped cannot be \
                  decrypted"
-            )
-        })
+            )),
+        }
     }
 
     /// Checks what serde cannot: the invariants the rest of the code relies on.
     fn validate(&self) -> std::result::Result<(), String> {
-        if self.format != DATA_FORMAT {
+        if self.format != DATA_FORMAT && self.format != DATA_FORMAT_VERSION_STATES {
             return Err(format!("unknown keyring data format {}", self.format));
         }
         for (i, k) in self.keys.iter().enumerate() {
@@ -204,6 +229,8 @@ impl KeyringData {
                 if b.version as usize != j + 1 {
                     return Err(format!("key {} has a gap in its backing keys", k.key_id));
                 }
+                versions::check_state(b, j + 1 == k.backing_keys.len())
+                    .map_err(|e| format!("backing key v{} of key {}: {e}", b.version, k.key_id))?;
             }
             // The schedule arithmetic divides by the period and adds it to the
             // anchor: both must be what `enable-rotation` can record.
@@ -241,6 +268,9 @@ pub struct MaintenanceReport {
     pub rotated: Vec<(Uuid, u32, OffsetDateTime)>,
     /// Keys whose deletion window ended: gone, with their material and aliases.
     pub deleted: Vec<Uuid>,
+    /// (key, version, date) of backing keys whose deletion window ended: their
+    /// material is destroyed.
+    pub destroyed_versions: Vec<(Uuid, u32, OffsetDateTime)>,
     /// Set by [`KeyringFile::load`] when work was due but the keyring could not
     /// be written (read-only file, lock held): it was used as it is.
     pub not_written: Option<String>,
@@ -248,7 +278,7 @@ pub struct MaintenanceReport {
 
 impl MaintenanceReport {
     pub fn is_empty(&self) -> bool {
-        self.rotated.is_empty() && self.deleted.is_empty()
+        self.rotated.is_empty() && self.deleted.is_empty() && self.destroyed_versions.is_empty()
     }
 }
 
@@ -298,12 +328,13 @@ impl Keyring {
     /// an unzeroized copy behind).
     fn json_capacity(&self) -> usize {
         // Worst case per key: fixed fields, a description of control characters
-        // (6 bytes each once escaped), about 130 bytes per backing key.
+        // (6 bytes each once escaped), about 230 bytes per backing key (with
+        // a state and a deletion date).
         let keys: usize = self
             .data
             .keys
             .iter()
-            .map(|k| 1024 + 6 * k.description.len() + 256 * k.backing_keys.len())
+            .map(|k| 1024 + 6 * k.description.len() + 384 * k.backing_keys.len())
             .sum();
         let aliases: usize = self.data.aliases.keys().map(|a| a.len() + 64).sum();
         4096 + keys + aliases
@@ -349,39 +380,6 @@ impl Keyring {
         &self.report
     }
 
-    /// Resolves a key id (UUID) or `alias/NAME` to the key id.
-    pub fn resolve(&self, key: &str) -> Result<Uuid> {
-        if key.starts_with("alias/") {
-            return self
-                .data
-                .aliases
-                .get(key)
-                .copied()
-                .ok_or_else(|| Error::Key {
-                    message: format!(
-                    "unknown alias {key} in the keyring {}; see the aliases with `envarc key list`",
-                    self.label
-                ),
-                });
-        }
-        let id = Uuid::try_parse(key).map_err(|_| Error::Key {
-            message: format!(
-                "no key '{key}': name a key by its id (a UUID) or an alias (alias/NAME); see \
-                 them with `envarc key list`"
-            ),
-        })?;
-        if self.data.find(&id).is_none() {
-            return Err(Error::Key {
-                message: format!(
-                    "unknown key {key} in the keyring {} (deleted, or in another keyring); see \
-                     the keys with `envarc key list`",
-                    self.label
-                ),
-            });
-        }
-        Ok(id)
-    }
-
     /// The key `key` (id or alias) names.
     pub fn get(&self, key: &str) -> Result<&Cmk> {
         let id = self.resolve(key)?;
@@ -398,7 +396,9 @@ impl Keyring {
     /// Whether [`maintain`](Self::maintain) would do anything at `now`.
     pub fn maintenance_due(&self, now: OffsetDateTime) -> bool {
         self.data.keys.iter().any(|k| {
-            deletion_expired(k, now) || (can_rotate_automatically(k) && rotation_due(k, now))
+            deletion_expired(k, now)
+                || (can_rotate_automatically(k) && rotation_due(k, now))
+                || versions::destruction_due(k, now)
         })
     }
 
@@ -419,6 +419,9 @@ impl Keyring {
             .collect();
         data.keys.retain(|k| !rep.deleted.contains(&k.key_id));
         data.aliases.retain(|_, id| !rep.deleted.contains(id));
+        for k in data.keys.iter_mut() {
+            rep.destroyed_versions.extend(versions::destroy_due(k, now));
+        }
         for k in data.keys.iter_mut().filter(|k| can_rotate_automatically(k)) {
             let id = k.key_id;
             let Some(anchor) = k.rotation.as_ref().and_then(|s| rotation::due(s, &id, now)) else {
@@ -458,6 +461,7 @@ impl Keyring {
             .find(|b| b.version == version)
             .ok_or_else(|| Error::Usage(format!("key {id} has no backing key v{version}")))?;
         bk.material = None;
+        bk.state = VersionState::Destroyed;
         Ok(())
     }
 }

@@ -72,6 +72,13 @@ impl KeyringProvider {
         self
     }
 
+    /// The versions of CMK `key_id` that this provider refuses to unwrap with
+    /// (retired, pending deletion, destroyed), ascending; empty for a key that
+    /// is not in the keyring. See [`Keyring::retired_versions`](super::Keyring::retired_versions).
+    pub fn retired_versions(&self, key_id: &Uuid) -> Vec<u32> {
+        self.data.retired_versions(key_id)
+    }
+
     /// The CMK new data keys are wrapped under, and its current version.
     pub fn key(&self) -> Option<(Uuid, u32)> {
         self.bound.as_ref().map(|b| (b.key_id, b.version))

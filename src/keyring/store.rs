@@ -18,17 +18,20 @@
 //! preamble; the parameters for a new keyring come from
 //! [`Argon2Params`](super::kdf::Argon2Params).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, ErrorKind};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs;
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use super::cost;
 use super::kdf::{derive_key, Argon2Params, Kdf, KdfKind, Secret, UnlockRequest, Unlocker};
+use super::lockfile;
+pub(crate) use super::lockfile::LockGuard;
 use crate::envelope::{
     self, decrypt_to_vec, encrypt_to_vec, DecryptOptions, EncryptOptions, EncryptionContext,
     ProviderError, RawAesKey,
@@ -62,6 +65,29 @@ fn damaged(path: &Path, what: &str) -> Error {
     Error::Integrity(format!(
         "the keyring {} is damaged ({what}); restore it from a backup",
         path.display()
+    ))
+}
+
+/// A recorded Argon2 cost that envarc will not pay (see [`cost`]): exit 4,
+/// since nothing in the file is authenticated before Argon2 has run.
+/// `machine`: the bound is this machine's memory (another may open it), not
+/// the work bound that holds everywhere.
+fn too_costly(path: &Path, p: &Argon2Params, why: &str, machine: bool) -> Error {
+    let what_to_do = if machine {
+        "If you created this keyring with such an ENVARC_ARGON2_PARAMS, open it on a machine \
+         with the memory and lower its cost there with `ENVARC_ARGON2_PARAMS=m=65536,t=3,p=4 \
+         envarc key passwd`; otherwise the file was altered: restore it from a backup"
+    } else {
+        "envarc never creates a keyring with this cost, so the file was altered or damaged: \
+         restore it from a backup"
+    };
+    Error::Integrity(format!(
+        "the keyring {} asks for Argon2id m={} KiB, t={}, p={}: {why}. envarc refuses before \
+         running it, since nothing in the file is authenticated until then. {what_to_do}",
+        path.display(),
+        p.m_kib,
+        p.t,
+        p.p
     ))
 }
 
@@ -105,6 +131,9 @@ pub fn parse_preamble(path: &Path, bytes: &[u8]) -> Result<(Kdf, usize)> {
                 p: u(8),
             };
             params.check().map_err(|e| damaged(path, &e))?;
+            if let Some(why) = cost::work_problem(&params) {
+                return Err(too_costly(path, &params, &why, false));
+            }
             let salt_len = fixed[12] as usize;
             if !(16..=64).contains(&salt_len) {
                 return Err(damaged(path, "its salt length is out of range"));
@@ -155,13 +184,12 @@ pub(crate) struct Store {
     unlocker: Arc<dyn Unlocker>,
     create_params: Argon2Params,
     lock_timeout: Duration,
+    /// `ENVARC_ARGON2_MAX_MIB`: a lower memory cap than the machine's.
+    memory_limit_mib: Option<u64>,
     /// The key derived at the first read, reused while the preamble is the same
     /// (Argon2 runs once per process, not once per read).
     unlocked: Mutex<Option<Unlocked>>,
 }
-
-/// Holds a lock on the sidecar `PATH.lock`; closing the file releases it.
-pub(crate) struct LockGuard(#[allow(dead_code)] Option<File>);
 
 impl Store {
     pub fn new(
@@ -175,14 +203,9 @@ impl Store {
             unlocker,
             create_params,
             lock_timeout,
+            memory_limit_mib: None,
             unlocked: Mutex::new(None),
         }
-    }
-
-    fn lock_path(&self) -> PathBuf {
-        let mut p = self.path.clone().into_os_string();
-        p.push(".lock");
-        PathBuf::from(p)
     }
 
     fn ensure_dir(&self) -> Result<()> {
@@ -198,63 +221,52 @@ impl Store {
         }
     }
 
-    /// Takes the sidecar lock, waiting up to the lock timeout. A shared lock on
-    /// a keyring whose folder cannot be written goes without: nobody can be
-    /// writing it, and readers never see a partial file (writes are renames).
+    /// Takes the sidecar lock, waiting up to the lock timeout (see
+    /// [`lockfile`](super::lockfile)). A shared lock on a keyring whose folder
+    /// cannot be written goes without: nobody can be writing it, and readers
+    /// never see a partial file (writes are renames).
     pub fn lock(&self, exclusive: bool) -> Result<LockGuard> {
-        use fs4::fs_std::FileExt;
         if exclusive {
             self.ensure_dir()?;
         }
-        let lp = self.lock_path();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lp)
-            .or_else(|e| match e.kind() {
-                ErrorKind::PermissionDenied
-                | ErrorKind::ReadOnlyFilesystem
-                | ErrorKind::NotFound
-                    if !exclusive =>
-                {
-                    File::open(&lp)
-                }
-                _ => Err(e),
-            });
-        let file = match file {
-            Ok(f) => f,
-            Err(_) if !exclusive => return Ok(LockGuard(None)),
-            Err(e) => {
-                return Err(Error::io(
-                    format!("opening the lock file {}", lp.display()),
-                    e,
-                ))
+        lockfile::acquire(&self.path, exclusive, self.lock_timeout)
+    }
+
+    /// Lowers (never raises) the memory Argon2 may use here, in MiB.
+    pub fn set_memory_limit(&mut self, mib: Option<u64>) {
+        self.memory_limit_mib = mib;
+    }
+
+    /// Refuses a recorded cost that needs more memory than this machine can
+    /// give, before anything runs or is asked for.
+    fn check_recorded_cost(&self, kdf: &Kdf) -> Result<()> {
+        if let Kdf::Argon2id { params, .. } = kdf {
+            let cap = cost::memory_cap_kib(self.memory_limit_mib);
+            if let Some(why) = cost::memory_problem(params, cap) {
+                return Err(too_costly(&self.path, params, &why, true));
             }
-        };
-        let start = Instant::now();
-        loop {
-            let got = if exclusive {
-                FileExt::try_lock_exclusive(&file)
-            } else {
-                FileExt::try_lock_shared(&file)
-            }
-            .map_err(|e| Error::io(format!("locking {}", lp.display()), e))?;
-            if got {
-                return Ok(LockGuard(Some(file)));
-            }
-            if start.elapsed() >= self.lock_timeout {
-                return Err(Error::Locked(format!(
-                    "the keyring {} is locked by another envarc process (waited {} s); try again \
-                     when it has finished",
-                    self.path.display(),
-                    self.lock_timeout.as_secs()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(10));
         }
+        Ok(())
+    }
+
+    /// Refuses to lock a keyring with a cost that could not be paid here: it
+    /// would be written, and then not open.
+    pub fn check_new_cost(&self, params: &Argon2Params) -> Result<()> {
+        let cap = cost::memory_cap_kib(self.memory_limit_mib);
+        match cost::memory_problem(params, cap) {
+            Some(why) => Err(Error::Usage(format!(
+                "the Argon2id cost m={},t={},p={} (the default, or ENVARC_ARGON2_PARAMS) asks for \
+                 {why}: a keyring locked with it could not be opened here; choose a smaller m \
+                 (the default is m=65536,t=3,p=4); nothing was changed",
+                params.m_kib, params.t, params.p
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// The cost a new keyring gets.
+    pub fn create_params(&self) -> Argon2Params {
+        self.create_params
     }
 
     /// Reads and decrypts the keyring; `None` when the file does not exist.
@@ -277,6 +289,7 @@ impl Store {
         let fresh = if reuse {
             None
         } else {
+            self.check_recorded_cost(&kdf)?;
             let secret = self.unlocker.secret(&UnlockRequest {
                 path: &self.path,
                 kind: Some(kdf.kind()),
@@ -346,29 +359,68 @@ impl Store {
     pub fn write(&self, plaintext: &[u8]) -> Result<()> {
         let mut cache = self.unlocked.lock().unwrap_or_else(|p| p.into_inner());
         if cache.is_none() {
+            self.check_new_cost(&self.create_params)?;
             let secret = self.unlocker.secret(&UnlockRequest {
                 path: &self.path,
                 kind: None,
             })?;
-            let kdf = match secret.kind() {
-                KdfKind::Passphrase => {
-                    let mut salt = vec![0u8; 32];
-                    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut salt);
-                    Kdf::Argon2id {
-                        params: self.create_params,
-                        salt,
-                    }
-                }
-                KdfKind::KeyFile => Kdf::KeyFile,
-            };
-            let key = derive_key(&kdf, &secret)?;
-            *cache = Some(Unlocked {
-                preamble: encode_preamble(&kdf),
-                kdf,
-                key,
-            });
+            *cache = Some(self.new_lock(&secret, self.create_params)?);
         }
-        let u = cache.as_ref().expect("set above");
+        self.seal_and_replace(cache.as_ref().expect("set above"), plaintext)
+    }
+
+    /// Locks the keyring with `secret` from now on: a fresh salt (or the key
+    /// file), the same atomic replacement as every write. A passphrase gets
+    /// `params`, else the cost the file records, else the cost for new
+    /// keyrings. The caller holds the exclusive lock and has just read the
+    /// file (so the current secret was checked). Returns what locked it
+    /// before, and the new KDF.
+    pub fn rekey(
+        &self,
+        plaintext: &[u8],
+        secret: &Secret,
+        params: Option<Argon2Params>,
+    ) -> Result<(KdfKind, Kdf)> {
+        let mut cache = self.unlocked.lock().unwrap_or_else(|p| p.into_inner());
+        let old = &cache
+            .as_ref()
+            .ok_or_else(|| Error::Other("the keyring must be read before it is re-keyed".into()))?
+            .kdf;
+        let before = old.kind();
+        let recorded = match old {
+            Kdf::Argon2id { params, .. } => Some(*params),
+            Kdf::KeyFile => None,
+        };
+        let params = params.or(recorded).unwrap_or(self.create_params);
+        if secret.kind() == KdfKind::Passphrase {
+            self.check_new_cost(&params)?;
+        }
+        let new = self.new_lock(secret, params)?;
+        self.seal_and_replace(&new, plaintext)?;
+        let kdf = new.kdf.clone();
+        *cache = Some(new);
+        Ok((before, kdf))
+    }
+
+    /// A fresh KDF for `secret` and the key it derives.
+    fn new_lock(&self, secret: &Secret, params: Argon2Params) -> Result<Unlocked> {
+        let kdf = match secret.kind() {
+            KdfKind::Passphrase => {
+                let mut salt = vec![0u8; 32];
+                rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut salt);
+                Kdf::Argon2id { params, salt }
+            }
+            KdfKind::KeyFile => Kdf::KeyFile,
+        };
+        let key = derive_key(&kdf, secret)?;
+        Ok(Unlocked {
+            preamble: encode_preamble(&kdf),
+            kdf,
+            key,
+        })
+    }
+
+    fn seal_and_replace(&self, u: &Unlocked, plaintext: &[u8]) -> Result<()> {
         let opts = EncryptOptions {
             context: context_for(&u.preamble),
             ..EncryptOptions::default()

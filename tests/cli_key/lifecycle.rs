@@ -160,13 +160,15 @@ fn disabled_and_pending_deletion_keys_refuse_and_say_how_to_undo() {
         "7",
     ]);
     let soon = fmt(OffsetDateTime::now_utc() + Duration::days(6));
-    assert!(r.ok(&["key", "rotate-due", "--as-of", &soon])["Deleted"]
-        .as_array()
-        .unwrap()
-        .is_empty());
+    assert!(
+        r.ok(&["key", "rotate-due", "--as-of", &soon, "--force"])["Deleted"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     let later = fmt(OffsetDateTime::now_utc() + Duration::days(8));
     assert_eq!(
-        r.ok(&["key", "rotate-due", "--as-of", &later])["Deleted"][0],
+        r.ok(&["key", "rotate-due", "--as-of", &later, "--force"])["Deleted"][0],
         k.as_str()
     );
     r.fails(&["key", "describe", &k], 5);

@@ -66,6 +66,11 @@ impl Ring {
         err
     }
 
+    /// Runs and returns the exit code.
+    pub fn code(&self, args: &[&str]) -> Option<i32> {
+        self.cmd().args(args).output().unwrap().status.code()
+    }
+
     pub fn create(&self, args: &[&str]) -> String {
         let mut a = vec!["key", "create"];
         a.extend_from_slice(args);

@@ -76,6 +76,7 @@ fn rotation_schedule_on_demand_and_history() {
         "rotate-due",
         "--as-of",
         s["NextRotationDate"].as_str().unwrap(),
+        "--force",
     ]);
     assert_eq!(due["Rotated"][0]["KeyId"], k.as_str());
     assert_eq!(due["Rotated"][0]["CurrentKeyVersion"], 2);
@@ -106,14 +107,38 @@ fn rotation_schedule_on_demand_and_history() {
         3
     );
     let m3 = r.encrypt(&k, "m3", b"after on-demand");
+    // As AWS KMS spells them: the initial material is not a rotation, and
+    // is listed only with ALL_KEY_MATERIAL.
+    let field = |rot: &Value, f: &str| -> Vec<Value> {
+        rot["Rotations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x[f].clone())
+            .collect()
+    };
     let rot = r.ok(&["key", "rotations", &k]);
-    let types: Vec<&str> = rot["Rotations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x["RotationType"].as_str().unwrap())
-        .collect();
-    assert_eq!(types, ["INITIAL", "AUTOMATIC", "ON_DEMAND"]);
+    assert_eq!(field(&rot, "RotationType"), ["AUTOMATIC", "ON_DEMAND"]);
+    assert_eq!(field(&rot, "KeyMaterialState"), ["NON_CURRENT", "CURRENT"]);
+    assert_eq!(field(&rot, "BackingKeyVersion"), [2, 3]);
+    let all = r.ok(&[
+        "key",
+        "list-key-rotations",
+        "--key-id",
+        &k,
+        "--include-key-material",
+        "ALL_KEY_MATERIAL",
+    ]);
+    assert_eq!(
+        field(&all, "RotationType"),
+        [Value::Null, "AUTOMATIC".into(), "ON_DEMAND".into()]
+    );
+    assert_eq!(field(&all, "RotationDate")[0], Value::Null);
+    assert_eq!(
+        field(&all, "KeyMaterialState"),
+        ["NON_CURRENT", "NON_CURRENT", "CURRENT"]
+    );
+    assert_eq!(field(&all, "VersionState"), ["ENABLED"; 3]);
     assert_eq!(r.decrypt(&m1), b"before rotation");
     assert_eq!(r.decrypt(&m2), b"after rotation");
     assert_eq!(r.decrypt(&m3), b"after on-demand");
@@ -219,8 +244,13 @@ fn external_keys_take_imported_material_as_versions() {
     assert!(e.contains("EXTERNAL"), "{e}");
     let gen = r.create(&[]);
     r.fails(&["key", "import-material", &gen, "--material-file", &m2], 2);
+    // The first import is the initial material; a later one is an on-demand
+    // rotation of imported material, as in KMS.
     let rot = r.ok(&["key", "rotations", &k]);
-    assert_eq!(rot["Rotations"][1]["RotationType"], "IMPORTED");
+    assert_eq!(rot["Rotations"].as_array().unwrap().len(), 1);
+    assert_eq!(rot["Rotations"][0]["RotationType"], "ON_DEMAND");
+    assert_eq!(rot["Rotations"][0]["ImportState"], "IMPORTED");
+    assert_eq!(rot["Rotations"][0]["KeyMaterialState"], "CURRENT");
     // Material never appears in what the commands print.
     for args in [
         &["key", "describe", &k][..],

@@ -10,7 +10,8 @@ Subcommands (exit 0 on success; 1 on any encrypt/decrypt failure or context
 mismatch, with a one-line "esdk_tool: error: ..." message on stderr; 2 on a usage
 error, as argparse does):
 
-  encrypt  --key-file F --namespace NS --name N [--frame-length BYTES] [-c k=v ...] IN OUT
+  encrypt  --key-file F --namespace NS --name N [--frame-length BYTES] [--suite S]
+           [-c k=v ...] IN OUT
   decrypt  --key-file F --namespace NS --name N [-c k=v ...] [--allow-legacy]
            [--header-json FILE] IN OUT
   encrypt|decrypt --kms-key-arn ARN [--kms-endpoint URL] ...   (AWS KMS keyring instead)
@@ -25,8 +26,9 @@ and unwraps instead, through a boto3 KMS client in the ARN's region, pointed
 at --kms-endpoint when given (a local KMS such as moto); credentials come
 from the usual AWS environment.
 
-Encrypt always uses suite 0x0478 (AES-256-GCM, HKDF-SHA512, key commitment) under
-the commitment policy REQUIRE_ENCRYPT_REQUIRE_DECRYPT. --frame-length 0 writes a
+Encrypt uses suite 0x0478 (AES-256-GCM, HKDF-SHA512, key commitment) under the
+commitment policy REQUIRE_ENCRYPT_REQUIRE_DECRYPT; --suite 0578 names the signed
+suite 0x0578, --suite sdk-default passes no suite, so the SDK's default applies. --frame-length 0 writes a
 non-framed message (content type 0x01); the default is the SDK's (4096 bytes).
 
 Decrypt writes the plaintext to a temporary file beside OUT and renames it into
@@ -43,7 +45,8 @@ non-committing suites (policy REQUIRE_ENCRYPT_ALLOW_DECRYPT).
 
 The `vectors` subcommand prints "vectors: N passed, M failed" and exits 1 unless every
 test matched: a 0x0478 test must decrypt to its expected plaintext (or fail, if
-the manifest says so); a non-committing one must fail unless --allow-legacy.
+the manifest says so), and so must a 0x0578 one; a non-committing one must
+fail unless --allow-legacy.
 """
 
 import argparse
@@ -237,16 +240,15 @@ def _sdk_error(action, exc):
     return ToolError("{} failed: {}: {}".format(action, type(exc).__name__, exc))
 
 
-def encrypt_stream(src, out, keyring, context, frame_length=None):
+def encrypt_stream(src, out, keyring, context, frame_length=None, suite="0478"):
+    """suite: "0478", "0578", or "sdk-default" (no algorithm: the SDK picks 0x0578)."""
     s = _sdk()
     client = make_client()
-    kwargs = dict(
-        mode="e",
-        source=src,
-        keyring=keyring,
-        encryption_context=context,
-        algorithm=s["Algorithm"].AES_256_GCM_HKDF_SHA512_COMMIT_KEY,
-    )
+    kwargs = dict(mode="e", source=src, keyring=keyring, encryption_context=context)
+    if suite == "0478":
+        kwargs["algorithm"] = s["Algorithm"].AES_256_GCM_HKDF_SHA512_COMMIT_KEY
+    elif suite == "0578":
+        kwargs["algorithm"] = s["Algorithm"].AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384
     if frame_length is not None:
         kwargs["frame_length"] = frame_length
     with client.stream(**kwargs) as enc:
@@ -332,7 +334,7 @@ def cmd_encrypt(args):
     src = _open_in(args.input)
     out = _AtomicOut(args.output)
     try:
-        encrypt_stream(src, out, keyring, ctx, args.frame_length)
+        encrypt_stream(src, out, keyring, ctx, args.frame_length, args.suite)
         out.commit()
     except ToolError:
         out.abort()
@@ -403,7 +405,7 @@ def cmd_vectors(args):
         )
         with open(_file_url(base, test["ciphertext"]), "rb") as f:
             ct = f.read()
-        legacy = _suite_of(ct) != 0x0478
+        legacy = _suite_of(ct) not in (0x0478, 0x0578)  # committing: unsigned, signed
         expect_ok = "output" in test["result"] and (args.allow_legacy or not legacy)
         out = io.BytesIO()
         try:
@@ -490,10 +492,12 @@ def build_parser():
         sp.add_argument("input", metavar="IN", help="input file, or - for stdin")
         sp.add_argument("output", metavar="OUT", help="output file, or - for stdout")
 
-    e = sub.add_parser("encrypt", help="encrypt IN to OUT with suite 0x0478")
+    e = sub.add_parser("encrypt", help="encrypt IN to OUT (suite 0x0478 unless --suite)")
     keyring_args(e)
     e.add_argument("--frame-length", type=int, default=None, metavar="BYTES",
                    help="frame length in bytes; 0 = non-framed (default: SDK's 4096)")
+    e.add_argument("--suite", choices=("0478", "0578", "sdk-default"), default="0478",
+                   help="0x0478 (default), 0x0578, or the SDK's own default (0x0578)")
     e.set_defaults(func=cmd_encrypt)
 
     d = sub.add_parser("decrypt", help="decrypt IN to OUT; -c pairs must be in the context")

@@ -110,9 +110,9 @@ pub fn tempdir() -> tempfile::TempDir {
         .expect("creating a temporary folder")
 }
 
-/// The shared ESDK test vectors beside the repository.
+/// The official ESDK test vectors, vendored in fixtures/esdk-vectors.
 pub fn esdk_vectors_dir() -> PathBuf {
     std::env::var_os("ENVARC_ESDK_VECTORS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors/esdk"))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/esdk-vectors"))
 }

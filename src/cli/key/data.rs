@@ -74,7 +74,7 @@ pub fn generate_data_key(
         ));
     }
     let kr = load_keyring(g)?;
-    let dk = kr.generate_data_key(&a.key, len, &context_of(&a.context)?)?;
+    let dk = kr.generate_data_key(a.key.get(), len, &context_of(&a.context)?)?;
     if let Some(p) = &a.ciphertext_out {
         write_output(p, &dk.ciphertext_blob, false)?;
     }

@@ -11,12 +11,12 @@ use super::super::{GlobalArgs, Output};
 use super::CreateArgs;
 use crate::error::exit;
 use crate::keyring::{
-    fmt_date, rotation, CreateKey, KeySpec, KeyState, Keyring, MaintenanceReport, Origin,
+    fmt_date, rotation, Clock, CreateKey, KeySpec, KeyState, Keyring, MaintenanceReport, Origin,
 };
 use crate::{Error, Result};
 
 /// What due maintenance did while the keyring was open, one line each.
-fn notes(r: &MaintenanceReport) -> Vec<String> {
+pub(super) fn notes(r: &MaintenanceReport) -> Vec<String> {
     let mut v: Vec<String> = r
         .rotated
         .iter()
@@ -30,11 +30,21 @@ fn notes(r: &MaintenanceReport) -> Vec<String> {
     v.extend(r.deleted.iter().map(|id| {
         format!("Deleted key {id}: its deletion window ended; its material is destroyed")
     }));
+    v.extend(r.destroyed_versions.iter().map(|(id, ver, _)| {
+        format!(
+            "Destroyed backing key v{ver} of key {id}: its deletion window ended; what it \
+             wrapped is unrecoverable"
+        )
+    }));
     v
 }
 
 /// A locked read-modify-write; prints what due maintenance did.
-fn update<T>(out: &Output, g: &GlobalArgs, f: impl FnOnce(&mut Keyring) -> Result<T>) -> Result<T> {
+pub(super) fn update<T>(
+    out: &Output,
+    g: &GlobalArgs,
+    f: impl FnOnce(&mut Keyring) -> Result<T>,
+) -> Result<T> {
     let (t, lines) = keyring_file(g)?.update(|kr| {
         let t = f(kr)?;
         Ok((t, notes(kr.report())))
@@ -65,6 +75,17 @@ pub fn key_metadata(kr: &Keyring, id: &Uuid) -> Value {
         "CurrentKeyVersion": k.current().map(|b| b.version),
         "BackingKeyCount": k.backing_keys().len(),
         "KeyRotationEnabled": k.rotation.is_some(),
+        "BackingKeys": k.backing_keys().iter().map(|b| {
+            let mut v = json!({
+                "Version": b.version,
+                "KeyMaterialState": super::versions::material_state(k, b),
+                "VersionState": b.state().as_str(),
+            });
+            if let Some(d) = b.deletion_date {
+                v["DeletionDate"] = json!(fmt_date(d));
+            }
+            v
+        }).collect::<Vec<_>>(),
     });
     let o = m.as_object_mut().expect("an object");
     match k.key_spec {
@@ -133,6 +154,7 @@ fn key_summary(kr: &Keyring, id: &Uuid) -> String {
             None => "none yet (import material)".into(),
         },
     );
+    line("Versions:", super::versions::versions_line(k));
     line("Rotation:", rotation_line(kr, id));
     if let Some(d) = k.deletion_date {
         line("Deletion:", format!("scheduled for {}", fmt_date(d)));
@@ -189,6 +211,43 @@ pub fn list(out: &Output, g: &GlobalArgs) -> Result<i32> {
     out.json(&json!({
         "Keys": kr.keys().iter().map(|k| key_metadata(&kr, &k.key_id)).collect::<Vec<_>>(),
         "Aliases": kr.aliases().iter().map(|(a, id)| json!({"AliasName": a, "TargetKeyId": id.to_string()})).collect::<Vec<_>>(),
+    }))?;
+    Ok(exit::OK)
+}
+
+/// KMS ListAliases: `{"Aliases": [{"AliasName", "TargetKeyId"}], "Truncated"}`.
+/// A local keyring has no ARNs, so `AliasArn` (optional in KMS) is absent.
+pub fn list_aliases(out: &Output, g: &GlobalArgs, key: Option<&str>) -> Result<i32> {
+    let kr = load_keyring(g)?;
+    let only = key.map(|k| kr.resolve(k)).transpose()?;
+    let aliases: Vec<(&String, &Uuid)> = kr
+        .aliases()
+        .iter()
+        .filter(|(_, id)| only.is_none_or(|o| o == **id))
+        .collect();
+    if aliases.is_empty() {
+        out.say(match only {
+            Some(id) => format!("Key {id} has no aliases"),
+            None => "The keyring has no aliases".to_string(),
+        });
+    } else {
+        let width = aliases
+            .iter()
+            .map(|(a, _)| a.len())
+            .max()
+            .unwrap_or(0)
+            .max(5);
+        out.say(format!("{:<width$}  TARGET KEY ID", "ALIAS"));
+        for (a, id) in &aliases {
+            out.say(format!("{a:<width$}  {id}"));
+        }
+    }
+    out.json(&json!({
+        "Aliases": aliases.iter().map(|(a, id)| json!({
+            "AliasName": a,
+            "TargetKeyId": id.to_string(),
+        })).collect::<Vec<_>>(),
+        "Truncated": false,
     }))?;
     Ok(exit::OK)
 }
@@ -314,37 +373,6 @@ pub fn rotate_on_demand(out: &Output, g: &GlobalArgs, key: &str) -> Result<i32> 
     Ok(exit::OK)
 }
 
-pub fn rotations(out: &Output, g: &GlobalArgs, key: &str) -> Result<i32> {
-    let kr = load_keyring(g)?;
-    let k = kr.get(key)?;
-    let id = k.key_id.to_string();
-    out.say(format!("Backing keys of key {id}:"));
-    for b in k.backing_keys() {
-        out.say(format!(
-            "  v{:<4} {}  {}{}",
-            b.version,
-            fmt_date(b.created),
-            b.kind.as_str(),
-            if b.has_material() {
-                ""
-            } else {
-                "  (material destroyed)"
-            }
-        ));
-    }
-    out.json(&json!({
-        "Rotations": k.backing_keys().iter().map(|b| json!({
-            "KeyId": id,
-            "RotationDate": fmt_date(b.created),
-            "RotationType": b.kind.as_str(),
-            "BackingKeyVersion": b.version,
-            "KeyMaterialState": if b.has_material() { "AVAILABLE" } else { "DESTROYED" },
-        })).collect::<Vec<_>>(),
-        "Truncated": false,
-    }))?;
-    Ok(exit::OK)
-}
-
 fn rotation_json(kr: &Keyring, id: &Uuid) -> Value {
     let k = kr.get(&id.to_string()).expect("an existing key");
     let mut v = json!({
@@ -390,8 +418,34 @@ fn parse_date(s: &str) -> Result<OffsetDateTime> {
         })
 }
 
-pub fn rotate_due(out: &Output, g: &GlobalArgs, as_of: Option<&str>) -> Result<i32> {
+/// An `--as-of` in the future dates new backing keys then and cuts pending
+/// windows short, so it needs `--force`.
+fn check_as_of(out: &Output, as_of: OffsetDateTime, force: bool) -> Result<()> {
+    let now = crate::keyring::SystemClock.now();
+    if as_of <= now {
+        return Ok(());
+    }
+    let what = format!(
+        "--as-of {} is in the future: rotate-due would date the new backing keys then, and \
+         destroy now the keys and versions whose deletion is scheduled before it (cutting their \
+         pending window short)",
+        fmt_date(as_of)
+    );
+    if !force {
+        return Err(Error::Usage(format!(
+            "{what}; nothing was changed. Drop --as-of to act as of now, or pass --force if that \
+             is what you want"
+        )));
+    }
+    out.warn(format!("{what}; doing it, as --force asks"));
+    Ok(())
+}
+
+pub fn rotate_due(out: &Output, g: &GlobalArgs, as_of: Option<&str>, force: bool) -> Result<i32> {
     let as_of = as_of.map(parse_date).transpose()?;
+    if let Some(t) = as_of {
+        check_as_of(out, t, force)?;
+    }
     let r = keyring_file(g)?.run_due(as_of)?;
     let lines = notes(&r);
     if lines.is_empty() {
@@ -405,6 +459,9 @@ pub fn rotate_due(out: &Output, g: &GlobalArgs, as_of: Option<&str>) -> Result<i
             "KeyId": id.to_string(), "CurrentKeyVersion": v, "RotationDate": fmt_date(*at),
         })).collect::<Vec<_>>(),
         "Deleted": r.deleted.iter().map(|id| id.to_string()).collect::<Vec<_>>(),
+        "DestroyedKeyVersions": r.destroyed_versions.iter().map(|(id, v, at)| json!({
+            "KeyId": id.to_string(), "Version": v, "DeletionDate": fmt_date(*at),
+        })).collect::<Vec<_>>(),
     }))?;
     Ok(exit::OK)
 }

@@ -40,6 +40,11 @@ pub struct LockInfo {
     /// RFC 3339, UTC: when the lock was taken (or last refreshed, on stores
     /// whose locks are refreshed).
     pub time: String,
+    /// The holder's boot and pid namespace ([`process_scope`]): a pid can
+    /// be judged only by a process that shares both (two containers may
+    /// share a host name, never a pid namespace). Absent in older locks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 impl LockInfo {
@@ -60,7 +65,33 @@ impl LockInfo {
 /// A held lock; dropping it removes the lock object. A shared lock on a
 /// repository that cannot be written holds no object (see [`acquire`]).
 pub struct RepoLock {
-    _held: Option<Box<dyn HeldLock>>,
+    held: Option<Box<dyn HeldLock>>,
+}
+
+impl RepoLock {
+    /// Fails once the lock can no longer be trusted (on a remote store: its
+    /// refresh failed for too long, or another process removed it). Long
+    /// operations call it between steps, and before they write what makes
+    /// their work visible (a snapshot, a prune's deletions), and stop.
+    pub fn check(&self) -> Result<()> {
+        match &self.held {
+            Some(h) => h.check().map_err(|e| {
+                Error::Locked(format!(
+                    "{e}; stopped, so as not to work without the repository lock: run the \
+                     command again"
+                ))
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The holder's boot id and pid namespace, `BOOT_ID/pid:[INODE]`, when
+/// the system tells them (Linux); `None` elsewhere.
+pub fn process_scope() -> Option<String> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let ns = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    Some(format!("{}/{}", boot.trim(), ns.display()))
 }
 
 /// This machine's host name (for locks and snapshots).
@@ -73,7 +104,7 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .replace_nanosecond(0)
         .ok()
@@ -137,6 +168,7 @@ fn try_acquire(
         pid: std::process::id(),
         host: hostname(),
         time: now_rfc3339(),
+        scope: process_scope(),
     };
     let json = serde_json::to_vec(&info).map_err(|e| Error::Other(e.to_string()))?;
     let held = match storage.create_lock(&own, &json) {
@@ -156,7 +188,7 @@ fn try_acquire(
         }
     };
     let can_remove = held.is_some();
-    let lock = RepoLock { _held: held };
+    let lock = RepoLock { held };
     check_others(storage, kind, &own, can_remove, progress)?;
     Ok(lock)
 }
@@ -257,6 +289,7 @@ mod tests {
             pid,
             host: host.into(),
             time: "2020-01-01T00:00:00Z".into(),
+            scope: None,
         };
         s.create(&name, &serde_json::to_vec(&info).unwrap())
             .unwrap();

@@ -21,17 +21,33 @@
 //! local folder proves a holder alive with `flock`, an object store with a
 //! lock object that its holder refreshes (see [`lock`]).
 //!
-//! Implementations: [`local::LocalStorage`] (a folder); remote stores live
-//! beside it and are chosen from the repository URL.
+//! Implementations: [`local::LocalStorage`] (a folder), [`s3::S3Storage`]
+//! and [`sftp::SftpStorage`] (feature `remote`, on by default), chosen from
+//! the repository location by [`open`] (see [`url`]).
 
 pub mod local;
 pub mod lock;
+// Used by the remote stores only; its timing type is public either way.
+#[cfg_attr(not(feature = "remote"), allow(dead_code))]
+pub(crate) mod refresh_lock;
+pub mod retry;
+#[cfg(feature = "remote")]
+mod runtime;
+#[cfg(feature = "remote")]
+pub mod s3;
+#[cfg(feature = "remote")]
+pub mod sftp;
+#[cfg(feature = "remote")]
+mod sftp_conn;
+pub mod url;
 
 use std::io::{self, Write};
 use std::time::SystemTime;
 
 pub use local::LocalStorage;
 pub use lock::{LockInfo, LockKind, RepoLock};
+pub use refresh_lock::LockTiming;
+pub use url::{open, open_with, Location, RemoteOptions};
 
 /// One object as listed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,7 +73,14 @@ pub trait ObjectWriter: Write + Send {
 }
 
 /// A held lock object. Dropping it removes the lock (and stops its refresh).
-pub trait HeldLock: Send {}
+pub trait HeldLock: Send {
+    /// `Err` once the lock can no longer be trusted: its refresh failed for
+    /// too long, or another process removed it (remote stores). A flock'd
+    /// local lock cannot be lost while its holder lives.
+    fn check(&self) -> io::Result<()> {
+        Ok(())
+    }
+}
 
 /// The operations a repository needs from wherever it lives.
 pub trait Storage: Send + Sync {

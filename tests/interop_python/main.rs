@@ -2,7 +2,9 @@
 //! tests/interop/esdk_tool.py, raw AES keyring): messages Python writes decrypt
 //! in envarc, and messages envarc writes decrypt in Python, for sizes 0, 1,
 //! frame-1, frame, frame+1 and several MiB, with and without an encryption
-//! context, under AES-128/192/256 wrapping keys.
+//! context, under AES-128/192/256 wrapping keys. The same for the signed suite
+//! 0x0578: Python's default messages (raw AES keyring, and its AWS KMS keyring
+//! against a local moto) decrypt in envarc, and envarc's 0x0578 in Python.
 //!
 //! Each case is one command line of the tool. Importing the SDK costs about
 //! half a second per Python start, so each test runs all its command lines in a
@@ -14,7 +16,10 @@
 //! `.ci/run` sets both. Unset, the tests are skipped with a note, except under
 //! CI (env `CI` set), where that is a failure.
 
+#[path = "../util/mod.rs"]
 mod util;
+
+mod signed;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -197,7 +202,12 @@ json.dump(results, sys.stdout)
 
 /// Runs `jobs` through the tool; returns (succeeded, output) for each.
 fn run_tool(py: &Python, jobs: &[Vec<String>]) -> Vec<(bool, String)> {
+    run_tool_env(py, jobs, &[])
+}
+
+fn run_tool_env(py: &Python, jobs: &[Vec<String>], env: &[(&str, &str)]) -> Vec<(bool, String)> {
     let mut child = Command::new(&py.python)
+        .envs(env.iter().copied())
         .args(["-c", DRIVER])
         .arg(&py.tool)
         .stdin(Stdio::piped())

@@ -1,0 +1,463 @@
+//! A repository in an S3 bucket (AWS, SeaweedFS, MinIO, Ceph, …), through
+//! Apache OpenDAL's S3 service.
+//!
+//! - Objects are created with `If-None-Match: *` (a single PUT, or the
+//!   completion of a multipart upload), so a name that exists is never
+//!   overwritten where the store honours the header. Each create carries a
+//!   random token in its metadata (`x-amz-meta-envarc-token`): when a retried
+//!   create meets an existing object, the token tells our own earlier attempt
+//!   (whose answer was lost) from another writer's object.
+//! - Objects up to [`PART`] bytes are one PUT; larger ones are uploaded in
+//!   parts of [`PART`] bytes, so a writer holds at most two parts in memory.
+//! - Every request is retried on 5xx, 429, connection errors and timeouts
+//!   (OpenDAL's retry layer, with [`super::retry::RetryPolicy`]'s bounds), and
+//!   each attempt is bounded by the request timeout.
+//! - Credentials come from the usual AWS places (OpenDAL's reqsign chain):
+//!   `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN`, the
+//!   shared `~/.aws/config` and `~/.aws/credentials` files (`AWS_PROFILE`),
+//!   SSO, web identity, `credential_process`, ECS and EC2 instance roles.
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use opendal::layers::{RetryLayer, TimeoutLayer};
+use opendal::options::{ListOptions, ReadOptions, WriteOptions};
+use opendal::Operator;
+
+use super::refresh_lock::{is_stale, LockObjects, LockTiming, RefreshedLock};
+use super::runtime;
+use super::url::{RemoteOptions, S3Location};
+use super::{check_name, HeldLock, LockInfo, ObjectInfo, ObjectWriter, Storage};
+
+/// Part size of multipart uploads (S3's minimum is 5 MiB).
+pub const PART: usize = 8 << 20;
+
+/// The user metadata key of the create token.
+const TOKEN: &str = "envarc-token";
+
+/// Requests in flight at once that pipelines should aim for.
+pub const MAX_IN_FLIGHT: usize = 16;
+
+/// A bucket (and prefix) on an S3-compatible endpoint.
+pub struct S3Storage {
+    inner: Arc<Inner>,
+    timing: LockTiming,
+}
+
+struct Inner {
+    op: Operator,
+    location: String,
+}
+
+/// The region of `loc`: from the AWS environment, else from an AWS host
+/// name (`s3.REGION.amazonaws.com`), else `us-east-1` (what S3-compatible
+/// servers expect when they care at all).
+fn region_of(loc: &S3Location) -> String {
+    if let Some(r) = ["AWS_REGION", "AWS_DEFAULT_REGION"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+    {
+        return r;
+    }
+    let host = loc
+        .endpoint
+        .split_once("://")
+        .map_or(loc.endpoint.as_str(), |(_, h)| h);
+    host.strip_suffix(".amazonaws.com")
+        .and_then(|h| h.strip_prefix("s3.").or_else(|| h.strip_prefix("s3-")))
+        .filter(|r| !r.is_empty() && !r.contains('.'))
+        .unwrap_or("us-east-1")
+        .to_string()
+}
+
+impl S3Storage {
+    /// Connects lazily: nothing is sent until the first request.
+    pub fn new(loc: &S3Location, opts: &RemoteOptions) -> io::Result<S3Storage> {
+        let host = loc.endpoint.split_once("://").map_or("", |(_, h)| h);
+        let aws = host == "s3.amazonaws.com" || host.ends_with(".amazonaws.com");
+        let mut b = opendal::services::S3::default()
+            .bucket(&loc.bucket)
+            .root(&format!("/{}", loc.prefix))
+            .region(&region_of(loc));
+        if aws {
+            // AWS: the regional endpoint, virtual-host addressing.
+            b = b.enable_virtual_host_style();
+            if host != "s3.amazonaws.com" {
+                b = b.endpoint(&loc.endpoint);
+            }
+        } else {
+            b = b.endpoint(&loc.endpoint);
+        }
+        let p = &opts.retry;
+        let location = super::Location::S3(loc.clone()).to_string();
+        let _rt = runtime::enter()?;
+        let op = Operator::new(b)
+            .map_err(|e| to_io(&location, "configuring", "", e))?
+            .layer(
+                TimeoutLayer::new()
+                    .with_timeout(opts.timeout)
+                    .with_io_timeout(opts.timeout),
+            )
+            .layer(
+                RetryLayer::new()
+                    .with_max_times(p.attempts.saturating_sub(1))
+                    .with_min_delay(p.first_delay)
+                    .with_max_delay(p.max_delay)
+                    .with_factor(2.0)
+                    .with_jitter(),
+            );
+        Ok(S3Storage {
+            inner: Arc::new(Inner { op, location }),
+            timing: opts.lock.clone(),
+        })
+    }
+}
+
+/// An OpenDAL error as an `io::Error` that names the object and the store.
+fn to_io(location: &str, what: &str, name: &str, e: opendal::Error) -> io::Error {
+    use opendal::ErrorKind as K;
+    let kind = match e.kind() {
+        K::NotFound => io::ErrorKind::NotFound,
+        K::PermissionDenied => io::ErrorKind::PermissionDenied,
+        K::AlreadyExists | K::ConditionNotMatch => io::ErrorKind::AlreadyExists,
+        K::RangeNotSatisfied => io::ErrorKind::UnexpectedEof,
+        K::ConfigInvalid => io::ErrorKind::InvalidInput,
+        K::Unsupported => io::ErrorKind::Unsupported,
+        K::RateLimited => io::ErrorKind::QuotaExceeded,
+        _ if e.to_string().contains("timeout") => io::ErrorKind::TimedOut,
+        _ => io::ErrorKind::Other,
+    };
+    let advice = match e.kind() {
+        K::ConfigInvalid if e.to_string().contains("NoSuchBucket") => {
+            "; the bucket does not exist: create it first (envarc does not create buckets)"
+        }
+        K::PermissionDenied => {
+            "; check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE) \
+             and the bucket policy"
+        }
+        _ => "",
+    };
+    let name = if name.is_empty() {
+        String::new()
+    } else {
+        format!(" {name}")
+    };
+    io::Error::new(kind, format!("{what}{name} in {location}: {e}{advice}"))
+}
+
+impl Inner {
+    fn err(&self, what: &str, name: &str, e: opendal::Error) -> io::Error {
+        to_io(&self.location, what, name, e)
+    }
+
+    fn stat(&self, name: &str) -> io::Result<opendal::Metadata> {
+        check_name(name)?;
+        let (op, n) = (self.op.clone(), name.to_string());
+        runtime::run(async move { Ok(op.stat(&n).await) })?
+            .map_err(|e| self.err("stat of", name, e))
+    }
+
+    /// A conditional create of `data` under `name`, tagged with `token`.
+    fn put_new(&self, name: &str, data: Vec<u8>, token: &str) -> io::Result<()> {
+        let (op, n) = (self.op.clone(), name.to_string());
+        let opts = create_options(token);
+        let r = runtime::run(async move { Ok(op.write_options(&n, data, opts).await) })?;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) => self.settle(name, token, self.err("writing", name, e)),
+        }
+    }
+
+    /// After a create failed with `e`: success if `e` says the name exists
+    /// and holds our own token (a retried attempt found the first one's
+    /// object), else `e`.
+    fn settle(&self, name: &str, token: &str, e: io::Error) -> io::Result<()> {
+        if e.kind() != io::ErrorKind::AlreadyExists {
+            return Err(e);
+        }
+        match self.stat(name) {
+            Ok(md) if md.user_metadata().and_then(|m| m.get(TOKEN)) == Some(token) => Ok(()),
+            _ => Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{name} already exists in {}", self.location),
+            )),
+        }
+    }
+}
+
+fn create_options(token: &str) -> WriteOptions {
+    WriteOptions {
+        if_not_exists: true,
+        user_metadata: Some(HashMap::from([(TOKEN.to_string(), token.to_string())])),
+        ..Default::default()
+    }
+}
+
+impl Inner {
+    /// One unconditional PUT: replaces `name` atomically.
+    fn overwrite(&self, name: &str, data: &[u8]) -> io::Result<()> {
+        let (op, n, d) = (self.op.clone(), name.to_string(), data.to_vec());
+        runtime::run(async move { Ok(op.write(&n, d).await) })?
+            .map(|_| ())
+            .map_err(|e| self.err("writing", name, e))
+    }
+}
+
+impl LockObjects for Inner {
+    fn refresh(&self, name: &str, data: &[u8]) -> io::Result<()> {
+        self.stat(name)?; // NotFound: removed by someone else
+        self.overwrite(name, data)
+    }
+    fn remove(&self, name: &str) -> io::Result<()> {
+        let (op, n) = (self.op.clone(), name.to_string());
+        runtime::run(async move { Ok(op.delete(&n).await) })?
+            .map_err(|e| self.err("deleting", name, e))
+    }
+}
+
+/// Buffers up to one part; past that, streams parts into a multipart upload
+/// that is completed (conditionally) on commit and aborted on drop.
+struct S3Writer {
+    inner: Arc<Inner>,
+    name: String,
+    token: String,
+    buf: Vec<u8>,
+    upload: Option<opendal::Writer>,
+    written: u64,
+}
+
+impl S3Writer {
+    /// Hands the full buffer to the multipart upload (started on first use).
+    fn push_part(&mut self) -> io::Result<()> {
+        let part = std::mem::replace(&mut self.buf, Vec::with_capacity(PART));
+        let upload = self.upload.take();
+        let (op, n, token) = (self.inner.op.clone(), self.name.clone(), self.token.clone());
+        let (w, r) = runtime::run(async move {
+            let mut w = match upload {
+                Some(w) => w,
+                None => {
+                    let opts = WriteOptions {
+                        chunk: Some(PART),
+                        concurrent: 1,
+                        ..create_options(&token)
+                    };
+                    match op.writer_options(&n, opts).await {
+                        Ok(w) => w,
+                        Err(e) => return Ok((None, Err(e))),
+                    }
+                }
+            };
+            let r = w.write(part).await;
+            Ok((Some(w), r))
+        })?;
+        self.upload = w;
+        r.map_err(|e| self.inner.err("uploading a part of", &self.name, e))
+    }
+}
+
+impl Write for S3Writer {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(PART - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        self.written += n as u64;
+        if self.buf.len() == PART {
+            self.push_part()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl ObjectWriter for S3Writer {
+    fn written(&self) -> u64 {
+        self.written
+    }
+
+    fn commit(mut self: Box<Self>) -> io::Result<()> {
+        let Some(mut w) = self.upload.take() else {
+            let data = std::mem::take(&mut self.buf);
+            return self.inner.put_new(&self.name, data, &self.token);
+        };
+        let last = std::mem::take(&mut self.buf);
+        let r = runtime::run(async move {
+            if !last.is_empty() {
+                if let Err(e) = w.write(last).await {
+                    let _ = w.abort().await;
+                    return Ok(Err(e));
+                }
+            }
+            let r = w.close().await;
+            if r.is_err() {
+                let _ = w.abort().await;
+            }
+            Ok(r)
+        })?;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = self.inner.err("completing the upload of", &self.name, e);
+                self.inner.settle(&self.name, &self.token, e)
+            }
+        }
+    }
+}
+
+impl Drop for S3Writer {
+    fn drop(&mut self) {
+        // Not committed: abort the multipart upload so no part lingers.
+        if let Some(mut w) = self.upload.take() {
+            let _ = runtime::run(async move {
+                let _ = w.abort().await;
+                Ok(())
+            });
+        }
+    }
+}
+
+impl Storage for S3Storage {
+    fn location(&self) -> String {
+        self.inner.location.clone()
+    }
+
+    fn list(&self, prefix: &str) -> io::Result<Vec<ObjectInfo>> {
+        // List the deepest folder the prefix names, then filter by name.
+        let dir = match prefix.rfind('/') {
+            Some(i) => &prefix[..=i],
+            None => "",
+        };
+        if !dir.is_empty() {
+            check_name(dir.trim_end_matches('/'))?;
+        }
+        let (op, d) = (
+            self.inner.op.clone(),
+            if dir.is_empty() { "/" } else { dir }.to_string(),
+        );
+        let opts = ListOptions {
+            recursive: true,
+            ..Default::default()
+        };
+        let entries = runtime::run(async move { Ok(op.list_options(&d, opts).await) })?
+            .map_err(|e| self.inner.err("listing", prefix, e))?;
+        Ok(entries
+            .into_iter()
+            .filter(|e| e.metadata().is_file() && e.path().starts_with(prefix))
+            .filter(|e| check_name(e.path()).is_ok())
+            .map(|e| ObjectInfo {
+                name: e.path().to_string(),
+                size: e.metadata().content_length(),
+                modified: e.metadata().last_modified().map(SystemTime::from),
+            })
+            .collect())
+    }
+
+    fn stat(&self, name: &str) -> io::Result<ObjectInfo> {
+        let md = self.inner.stat(name)?;
+        Ok(ObjectInfo {
+            name: name.to_string(),
+            size: md.content_length(),
+            modified: md.last_modified().map(SystemTime::from),
+        })
+    }
+
+    fn read(&self, name: &str) -> io::Result<Vec<u8>> {
+        check_name(name)?;
+        let (op, n) = (self.inner.op.clone(), name.to_string());
+        runtime::run(async move { Ok(op.read(&n).await) })?
+            .map(|b| b.to_vec())
+            .map_err(|e| self.inner.err("reading", name, e))
+    }
+
+    fn read_range(&self, name: &str, offset: u64, length: u64) -> io::Result<Vec<u8>> {
+        check_name(name)?;
+        if length == 0 {
+            return Ok(Vec::new());
+        }
+        let (op, n) = (self.inner.op.clone(), name.to_string());
+        let opts = ReadOptions {
+            range: (offset..offset.saturating_add(length)).into(),
+            ..Default::default()
+        };
+        let data =
+            runtime::run(async move { Ok(op.read_options(&n, opts).await) })?.map(|b| b.to_vec());
+        let data = match data {
+            // OpenDAL checks the length it got against the range asked.
+            Err(e) if e.to_string().contains("too little data") => Vec::new(),
+            r => r.map_err(|e| self.inner.err("reading", name, e))?,
+        };
+        if data.len() as u64 != length {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "{name} in {}: {length} bytes at {offset} asked, the object is shorter",
+                    self.inner.location
+                ),
+            ));
+        }
+        Ok(data)
+    }
+
+    fn create_writer(&self, name: &str) -> io::Result<Box<dyn ObjectWriter>> {
+        check_name(name)?;
+        Ok(Box::new(S3Writer {
+            inner: self.inner.clone(),
+            name: name.to_string(),
+            token: crate::repo::Id::random().to_hex(),
+            buf: Vec::new(),
+            upload: None,
+            written: 0,
+        }))
+    }
+
+    fn create(&self, name: &str, data: &[u8]) -> io::Result<()> {
+        check_name(name)?;
+        if data.len() > PART {
+            let mut w = self.create_writer(name)?;
+            w.write_all(data)?;
+            return w.commit();
+        }
+        let token = crate::repo::Id::random().to_hex();
+        self.inner.put_new(name, data.to_vec(), &token)
+    }
+
+    fn replace(&self, name: &str, data: &[u8]) -> io::Result<()> {
+        // One PUT replaces an object atomically on S3.
+        check_name(name)?;
+        self.inner.overwrite(name, data)
+    }
+
+    fn delete(&self, name: &str) -> io::Result<()> {
+        check_name(name)?;
+        self.inner.remove(name)
+    }
+
+    fn max_in_flight(&self) -> usize {
+        MAX_IN_FLIGHT
+    }
+
+    fn create_lock(&self, name: &str, data: &[u8]) -> io::Result<Box<dyn HeldLock>> {
+        self.create(name, data)?;
+        let objects: Arc<dyn LockObjects> = self.inner.clone();
+        let lock = RefreshedLock::start(
+            objects,
+            name,
+            data,
+            self.timing.clone(),
+            self.inner.location.clone(),
+        );
+        match lock {
+            Ok(l) => Ok(Box::new(l)),
+            Err(e) => {
+                let _ = self.inner.remove(name);
+                Err(e)
+            }
+        }
+    }
+
+    fn lock_is_stale(&self, object: &ObjectInfo, info: &LockInfo) -> bool {
+        is_stale(object, info, &self.timing, SystemTime::now())
+    }
+}

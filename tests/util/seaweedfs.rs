@@ -1,0 +1,243 @@
+//! A throwaway SeaweedFS (`weed server` with its S3 gateway) for tests: on
+//! free loopback ports, with S3 authentication on (one test identity), killed
+//! when dropped, and by a watchdog shell when the test process ends in any
+//! way. It can be killed (SIGKILL) and restarted on the same folder and
+//! ports, for crash tests.
+//!
+//! `weed` is found through `ENVARC_WEED`, then `PATH`, then the
+//! repository's `.venv` (`.ci/setup-seaweedfs.sh` installs it there). When it
+//! is missing the tests skip with a line on stderr, except under `CI`, where
+//! they fail. Same shape as moto.rs and bao.rs: find, start, watchdog.
+
+#![allow(dead_code)]
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::moto::free_port;
+
+/// The access key the test identity has (not a secret: loopback only).
+pub const ACCESS_KEY: &str = "envarctestkey";
+pub const SECRET_KEY: &str = "envarctestsecret";
+
+/// Finds a program: `$var`, then `PATH`, then `.venv/bin`. `None` after a
+/// skip line when missing; a panic under `CI`.
+pub fn find_program(test: &str, var: &str, name: &str, setup: &str) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(var) {
+        let p = PathBuf::from(p);
+        assert!(p.is_file(), "{test}: {var}={} is not a file", p.display());
+        return Some(p);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".venv/bin")
+        .join(name);
+    let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .or_else(|| venv.is_file().then_some(venv));
+    if found.is_none() {
+        let msg =
+            format!("`{name}` was not found: set {var}, put it on PATH, or run `bash {setup}`");
+        if std::env::var_os("CI").is_some() {
+            panic!("{test}: {msg} (CI is set, so this is a failure)");
+        }
+        eprintln!("SKIP {test}: {msg}");
+    }
+    found
+}
+
+pub fn find_weed(test: &str) -> Option<PathBuf> {
+    find_program(test, "ENVARC_WEED", "weed", ".ci/setup-seaweedfs.sh")
+}
+
+/// Runs the server in the background; SIGKILL when stdin closes (weed
+/// ignores SIGTERM for a while, and a crash is what the tests want anyway).
+/// The folder is removed then, unless the line read was `keep` (a kill
+/// before a restart): a server in a `static` is never dropped, and its
+/// folder must not outlive the test process.
+const WATCHDOG: &str = r#"dir="$1"; shift
+"$@" </dev/null >>"$dir/weed.log" 2>&1 &
+pid=$!
+read -r line || line=""
+kill -9 "$pid" 2>/dev/null
+wait "$pid" 2>/dev/null
+[ "$line" = keep ] || rm -rf "$dir""#;
+
+/// A running (or killed) server.
+pub struct SeaweedFs {
+    bin: PathBuf,
+    dir: PathBuf,
+    /// master, master grpc, volume, volume grpc, filer, filer grpc, s3, s3 grpc
+    ports: [u16; 8],
+    watchdog: Option<Child>,
+}
+
+impl SeaweedFs {
+    /// Starts a server and waits until it serves S3. Panics with its log
+    /// when it does not come up.
+    pub fn start(bin: &Path) -> SeaweedFs {
+        let dir = tempfile::Builder::new()
+            .prefix("envarc-weed-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        std::fs::create_dir(dir.join("data")).unwrap();
+        let config = format!(
+            r#"{{"identities":[{{"name":"envarc","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#
+        );
+        std::fs::write(dir.join("s3.json"), config).unwrap();
+        let mut ports = [0u16; 8];
+        for p in ports.iter_mut() {
+            *p = free_port();
+        }
+        let mut s = SeaweedFs {
+            bin: bin.to_path_buf(),
+            dir,
+            ports,
+            watchdog: None,
+        };
+        s.restart();
+        s
+    }
+
+    /// `http://127.0.0.1:PORT` of the S3 gateway.
+    pub fn s3_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports[6])
+    }
+
+    pub fn s3_port(&self) -> u16 {
+        self.ports[6]
+    }
+
+    /// Starts the server (again, on the same folder and ports) and waits
+    /// until its S3 gateway answers.
+    pub fn restart(&mut self) {
+        assert!(self.watchdog.is_none(), "restart of a running server");
+        let p = self.ports.map(|p| p.to_string());
+        let d = self.dir.as_path();
+        let args = [
+            "server".to_string(),
+            format!("-dir={}", d.join("data").display()),
+            "-ip=127.0.0.1".into(),
+            "-ip.bind=127.0.0.1".into(),
+            format!("-master.port={}", p[0]),
+            format!("-master.port.grpc={}", p[1]),
+            format!("-volume.port={}", p[2]),
+            format!("-volume.port.grpc={}", p[3]),
+            format!("-filer.port={}", p[4]),
+            format!("-filer.port.grpc={}", p[5]),
+            "-s3".into(),
+            format!("-s3.port={}", p[6]),
+            format!("-s3.port.grpc={}", p[7]),
+            format!("-s3.config={}", d.join("s3.json").display()),
+            "-master.volumeSizeLimitMB=64".into(),
+            "-volume.max=0".into(),
+            "-master.telemetry=false".into(),
+            // Catalog servers on fixed ports (8181, 9101): not needed, off.
+            "-s3.port.iceberg=0".into(),
+            "-s3.port.lance=0".into(),
+        ];
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg("weed-watchdog")
+            .arg(d)
+            .arg(&self.bin)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting sh for the weed watchdog");
+        self.watchdog = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while Instant::now() < deadline {
+            if TcpStream::connect(("127.0.0.1", self.ports[6])).is_ok()
+                && self.shell("s3.bucket.list").is_ok()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("weed did not start:\n{}", self.log());
+    }
+
+    /// Kills the server with SIGKILL and waits until it is gone; its data
+    /// stays for [`SeaweedFs::restart`].
+    pub fn kill(&mut self) {
+        self.stop(true);
+    }
+
+    fn stop(&mut self, keep: bool) {
+        if let Some(mut w) = self.watchdog.take() {
+            if let Some(mut stdin) = w.stdin.take() {
+                use std::io::Write;
+                if keep {
+                    let _ = stdin.write_all(b"keep\n");
+                }
+            }
+            let _ = w.wait();
+        }
+    }
+
+    /// Runs one `weed shell` command against this server.
+    pub fn shell(&self, command: &str) -> Result<String, String> {
+        let out = Command::new(&self.bin)
+            .arg("shell")
+            .arg(format!(
+                "-master=127.0.0.1:{}.{}",
+                self.ports[0], self.ports[1]
+            ))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin
+                    .take()
+                    .unwrap()
+                    .write_all(format!("{command}\n").as_bytes())?;
+                c.wait_with_output()
+            })
+            .map_err(|e| e.to_string())?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() && !text.to_lowercase().contains("error") {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    }
+
+    /// Creates bucket `name` (at least three characters).
+    pub fn create_bucket(&self, name: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.shell(&format!("s3.bucket.create -name {name}")) {
+                Ok(_) => return,
+                Err(e) if Instant::now() > deadline => {
+                    panic!("creating bucket {name}: {e}\n{}", self.log())
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(300)),
+            }
+        }
+    }
+
+    /// The last part of the server's log (for failure messages).
+    pub fn log(&self) -> String {
+        let bytes = std::fs::read(self.dir.join("weed.log")).unwrap_or_default();
+        String::from_utf8_lossy(&bytes[bytes.len().saturating_sub(4000)..]).into_owned()
+    }
+}
+
+impl Drop for SeaweedFs {
+    fn drop(&mut self) {
+        self.stop(false); // the watchdog removes the folder
+    }
+}
