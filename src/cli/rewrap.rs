@@ -37,7 +37,7 @@ pub struct ReencryptArgs {
 /// The lines both commands print after their first: what else moved.
 fn details(r: &RekeyReport, dry_run: bool) -> String {
     let mut also = vec![format!(
-        "{} of {} need them",
+        "needed by {} in {}",
         plural(r.files_affected, "file", "files"),
         plural(r.snapshots_affected, "snapshot", "snapshots")
     )];

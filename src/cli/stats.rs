@@ -42,9 +42,6 @@ fn version_name(v: &VersionStats) -> String {
     if v.current {
         name.push_str(" (current)");
     }
-    if !v.retired.is_empty() {
-        name.push_str(&format!(" (retired: {})", v.retired.join(", ")));
-    }
     name
 }
 
@@ -58,6 +55,9 @@ fn version_line(v: &VersionStats) -> String {
     }
     if v.config {
         also.push("the config".into());
+    }
+    if !v.retired.is_empty() {
+        also.push(format!("retired by the {}", v.retired.join(" and the ")));
     }
     format!(
         "  {:<14} {:>11} {:>10} {:>10}  {}{}",

@@ -1,6 +1,3 @@
-// Disconnected while the maintenance commands (stats, rewrap, reencrypt,
-// forget, prune, demo) are ported to repository format 2; the file stays.
-#![cfg(any())]
 //! The rotation story through the built binary: stats, rewrap, reencrypt,
 //! forget, prune and the demo, on repositories under a keyring CMK.
 
@@ -10,6 +7,7 @@ mod util;
 mod crash;
 mod demo;
 mod forget;
+mod no_retag;
 mod prune;
 mod rewrap;
 mod support;
