@@ -1,6 +1,3 @@
-// Disconnected while the maintenance commands (stats, rewrap, reencrypt,
-// forget, prune, demo) are ported to repository format 2; the file stays.
-#![cfg(any())]
 //! Several envarc processes at once on one keyring and on one repository:
 //! every change each of them made is there afterwards, and what was read
 //! while others wrote is complete and authentic.

@@ -1,6 +1,3 @@
-// Disconnected while the maintenance commands (stats, rewrap, reencrypt,
-// forget, prune, demo) are ported to repository format 2; the file stays.
-#![cfg(any())]
 //! SIGKILL at random points (from a printed seed) of commands that write:
 //! backups and key rotations, and, where the binary has them, rewrap,
 //! re-encrypt and prune. After every kill the repository verifies and the

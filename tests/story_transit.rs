@@ -1,6 +1,3 @@
-// Disconnected while the maintenance commands (stats, rewrap, reencrypt,
-// forget, prune, demo) are ported to repository format 2; the file stays.
-#![cfg(any())]
 //! The rotation story on an OpenBao transit key (tests/util/bao.rs starts a
 //! dev server; skipped without `bao`): stats per transit key version,
 //! reencrypt of one version, rewrap to the newest through transit's own

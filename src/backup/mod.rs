@@ -114,7 +114,7 @@ pub fn backup(
     let host = opts.host.clone().unwrap_or_else(crate::repo::hostname);
     let excludes = PathMatcher::new("--exclude", &opts.excludes)?;
     let _lock = (!opts.dry_run)
-        .then(|| repo.lock(LockKind::Shared, progress))
+        .then(|| repo.lock_to_write(LockKind::Shared, progress))
         .transpose()?;
     let index = repo.load_index()?;
     let parent = choose_parent(repo, opts.parent.as_deref(), &host, &root_bytes, progress)?;

@@ -353,6 +353,13 @@ impl Repository {
         storage::lock::acquire(self.storage.as_ref(), kind, self.lock_wait, true, progress)
     }
 
+    /// Takes a lock for a command that writes (backup): no going on without
+    /// one where the lock cannot be written, since data written unlocked is
+    /// what a concurrent prune may delete.
+    pub fn lock_to_write(&self, kind: LockKind, progress: &dyn Progress) -> Result<RepoLock> {
+        storage::lock::acquire(self.storage.as_ref(), kind, self.lock_wait, false, progress)
+    }
+
     pub fn storage(&self) -> &dyn Storage {
         self.storage.as_ref()
     }
