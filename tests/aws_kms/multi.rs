@@ -160,9 +160,10 @@ fn a_repository_under_two_keys_opens_with_either() {
         String::from_utf8_lossy(&init.stderr)
     );
     let j = stdout_json(&init);
-    assert_eq!(j["key"]["provider"], "keyring");
-    assert_eq!(j["more_keys"][0]["provider"], "aws-kms");
-    assert_eq!(j["more_keys"][0]["key"], st.arn.as_str());
+    assert_eq!(j["keys"].as_array().unwrap().len(), 2, "{j}");
+    assert_eq!(j["keys"][0]["provider"], "keyring");
+    assert_eq!(j["keys"][1]["provider"], "aws-kms");
+    assert_eq!(j["keys"][1]["key"], st.arn.as_str());
     sc.kms(&["backup", "-r", s(&repo), s(&src)])
         .assert()
         .success();
