@@ -48,11 +48,15 @@ pub(super) struct Written {
     pub data_keys: u64,
 }
 
+/// One old data key's new one, made by the first thread that needs it
+/// while the others wait on the slot.
+type KeySlot = Arc<Mutex<Option<Arc<FileKey>>>>;
+
 /// The data keys of new messages, one per old data key: a provider call
 /// per file's data key, not per chunk, whatever the thread count.
 #[derive(Default)]
 struct KeyCache {
-    slots: Mutex<HashMap<[u8; 32], Arc<Mutex<Option<Arc<FileKey>>>>>>,
+    slots: Mutex<HashMap<[u8; 32], KeySlot>>,
     made: AtomicU64,
 }
 
