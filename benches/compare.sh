@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Side-by-side performance of envarc against the I/O floor (cp -r, tar), restic,
-# borg and tar|age, on the same machine in one run, warm cache.
+# Side-by-side performance of envarc against the I/O floor (cp -r + sync, tar),
+# restic, borg and tar|age, on the same machine in one run, warm cache.
+# envarc writes repository format 2 (chunked, deduplicated, zstd where it
+# pays: random data is stored uncompressed); restic and borg run without
+# compression, as the data does not compress.
 #
 #   benches/compare.sh [--quick] [--reps N] [--csv FILE] [--work DIR] [--only large|small]
 #
@@ -80,7 +83,7 @@ EOF
 # Credentials: a keyring opened with a key file (no Argon2 cost), restic and
 # borg passphrases, an age X25519 identity (age -p needs a tty).
 head -c 32 /dev/urandom > keyring.key
-export ENVARC_KEYRING=$WORK/keyring
+export ENVARC_KEYRING=$WORK/keyring ENVARC_PINS=$WORK/pins.json
 KR=(--keyring-key-file "$WORK/keyring.key")
 "$ENVARC" key create -q "${KR[@]}" --alias alias/bench > /dev/null
 export RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
@@ -112,7 +115,7 @@ for tree in large small; do
     for rep in $(seq 1 "$REPS"); do
         # I/O floor.
         rm -rf copy
-        run $tree backup cp $rep cp -r "$src" copy
+        run $tree backup cp $rep sh -c "cp -r '$src' copy && sync"
         rm -rf copy
         run $tree backup tar $rep sh -c "tar -cf - $tree | cat > tarball"
         rm -f tarball
@@ -141,6 +144,7 @@ for tree in large small; do
         fresh out; run $tree restore borg $rep sh -c "cd out && borg extract ../repo-b::s1"
         fresh out; run $tree restore age $rep sh -c "age -d -i age.key tarball.age | tar -xf - -C out"
         fresh out; run $tree restore tar $rep sh -c "tar -cf - $tree | tar -xf - -C out"
+        fresh out; run $tree restore cp $rep sh -c "cp -r '$src' out/ && sync"
         rm -rf out tarball.age
     done
     echo "repository sizes: envarc $(du -sh repo-e | cut -f1), restic $(du -sh repo-r | cut -f1), borg $(du -sh repo-b | cut -f1)" >&2

@@ -1,20 +1,18 @@
 //! Comparing two snapshots' manifests: which paths were added, removed or
 //! changed, and what changed about them.
 //!
-//! Content is compared by message: the same message means the same bytes.
-//! A file that the later backup stored anew has a new message (every message
-//! has its own data key), so when its size and mtime are unchanged (it was
-//! re-read because of a ctime or inode change, e.g. a chmod) the caller's
-//! `same_content` decides, by decrypting both. ctime, inode, device and link
-//! count are not compared: they change on any copy.
+//! Content is compared by chunk list: chunk IDs are keyed MACs of the
+//! plaintext under the repository's one chunker, so equal lists mean equal
+//! bytes and different lists different bytes (a file re-read because of a
+//! ctime or inode change, e.g. a chmod, gets the same list again). Nothing
+//! is decrypted. ctime, inode, device and link count are not compared: they
+//! change on any copy.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::envelope::MessageId;
-use crate::repo::{Entry, EntryKind, Index, Repository};
-use crate::Result;
+use crate::repo::{Entry, EntryKind};
 
 /// An aspect of an entry that differs between the two snapshots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -79,7 +77,7 @@ pub fn compare(old: &Entry, new: &Entry) -> Vec<Aspect> {
     if old.kind != new.kind {
         what.push(Aspect::Type);
     } else {
-        if old.kind == EntryKind::File && old.content != new.content {
+        if old.kind == EntryKind::File && old.chunks != new.chunks {
             what.push(Aspect::Content);
         }
         if old.kind == EntryKind::File && old.size != new.size {
@@ -103,13 +101,7 @@ pub fn compare(old: &Entry, new: &Entry) -> Vec<Aspect> {
 }
 
 /// Every difference from `old` to `new`, sorted by path (bytewise).
-/// `same_content(a, b)` tells whether two messages hold the same bytes; it is
-/// asked only for files whose size and mtime are unchanged.
-pub fn diff<'a>(
-    old: &'a [Entry],
-    new: &'a [Entry],
-    same_content: &mut dyn FnMut(&MessageId, &MessageId) -> bool,
-) -> Vec<Change<'a>> {
+pub fn diff<'a>(old: &'a [Entry], new: &'a [Entry]) -> Vec<Change<'a>> {
     let a: BTreeMap<&[u8], &Entry> = old.iter().map(|e| (e.path.as_slice(), e)).collect();
     let b: BTreeMap<&[u8], &Entry> = new.iter().map(|e| (e.path.as_slice(), e)).collect();
     let mut out = Vec::new();
@@ -117,17 +109,7 @@ pub fn diff<'a>(
         match b.get(p) {
             None => out.push(Change::Removed(o)),
             Some(n) => {
-                let mut what = compare(o, n);
-                if what.contains(&Aspect::Content)
-                    && !what.contains(&Aspect::Size)
-                    && !what.contains(&Aspect::Mtime)
-                {
-                    if let (Some(a), Some(b)) = (o.content, n.content) {
-                        if same_content(&a, &b) {
-                            what.retain(|w| *w != Aspect::Content);
-                        }
-                    }
-                }
+                let what = compare(o, n);
                 if !what.is_empty() {
                     out.push(Change::Changed {
                         old: o,
@@ -145,28 +127,6 @@ pub fn diff<'a>(
     }
     out.sort_by(|x, y| x.path().cmp(y.path()));
     out
-}
-
-/// Whether messages `a` and `b` decrypt to the same bytes (both are read
-/// and authenticated in full; memory stays at one frame each).
-pub fn same_plaintext(
-    repo: &Repository,
-    index: &Index,
-    a: &MessageId,
-    b: &MessageId,
-) -> Result<bool> {
-    use sha2::{Digest, Sha256};
-    let digest = |id: &MessageId| -> Result<(u64, [u8; 32])> {
-        let mut dec = repo.decrypt_object(index, id)?;
-        let mut h = Sha256::new();
-        let mut n = 0u64;
-        while let Some(frame) = dec.next_frame()? {
-            h.update(frame);
-            n += frame.len() as u64;
-        }
-        Ok((n, h.finalize().into()))
-    };
-    Ok(digest(a)? == digest(b)?)
 }
 
 #[cfg(test)]
@@ -188,7 +148,7 @@ mod tests {
             device: 1,
             nlink: 1,
             link_target: None,
-            content: Some([content; 32]),
+            chunks: vec![crate::repo::ChunkId([content; 32])],
         }
     }
 
@@ -201,7 +161,7 @@ mod tests {
         let mut c2 = file("/c", 4, 12);
         c2.mtime = Time { sec: 2, nsec: 5 };
         let new = vec![b2, c2, file("/d", 5, 1)];
-        let d = diff(&old, &new, &mut |_, _| false);
+        let d = diff(&old, &new);
         assert_eq!(d.len(), 4);
         assert_eq!(d[0], Change::Removed(&old[0]));
         match &d[1] {
@@ -215,12 +175,10 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(d[3], Change::Added(&new[2]));
-        assert!(diff(&old, &old, &mut |_, _| panic!("not asked")).is_empty());
-        // A file stored anew with the same size and mtime: asked, and the
-        // answer decides.
+        assert!(diff(&old, &old).is_empty());
+        // Same size and mtime, other bytes: other chunks, a content change.
         let mut again = old.clone();
-        again[0].content = Some([9; 32]);
-        assert!(diff(&old, &again, &mut |_, _| true).is_empty());
-        assert_eq!(diff(&old, &again, &mut |_, _| false).len(), 1);
+        again[0].chunks = vec![crate::repo::ChunkId([9; 32])];
+        assert_eq!(diff(&old, &again).len(), 1);
     }
 }

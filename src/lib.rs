@@ -11,6 +11,8 @@ pub mod envelope;
 pub mod error;
 pub mod keyring;
 pub mod maintain;
+pub mod pathmatch;
+pub mod pool;
 pub mod progress;
 pub mod providers;
 pub mod repo;

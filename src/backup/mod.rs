@@ -1,42 +1,37 @@
-//! The backup pipeline: walk the trees, compare with the parent snapshot,
-//! encrypt new and changed files in parallel (one message and one data key per
-//! file), then commit: packs (fsynced as each is completed), then the index
-//! file listing them, then the snapshot. A crash at any point leaves at most
-//! data no snapshot refers to, which prune removes.
+//! The backup pipeline: walk the trees and compare with the parent snapshot
+//! (plan.rs, pure), then store the chunks of new and changed files on every
+//! core (store.rs), then commit: packs (durable as each is completed), then
+//! the index files listing them, then the snapshot. A crash at any point
+//! leaves at most data no snapshot refers to, which prune removes.
 //!
 //! Per-file problems (permission denied, vanished, changed while being read)
 //! are warned about and counted, and the snapshot is saved without those
 //! files; a repository or key problem stops the run before any snapshot.
 
+mod plan;
 mod store;
 pub mod walk;
 
-use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
-use std::sync::Mutex;
 use std::time::Instant;
 
+use crate::pathmatch::PathMatcher;
+use crate::pool::Pool;
 use crate::progress::Progress;
 use crate::repo::{
-    Entry, EntryKind, Id, Index, LockKind, PackRecord, Repository, SnapshotMeta, Summary, Time,
+    Compression, Entry, EntryKind, FullPack, Id, LockKind, Repository, SnapshotMeta, Summary, Time,
     SNAPSHOT_VERSION,
 };
-use crate::{Error, Result};
+use crate::Result;
 
-use store::{Job, Outcome, Shared};
-use walk::{Excludes, WalkOptions};
-
-/// A file whose ctime is this close to (or after) the start of the backup that
-/// read it is read again next time even if it looks unchanged: a second change
-/// within the same timestamp tick would not show in size, mtime or ctime.
-const RACY_MARGIN_NS: i128 = 50_000_000;
+pub use plan::{plan, unchanged, Job, Plan};
+use store::{Ctx, Outcome};
+use walk::WalkOptions;
 
 #[derive(Clone, Debug, Default)]
 pub struct BackupOptions {
     pub paths: Vec<PathBuf>,
-    /// `--exclude` patterns (see [`walk::Excludes`]), exclude-file lines included.
+    /// `--exclude` patterns (see [`PathMatcher`]), exclude-file lines included.
     pub excludes: Vec<String>,
     pub one_file_system: bool,
     pub tags: Vec<String>,
@@ -45,8 +40,13 @@ pub struct BackupOptions {
     /// `latest`, an ID or a prefix; when `None`, the latest snapshot of the
     /// same host and paths.
     pub parent: Option<String>,
+    /// Compression of new chunks; the repository's default when `None`.
+    pub compression: Option<Compression>,
     /// Walk and compare only: read no content, write nothing.
     pub dry_run: bool,
+    /// A folder to leave out because it holds the repository itself
+    /// (device, inode).
+    pub skip_dir: Option<(u64, u64)>,
 }
 
 #[derive(Clone, Debug)]
@@ -98,19 +98,6 @@ fn choose_parent(
     Ok(Some(Parent { id, meta, entries }))
 }
 
-/// Whether `now` may reuse the content of `old` without reading the file.
-fn unchanged(old: &Entry, now: &Entry, parent_time: Time, index: &Index) -> bool {
-    old.kind == EntryKind::File
-        && now.kind == EntryKind::File
-        && old.size == now.size
-        && old.mtime == now.mtime
-        && old.ctime == now.ctime
-        && old.inode == now.inode
-        && old.device == now.device
-        && old.ctime.as_nanos() < parent_time.as_nanos() - RACY_MARGIN_NS
-        && old.content.is_some_and(|id| index.contains(&id))
-}
-
 /// Runs one backup. See the module documentation for what is fatal.
 pub fn backup(
     repo: &Repository,
@@ -125,116 +112,85 @@ pub fn backup(
         .map(|p| std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec())
         .collect();
     let host = opts.host.clone().unwrap_or_else(crate::repo::hostname);
-    let excludes = Excludes::new(&opts.excludes)?;
-    let _lock = if opts.dry_run {
-        None
-    } else {
-        Some(repo.lock(LockKind::Shared, progress)?)
-    };
+    let excludes = PathMatcher::new("--exclude", &opts.excludes)?;
+    let _lock = (!opts.dry_run)
+        .then(|| repo.lock_to_write(LockKind::Shared, progress))
+        .transpose()?;
     let index = repo.load_index()?;
     let parent = choose_parent(repo, opts.parent.as_deref(), &host, &root_bytes, progress)?;
 
-    let repo_dir = std::fs::metadata(repo.root())
-        .map_err(|e| Error::io(format!("reading {}", repo.root().display()), e))?;
     progress.start("scanning", None, None);
-    let mut scan = walk::scan(
-        &roots,
-        &WalkOptions {
-            excludes: &excludes,
-            one_file_system: opts.one_file_system,
-            skip_dir: Some((repo_dir.dev(), repo_dir.ino())),
-        },
-        progress,
-    );
+    let walk_opts = WalkOptions {
+        excludes: &excludes,
+        one_file_system: opts.one_file_system,
+        skip_dir: opts.skip_dir,
+    };
+    let mut scan = walk::scan(&roots, &walk_opts, progress);
     progress.finish();
 
-    let mut summary = Summary::default();
-    let mut jobs = Vec::new();
-    let mut bytes_to_read = 0u64;
-    {
-        let by_path: HashMap<&[u8], &Entry> = parent
-            .iter()
-            .flat_map(|p| p.entries.iter().map(|e| (e.path.as_slice(), e)))
-            .collect();
-        let parent_time = parent.as_ref().map(|p| p.meta.time).unwrap_or_default();
-        for (idx, e) in scan.entries.iter_mut().enumerate() {
-            if e.kind != EntryKind::File {
-                continue;
-            }
-            match by_path.get(e.path.as_slice()) {
-                Some(old) if unchanged(old, e, parent_time, &index) => {
-                    e.content = old.content;
-                    summary.files_unchanged += 1;
-                }
-                old => {
-                    let new = !old.is_some_and(|o| o.kind == EntryKind::File);
-                    if new {
-                        summary.files_new += 1;
-                    } else {
-                        summary.files_changed += 1;
-                    }
-                    bytes_to_read += e.size;
-                    jobs.push(Job {
-                        idx,
-                        path: e.path().to_path_buf(),
-                        new,
-                    });
-                }
-            }
-        }
-    }
+    let mut summary = Summary {
+        skipped: scan.skipped,
+        ..Summary::default()
+    };
+    let (parent_entries, parent_time) = parent.as_ref().map_or((&[][..], Time::default()), |p| {
+        (&p.entries[..], p.meta.time)
+    });
+    let plan = plan(
+        &mut scan.entries,
+        parent_entries,
+        parent_time,
+        &|id| index.contains(id),
+        &mut summary,
+    );
     let parent_id = parent.as_ref().map(|p| p.id);
     drop(parent);
     let mut errors = std::mem::take(&mut scan.errors);
-    summary.skipped = scan.skipped;
-
+    let report = |summary, snapshot, errors| BackupReport {
+        snapshot,
+        parent: parent_id,
+        summary,
+        errors,
+        bytes_new_or_changed: plan.bytes_to_read,
+    };
     if opts.dry_run {
         finish_summary(&mut summary, &scan.entries, &errors, started);
-        return Ok(BackupReport {
-            snapshot: None,
-            parent: parent_id,
-            summary,
-            errors,
-            bytes_new_or_changed: bytes_to_read,
-        });
+        return Ok(report(summary, None, errors));
     }
 
-    progress.start("backing up", Some(jobs.len() as u64), Some(bytes_to_read));
-    let (outcomes, packs) = run_workers(repo, &jobs, &scan.entries, progress)?;
+    let pool = Pool::for_repo(repo)?;
+    let compression = opts.compression.unwrap_or(repo.config().compression);
+    progress.start(
+        "backing up",
+        Some(plan.jobs.len() as u64),
+        Some(plan.bytes_to_read),
+    );
+    // Full packs are committed (fsync, rename) by a thread of their own
+    // meanwhile, so the workers do not wait for the disk.
+    let (tx, rx) = std::sync::mpsc::channel::<FullPack>();
+    let rx = std::sync::Mutex::new(rx);
+    let (outcomes, index_data) = std::thread::scope(|s| -> Result<_> {
+        let committers: Vec<_> = (0..COMMITTERS)
+            .map(|_| s.spawn(|| commit_packs(&rx)))
+            .collect();
+        let ctx = Ctx::new(repo, &index, compression, pool.threads(), progress, tx);
+        let outcomes = pool.install(|| store::store_all(&ctx, &plan.jobs, &scan.entries));
+        let mut data = ctx.finish(&mut summary)?;
+        for c in committers {
+            data.packs
+                .extend(c.join().expect("the pack committers do not panic")?);
+        }
+        Ok((outcomes?, data))
+    })?;
     progress.finish();
-
-    let mut keep = vec![true; scan.entries.len()];
-    for o in outcomes {
-        match o {
-            Outcome::Stored {
-                idx,
-                entry,
-                bytes_read,
-                bytes_stored,
-            } => {
-                scan.entries[idx] = entry;
-                summary.bytes_read += bytes_read;
-                summary.bytes_stored += bytes_stored;
-                summary.messages_added += 1;
-            }
-            Outcome::Failed { idx, message } => {
-                keep[idx] = false;
-                errors.push(message);
-            }
-        }
-    }
-    // A failed file was counted as new or changed; it is in neither.
-    for (idx, _) in keep.iter().enumerate().filter(|(_, k)| !**k) {
-        let job = jobs.binary_search_by_key(&idx, |j| j.idx).map(|j| &jobs[j]);
-        match job {
-            Ok(j) if j.new => summary.files_new -= 1,
-            Ok(_) => summary.files_changed -= 1,
-            Err(_) => {}
-        }
-    }
-
-    if !packs.is_empty() {
-        repo.write_index_file(&packs)?;
+    let keep = apply(
+        outcomes,
+        &plan.jobs,
+        &mut scan.entries,
+        &mut summary,
+        &mut errors,
+    );
+    if !index_data.packs.is_empty() {
+        repo.save_index(index_data)?;
     }
     let entries: Vec<Entry> = scan
         .entries
@@ -254,13 +210,61 @@ pub fn backup(
         entries: entries.len() as u64,
     };
     let id = repo.save_snapshot(&meta, &entries)?;
-    Ok(BackupReport {
-        snapshot: Some(id),
-        parent: parent_id,
-        summary,
-        errors,
-        bytes_new_or_changed: bytes_to_read,
-    })
+    Ok(report(summary, Some(id), errors))
+}
+
+/// Threads that commit full packs (more measured no faster on one disk).
+const COMMITTERS: usize = 1;
+
+/// Commits the packs that come through `rx` until every sender is gone.
+fn commit_packs(
+    rx: &std::sync::Mutex<std::sync::mpsc::Receiver<FullPack>>,
+) -> Result<Vec<crate::repo::PackRecord>> {
+    let mut done = Vec::new();
+    loop {
+        let next = rx.lock().expect("no panics holding it").recv();
+        match next {
+            Ok(p) => done.push(p.commit()?),
+            Err(_) => return Ok(done),
+        }
+    }
+}
+
+/// Puts stored files into the scan and drops failed ones (which were
+/// counted as new or changed, and are neither). Returns which entries stay.
+fn apply(
+    outcomes: Vec<Outcome>,
+    jobs: &[Job],
+    entries: &mut [Entry],
+    summary: &mut Summary,
+    errors: &mut Vec<String>,
+) -> Vec<bool> {
+    let mut keep = vec![true; entries.len()];
+    for o in outcomes {
+        match o {
+            Outcome::Stored {
+                idx,
+                entry,
+                bytes_read,
+            } => {
+                entries[idx] = entry;
+                summary.bytes_read += bytes_read;
+            }
+            Outcome::Failed { idx, message } => {
+                keep[idx] = false;
+                errors.push(message);
+                match jobs
+                    .binary_search_by_key(&idx, |j| j.idx)
+                    .map(|j| jobs[j].new)
+                {
+                    Ok(true) => summary.files_new -= 1,
+                    Ok(false) => summary.files_changed -= 1,
+                    Err(_) => {}
+                }
+            }
+        }
+    }
+    keep
 }
 
 fn finish_summary(s: &mut Summary, entries: &[Entry], errors: &[String], started: Instant) {
@@ -276,48 +280,4 @@ fn finish_summary(s: &mut Summary, entries: &[Entry], errors: &[String], started
     }
     s.errors = errors.len() as u64;
     s.duration_ms = started.elapsed().as_millis() as u64;
-}
-
-/// Runs the workers (one per thread of rayon's pool, or more; see below) over `jobs`. Returns every
-/// outcome and every committed pack, or the first repository error.
-fn run_workers(
-    repo: &Repository,
-    jobs: &[Job],
-    entries: &[Entry],
-    progress: &dyn Progress,
-) -> Result<(Vec<Outcome>, Vec<PackRecord>)> {
-    if jobs.is_empty() {
-        return Ok((Vec::new(), Vec::new()));
-    }
-    let shared = Shared {
-        repo,
-        jobs,
-        entries,
-        next: AtomicUsize::new(0),
-        abort: AtomicBool::new(false),
-        progress,
-    };
-    // One worker per core, or more for a remote key service: each worker
-    // blocks on its own GenerateDataKey round trip, so the service's
-    // concurrency (not the core count) bounds small-file throughput.
-    let workers = rayon::current_num_threads()
-        .max(repo.provider().max_in_flight())
-        .clamp(1, jobs.len());
-    let results = Mutex::new(Vec::with_capacity(workers));
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| {
-                let r = store::work(&shared);
-                results.lock().expect("no worker panics holding it").push(r);
-            });
-        }
-    });
-    let mut outcomes = Vec::with_capacity(jobs.len());
-    let mut packs = Vec::new();
-    for r in results.into_inner().expect("workers done") {
-        let (o, p) = r?;
-        outcomes.extend(o);
-        packs.extend(p);
-    }
-    Ok((outcomes, packs))
 }

@@ -1,45 +1,212 @@
-//! The workers: each reads files and streams them, frame by frame, through
-//! an [`Encryptor`] (a fresh data key per file) into its own [`PackWriter`],
-//! so encryption never waits on another worker. Memory per worker is a read
-//! buffer, one frame and a pack write buffer, whatever the file sizes.
+//! The execute step of a backup: read files, cut them into chunks, and store
+//! the chunks the repository does not have, on every thread of the pool.
+//!
+//! Small files (up to [`SMALL`]) are read whole, many at once, one per task.
+//! A large file is read in batches of [`batch_len`] bytes by one thread while
+//! the pool hashes, compresses, encrypts and packs the previous batch's chunks
+//! (`rayon::join`, double buffering), so one large file keeps every core busy.
+//! Memory: the small files being read plus two batches, plus one chunk
+//! message per thread.
+//!
+//! A chunk is stored at most once per run (the `seen` set) and never when the
+//! index has it. The data key of a file is generated at its first new chunk
+//! and shared by the file's other chunks (one GenerateDataKey per file with
+//! new content), each chunk a message with its own message ID.
 
+use std::collections::HashSet;
 use std::fs::{File, Metadata, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 
-use crate::envelope::{EncryptOptions, Encryptor};
+use rayon::prelude::*;
+
 use crate::progress::Progress;
-use crate::repo::{Entry, Kind, PackRecord, PackWriter, Repository, Written};
+use crate::repo::{
+    ChunkId, Compression, Entry, FileKey, FullPack, Index, IndexData, KeyVersion, PackRecord,
+    PackWriter, Repository, Summary,
+};
 use crate::{Error, Result};
 
-const READ_BUFFER: usize = 256 * 1024;
+use super::plan::Job;
 
-/// One file to read and store.
-pub struct Job {
-    /// Position of the file's entry in the scan.
-    pub idx: usize,
-    pub path: PathBuf,
-    /// Not in the parent snapshot (else changed since).
-    pub new: bool,
+/// Files up to this size are read whole by one task.
+pub const SMALL: u64 = 8 * 1024 * 1024;
+
+/// Bytes a large file is read in per batch: enough chunks for every thread.
+fn batch_len(repo: &Repository, threads: usize) -> usize {
+    let p = repo.chunker().params();
+    (8 << 20).max(2 * threads * p.avg as usize) + p.max as usize
 }
 
-/// What happened to one job.
+/// What became of one file.
 pub enum Outcome {
     Stored {
         idx: usize,
-        /// The entry's metadata as of the read, with its content message.
         entry: Entry,
         bytes_read: u64,
-        bytes_stored: u64,
     },
-    /// The file could not be stored; the message names path and cause.
-    Failed { idx: usize, message: String },
+    Failed {
+        idx: usize,
+        message: String,
+    },
 }
 
-/// A failure while storing one file: of the source (that file is skipped) or
-/// of the repository (the run stops).
+/// Everything the tasks share.
+pub struct Ctx<'a> {
+    pub repo: &'a Repository,
+    pub index: &'a Index,
+    pub compression: Compression,
+    pub progress: &'a dyn Progress,
+    pub threads: usize,
+    seen: Mutex<HashSet<ChunkId>>,
+    writers: Mutex<Vec<PackWriter<'a>>>,
+    /// Full packs go to a thread of their own to be committed (fsync).
+    committer: std::sync::mpsc::Sender<FullPack>,
+    key_sets: Mutex<Vec<Vec<KeyVersion>>>,
+    chunks_added: AtomicU64,
+    bytes_added: AtomicU64,
+    bytes_stored: AtomicU64,
+    deduplicated: AtomicU64,
+    data_keys: AtomicU64,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(
+        repo: &'a Repository,
+        index: &'a Index,
+        compression: Compression,
+        threads: usize,
+        progress: &'a dyn Progress,
+        committer: std::sync::mpsc::Sender<FullPack>,
+    ) -> Ctx<'a> {
+        Ctx {
+            repo,
+            index,
+            compression,
+            progress,
+            threads,
+            seen: Mutex::new(HashSet::new()),
+            writers: Mutex::new(Vec::new()),
+            committer,
+            key_sets: Mutex::new(Vec::new()),
+            chunks_added: AtomicU64::new(0),
+            bytes_added: AtomicU64::new(0),
+            bytes_stored: AtomicU64::new(0),
+            deduplicated: AtomicU64::new(0),
+            data_keys: AtomicU64::new(0),
+        }
+    }
+
+    fn key_set_no(&self, set: &[KeyVersion]) -> u32 {
+        let mut sets = self.key_sets.lock().expect("no panics holding it");
+        match sets.iter().position(|s| s == set) {
+            Some(n) => n as u32,
+            None => {
+                sets.push(set.to_vec());
+                (sets.len() - 1) as u32
+            }
+        }
+    }
+
+    /// Commits every open pack; returns the index data for the packs it
+    /// committed (the committer thread returns the others).
+    pub fn finish(self, summary: &mut Summary) -> Result<IndexData> {
+        let mut packs: Vec<PackRecord> = Vec::new();
+        for w in self.writers.into_inner().expect("no panics holding it") {
+            packs.extend(w.finish()?);
+        }
+        summary.chunks_added = self.chunks_added.into_inner();
+        summary.bytes_added = self.bytes_added.into_inner();
+        summary.bytes_stored = self.bytes_stored.into_inner();
+        summary.chunks_deduplicated = self.deduplicated.into_inner();
+        summary.data_keys = self.data_keys.into_inner();
+        Ok(IndexData::new(
+            self.key_sets.into_inner().expect("no panics holding it"),
+            packs,
+        ))
+    }
+}
+
+/// A file's data key, made at its first new chunk.
+#[derive(Default)]
+struct LazyKey {
+    key: OnceLock<(FileKey, u32)>,
+    init: Mutex<()>,
+}
+
+impl LazyKey {
+    fn get(&self, ctx: &Ctx) -> Result<&(FileKey, u32)> {
+        if let Some(k) = self.key.get() {
+            return Ok(k);
+        }
+        let _one = self.init.lock().expect("no panics holding it");
+        if let Some(k) = self.key.get() {
+            return Ok(k);
+        }
+        let key = ctx.repo.file_key(ctx.compression)?;
+        let no = ctx.key_set_no(&key.key_set);
+        ctx.data_keys.fetch_add(1, Ordering::Relaxed);
+        Ok(self.key.get_or_init(|| (key, no)))
+    }
+}
+
+/// Names a chunk and stores it unless the repository has it.
+fn store_chunk(ctx: &Ctx, key: &LazyKey, data: &[u8]) -> Result<ChunkId> {
+    let id = ctx.repo.chunker().id(data);
+    let known =
+        ctx.index.contains(&id) || !ctx.seen.lock().expect("no panics holding it").insert(id);
+    if known {
+        ctx.deduplicated.fetch_add(1, Ordering::Relaxed);
+        return Ok(id);
+    }
+    let (file_key, key_set) = key.get(ctx)?;
+    let message = ctx.repo.seal_chunk(file_key, data)?;
+    let taken = ctx.writers.lock().expect("no panics holding it").pop();
+    let mut w = taken.unwrap_or_else(|| PackWriter::new(ctx.repo));
+    let added = w.add_detached(id, &message, data.len() as u32, *key_set);
+    ctx.writers.lock().expect("no panics holding it").push(w);
+    if let Some(full) = added? {
+        ctx.committer.send(full).map_err(|_| {
+            Error::Other("writing packs stopped (see the error of the pack that failed)".into())
+        })?;
+    }
+    ctx.chunks_added.fetch_add(1, Ordering::Relaxed);
+    ctx.bytes_added
+        .fetch_add(data.len() as u64, Ordering::Relaxed);
+    ctx.bytes_stored
+        .fetch_add(message.len() as u64, Ordering::Relaxed);
+    Ok(id)
+}
+
+/// Chunks of `data` (whole when `eof`), as offsets; the rest is left over.
+fn cut_all(ctx: &Ctx, data: &[u8], eof: bool) -> (Vec<(usize, usize)>, usize) {
+    let mut cuts = Vec::new();
+    let mut at = 0;
+    while let Some(n) = ctx.repo.chunker().cut(&data[at..], eof) {
+        cuts.push((at, n));
+        at += n;
+    }
+    (cuts, at)
+}
+
+fn store_cuts(
+    ctx: &Ctx,
+    key: &LazyKey,
+    data: &[u8],
+    cuts: &[(usize, usize)],
+) -> Result<Vec<ChunkId>> {
+    if cuts.len() == 1 {
+        let (a, n) = cuts[0];
+        return Ok(vec![store_chunk(ctx, key, &data[a..a + n])?]);
+    }
+    cuts.par_iter()
+        .map(|&(a, n)| store_chunk(ctx, key, &data[a..a + n]))
+        .collect()
+}
+
+/// Why a file is left out (its problem, not the repository's).
 enum FileError {
     Source(String),
     Repo(Error),
@@ -51,51 +218,88 @@ impl From<Error> for FileError {
     }
 }
 
-pub struct Shared<'a> {
-    pub repo: &'a Repository,
-    pub jobs: &'a [Job],
-    pub entries: &'a [Entry],
-    pub next: AtomicUsize,
-    pub abort: AtomicBool,
-    pub progress: &'a dyn Progress,
+fn read_full(
+    file: &mut File,
+    buf: &mut Vec<u8>,
+    want: usize,
+) -> std::result::Result<usize, FileError> {
+    let start = buf.len();
+    buf.resize(start + want, 0);
+    let mut got = 0;
+    while got < want {
+        match file.read(&mut buf[start + got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                buf.truncate(start + got);
+                return Err(FileError::Source(format!("read failed: {e}")));
+            }
+        }
+    }
+    buf.truncate(start + got);
+    Ok(got)
 }
 
-/// A worker: takes jobs until none is left or another worker failed.
-/// Returns its outcomes and the packs it committed.
-pub fn work(shared: &Shared) -> Result<(Vec<Outcome>, Vec<PackRecord>)> {
-    let mut packs = PackWriter::new(shared.repo);
-    let mut outcomes = Vec::new();
-    let mut buf = vec![0u8; READ_BUFFER];
-    let opts = shared.repo.encrypt_options(Kind::Object);
+/// A batch of a large file: its bytes and the chunks cut in them, the
+/// uncut rest carried into the next batch.
+struct Batch {
+    data: Vec<u8>,
+    cuts: Vec<(usize, usize)>,
+    eof: bool,
+}
+
+fn next_batch(
+    ctx: &Ctx,
+    file: &mut File,
+    carry: Vec<u8>,
+    len: usize,
+    left: &mut u64,
+) -> std::result::Result<(Batch, Vec<u8>), FileError> {
+    let mut data = carry;
+    let want = (len - data.len().min(len)).min(*left as usize);
+    let got = read_full(file, &mut data, want)?;
+    *left -= got as u64;
+    ctx.progress.advance(0, got as u64);
+    let eof = *left == 0 || got < want;
+    let (cuts, used) = cut_all(ctx, &data, eof);
+    let rest = data[used..].to_vec();
+    data.truncate(used);
+    Ok((Batch { data, cuts, eof }, rest))
+}
+
+/// Reads and stores a file of `size` bytes; returns its chunks and the
+/// bytes read.
+fn read_chunks(
+    ctx: &Ctx,
+    file: &mut File,
+    size: u64,
+) -> std::result::Result<(Vec<ChunkId>, u64), FileError> {
+    let key = LazyKey::default();
+    if size <= SMALL {
+        let mut data = Vec::with_capacity(size as usize);
+        let got = read_full(file, &mut data, size as usize)?;
+        ctx.progress.advance(0, got as u64);
+        let (cuts, _) = cut_all(ctx, &data, true);
+        return Ok((store_cuts(ctx, &key, &data, &cuts)?, got as u64));
+    }
+    let len = batch_len(ctx.repo, ctx.threads);
+    let mut left = size;
+    let (mut batch, mut carry) = next_batch(ctx, file, Vec::new(), len, &mut left)?;
+    let mut chunks = Vec::new();
     loop {
-        if shared.abort.load(Ordering::Relaxed) {
-            break;
+        let eof = batch.eof;
+        let (stored, next) = rayon::join(
+            || store_cuts(ctx, &key, &batch.data, &batch.cuts),
+            || (!eof).then(|| next_batch(ctx, file, std::mem::take(&mut carry), len, &mut left)),
+        );
+        chunks.extend(stored?);
+        match next {
+            None => break,
+            Some(n) => (batch, carry) = n?,
         }
-        let i = shared.next.fetch_add(1, Ordering::Relaxed);
-        let Some(job) = shared.jobs.get(i) else { break };
-        shared.progress.item(&job.path.display().to_string());
-        let base = &shared.entries[job.idx];
-        match store_file(shared, &mut packs, &opts, job, base, &mut buf) {
-            Ok(o) => {
-                if let Outcome::Failed { message, .. } = &o {
-                    shared.progress.warn(message);
-                }
-                outcomes.push(o)
-            }
-            Err(e) => {
-                shared.abort.store(true, Ordering::Relaxed);
-                return Err(e);
-            }
-        }
-        shared.progress.advance(1, 0);
     }
-    if shared.abort.load(Ordering::Relaxed) {
-        // Another worker failed: no snapshot will be written, so the open
-        // pack is dropped (its temporary file removed) rather than committed.
-        return Ok((outcomes, Vec::new()));
-    }
-    let records = packs.finish()?;
-    Ok((outcomes, records))
+    Ok((chunks, size - left))
 }
 
 fn open_error(e: &io::Error) -> String {
@@ -116,122 +320,72 @@ fn changed(a: &Metadata, b: &Metadata) -> bool {
         || a.ino() != b.ino()
 }
 
-fn store_file(
-    shared: &Shared,
-    packs: &mut PackWriter,
-    opts: &EncryptOptions,
-    job: &Job,
-    base: &Entry,
-    buf: &mut [u8],
-) -> Result<Outcome> {
-    let failed = |why: String| Outcome::Failed {
-        idx: job.idx,
-        message: format!("{}: {why}", job.path.display()),
-    };
+fn store_file(ctx: &Ctx, job: &Job, base: &Entry) -> std::result::Result<(Entry, u64), FileError> {
     // O_NOFOLLOW: never read through a symlink swapped in since the walk;
     // O_NONBLOCK: never hang on a FIFO swapped in since the walk.
-    let mut file = match OpenOptions::new()
+    let mut file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(&job.path)
-    {
-        Ok(f) => f,
-        Err(e) => return Ok(failed(open_error(&e))),
+        .map_err(|e| FileError::Source(open_error(&e)))?;
+    let meta = |f: &File| {
+        f.metadata()
+            .map_err(|e| FileError::Source(format!("cannot read metadata: {e}")))
     };
-    let before = match file.metadata() {
-        Ok(m) => m,
-        Err(e) => return Ok(failed(format!("cannot read metadata: {e}"))),
-    };
+    let before = meta(&file)?;
     if !before.is_file() {
-        return Ok(failed("is no longer a regular file".into()));
+        return Err(FileError::Source("is no longer a regular file".into()));
     }
     // The file the scan saw, not one that took its name since (a parent
     // folder swapped for a symlink would lead elsewhere despite O_NOFOLLOW).
     if before.dev() != base.device || before.ino() != base.inode {
-        return Ok(failed(
-            "was replaced since the scan; it is left out of this snapshot and will be read again next time"
-                .into(),
+        return Err(FileError::Source(
+            "was replaced since the scan; it is left out of this snapshot and will be read again next time".into(),
         ));
     }
-    let large = before.size() >= shared.repo.config().large_file_size;
-    let progress = shared.progress;
-    let provider = shared.repo.provider();
-    let write = |w: &mut dyn Write| -> std::result::Result<_, FileError> {
-        read_into(provider, opts, &mut file, &before, w, buf, progress)
-    };
-    let stored = if large {
-        packs.store_alone(write)
-    } else {
-        packs.append(write)
-    };
-    match stored {
-        Ok((index_entry, bytes_read)) => {
-            let mut entry =
-                super::walk::entry_of(&job.path, &before).unwrap_or_else(|| base.clone());
-            entry.content = Some(index_entry.id);
-            Ok(Outcome::Stored {
+    let (chunks, read) = read_chunks(ctx, &mut file, before.size())?;
+    let after = meta(&file)?;
+    if changed(&before, &after) || read != before.size() {
+        return Err(FileError::Source(
+            "changed while being read; it is left out of this snapshot and will be read again next time".into(),
+        ));
+    }
+    let mut entry = super::walk::entry_of(&job.path, &before).unwrap_or_else(|| base.clone());
+    entry.chunks = chunks;
+    Ok((entry, read))
+}
+
+fn outcome(ctx: &Ctx, job: &Job, base: &Entry) -> Result<Outcome> {
+    let r = store_file(ctx, job, base);
+    ctx.progress.advance(1, 0);
+    match r {
+        Ok((entry, bytes_read)) => Ok(Outcome::Stored {
+            idx: job.idx,
+            entry,
+            bytes_read,
+        }),
+        Err(FileError::Source(why)) => {
+            let message = format!("{}: {why}", job.path.display());
+            ctx.progress.warn(&message);
+            Ok(Outcome::Failed {
                 idx: job.idx,
-                entry,
-                bytes_read,
-                bytes_stored: index_entry.length,
+                message,
             })
         }
-        Err(FileError::Source(why)) => Ok(failed(why)),
         Err(FileError::Repo(e)) => Err(e),
     }
 }
 
-/// Streams `file` into one new message written to `w`. Returns the message
-/// ID, the plaintext length and the bytes read.
-fn read_into(
-    provider: &dyn crate::envelope::KeyProvider,
-    opts: &EncryptOptions,
-    file: &mut File,
-    before: &Metadata,
-    w: &mut dyn Write,
-    buf: &mut [u8],
-    progress: &dyn Progress,
-) -> std::result::Result<Written<u64>, FileError> {
-    let mut enc = Encryptor::new(provider, opts, w).map_err(|e| FileError::Repo(e.into()))?;
-    let mut read = 0u64;
-    let expected = before.size();
-    loop {
-        // Stop at the size fstat gave (no extra read for EOF): a file that grew
-        // or changed meanwhile shows in the fstat after the read. A file that
-        // claims 0 bytes is read to its end (some pseudo files do that).
-        let want = if expected == 0 {
-            buf.len()
-        } else {
-            (expected - read).min(buf.len() as u64) as usize
-        };
-        if want == 0 {
-            break;
-        }
-        let n = match file.read(&mut buf[..want]) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(FileError::Source(format!("read failed: {e}"))),
-        };
-        enc.write_all(&buf[..n])
-            .map_err(|e| FileError::Repo(Error::io("writing to the repository", e)))?;
-        read += n as u64;
-        progress.advance(0, n as u64);
+/// Stores every job's file: small ones in parallel, then large ones one at a
+/// time, each over every thread. Stops at the first repository error.
+pub fn store_all(ctx: &Ctx, jobs: &[Job], entries: &[Entry]) -> Result<Vec<Outcome>> {
+    let (small, large): (Vec<&Job>, Vec<&Job>) = jobs.iter().partition(|j| j.size <= SMALL);
+    let mut out: Vec<Outcome> = small
+        .par_iter()
+        .map(|j| outcome(ctx, j, &entries[j.idx]))
+        .collect::<Result<_>>()?;
+    for j in large {
+        out.push(outcome(ctx, j, &entries[j.idx])?);
     }
-    let (_, info) = enc.finish().map_err(|e| {
-        FileError::Repo(match e {
-            crate::envelope::Error::Io(io) => Error::io("writing to the repository", io),
-            e => e.into(),
-        })
-    })?;
-    let after = file
-        .metadata()
-        .map_err(|e| FileError::Source(format!("cannot read metadata: {e}")))?;
-    if changed(before, &after) || read != before.size() {
-        return Err(FileError::Source(
-            "changed while being read; it is left out of this snapshot and will be read again next time"
-                .into(),
-        ));
-    }
-    Ok((info.message_id, info.plaintext_len, read))
+    Ok(out)
 }

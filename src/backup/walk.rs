@@ -6,76 +6,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
-use globset::{Candidate, GlobBuilder, GlobSet, GlobSetBuilder};
-
+use crate::pathmatch::PathMatcher;
 use crate::progress::Progress;
 use crate::repo::{Entry, EntryKind, Time};
 use crate::{Error, Result};
-
-/// `--exclude` patterns. A pattern without `/` matches an entry's name at any
-/// depth (`*.tmp`, `node_modules`); a pattern with `/` matches the whole
-/// absolute path (`/home/*/.cache`, `**/build/*.o`), where `*` does not cross
-/// a `/` and `**` does. An excluded directory is not entered.
-pub struct Excludes {
-    names: GlobSet,
-    paths: GlobSet,
-}
-
-impl Excludes {
-    pub fn new(patterns: &[String]) -> Result<Excludes> {
-        let mut names = GlobSetBuilder::new();
-        let mut paths = GlobSetBuilder::new();
-        for p in patterns {
-            let p = p.trim_end_matches('/');
-            if p.is_empty() {
-                continue;
-            }
-            let glob = GlobBuilder::new(p)
-                .literal_separator(true)
-                .backslash_escape(true)
-                .build()
-                .map_err(|e| Error::Usage(format!("bad --exclude pattern '{p}': {e}")))?;
-            if p.contains('/') {
-                paths.add(glob);
-            } else {
-                names.add(glob);
-            }
-        }
-        let build = |b: GlobSetBuilder| {
-            b.build()
-                .map_err(|e| Error::Usage(format!("bad --exclude pattern: {e}")))
-        };
-        Ok(Excludes {
-            names: build(names)?,
-            paths: build(paths)?,
-        })
-    }
-
-    /// Reads an `--exclude-file`: one pattern per line; blank lines and lines
-    /// starting with `#` are ignored.
-    pub fn read_file(path: &Path) -> Result<Vec<String>> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::io(format!("reading the exclude file {}", path.display()), e))?;
-        Ok(text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(String::from)
-            .collect())
-    }
-
-    pub fn is_excluded(&self, path: &Path) -> bool {
-        if let Some(name) = path.file_name() {
-            if self
-                .names
-                .is_match_candidate(&Candidate::from_bytes(name.as_bytes()))
-            {
-                return true;
-            }
-        }
-        self.paths.is_match(path)
-    }
-}
 
 /// Makes a path absolute and clean, lexically (no symlink is resolved, as
 /// the user named it): `.` and `..` removed, no trailing `/`.
@@ -153,7 +87,7 @@ pub fn entry_of(path: &Path, md: &Metadata) -> Option<Entry> {
         device: md.dev(),
         nlink: md.nlink(),
         link_target: None,
-        content: None,
+        chunks: Vec::new(),
     })
 }
 
@@ -185,7 +119,7 @@ pub struct Scan {
 }
 
 pub struct WalkOptions<'a> {
-    pub excludes: &'a Excludes,
+    pub excludes: &'a PathMatcher,
     pub one_file_system: bool,
     /// (device, inode) of a directory never to enter: the repository itself.
     pub skip_dir: Option<(u64, u64)>,
@@ -320,7 +254,7 @@ impl Walker<'_> {
         let mut children = Vec::with_capacity(names.len());
         for name in names {
             let child = path.join(&name);
-            if self.opts.excludes.is_excluded(&child) {
+            if self.opts.excludes.is_match(&child) {
                 continue;
             }
             let child_via = via.join(&name);
@@ -346,34 +280,6 @@ impl Walker<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn excludes_match_names_anywhere_and_paths_from_the_root() {
-        let ex = Excludes::new(&[
-            "*.tmp".into(),
-            "node_modules/".into(),
-            "/home/*/.cache".into(),
-            "**/build/*.o".into(),
-        ])
-        .unwrap();
-        for yes in [
-            "/a/b/x.tmp",
-            "/x/node_modules",
-            "/home/u/.cache",
-            "/p/q/build/m.o",
-        ] {
-            assert!(ex.is_excluded(Path::new(yes)), "{yes}");
-        }
-        for no in [
-            "/a/b/x.tmpl",
-            "/home/u/v/.cache",
-            "/p/build/sub/m.o",
-            "/home/u/.cachex",
-        ] {
-            assert!(!ex.is_excluded(Path::new(no)), "{no}");
-        }
-        assert!(Excludes::new(&["a[".into()]).is_err());
-    }
 
     #[test]
     fn paths_are_made_absolute_lexically() {

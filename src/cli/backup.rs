@@ -4,11 +4,14 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use crate::backup::{backup as run_backup, walk::Excludes, BackupOptions};
+use crate::backup::{backup as run_backup, BackupOptions};
 use crate::error::exit;
+use crate::pathmatch::PathMatcher;
+use crate::repo::Compression;
 use crate::Result;
 
-use super::repo::{fmt_bytes, RepoArgs};
+use super::fmt::fmt_bytes;
+use super::repo::RepoArgs;
 use super::{GlobalArgs, Output};
 
 #[derive(clap::Args)]
@@ -38,16 +41,20 @@ pub struct BackupArgs {
     /// latest one of the same host and paths.
     #[arg(long, value_name = "SNAP")]
     pub parent: Option<String>,
+    /// Compression of new chunks: off, auto (zstd where it pays) or max
+    /// (default: the repository's, set at init).
+    #[arg(long, value_name = "MODE")]
+    pub compression: Option<Compression>,
     /// Only walk and compare with the parent: read no file, write nothing.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
 }
 
 pub fn backup(out: &Output, g: &GlobalArgs, a: BackupArgs) -> Result<i32> {
-    let repo = a.repo.open(g)?;
+    let repo = a.repo.open(g, out)?;
     let mut excludes = a.exclude.clone();
     for f in &a.exclude_file {
-        excludes.extend(Excludes::read_file(f)?);
+        excludes.extend(PathMatcher::read_file(f)?);
     }
     let opts = BackupOptions {
         paths: a.paths.clone(),
@@ -56,7 +63,9 @@ pub fn backup(out: &Output, g: &GlobalArgs, a: BackupArgs) -> Result<i32> {
         tags: a.tag.clone(),
         host: a.host.clone(),
         parent: a.parent.clone(),
+        compression: a.compression,
         dry_run: a.dry_run,
+        skip_dir: a.repo.local_dir_id(),
     };
     let progress = out.progress();
     let r = run_backup(&repo, &opts, progress.as_ref())?;
@@ -78,7 +87,10 @@ pub fn backup(out: &Output, g: &GlobalArgs, a: BackupArgs) -> Result<i32> {
         "bytes_new_or_changed": r.bytes_new_or_changed,
         "bytes_read": s.bytes_read,
         "bytes_stored": s.bytes_stored,
-        "messages_added": s.messages_added,
+        "chunks_added": s.chunks_added,
+        "bytes_added": s.bytes_added,
+        "chunks_deduplicated": s.chunks_deduplicated,
+        "data_keys": s.data_keys,
         "duration_s": s.duration_ms as f64 / 1000.0,
     }))?;
     match r.snapshot {
@@ -102,10 +114,11 @@ pub fn backup(out: &Output, g: &GlobalArgs, a: BackupArgs) -> Result<i32> {
         ));
     } else {
         out.say(format!(
-            "read {}, stored {} in {} new messages, {:.1} s",
+            "read {}, added {} in {} new chunks ({} stored), {:.1} s",
             fmt_bytes(s.bytes_read),
+            fmt_bytes(s.bytes_added),
+            s.chunks_added,
             fmt_bytes(s.bytes_stored),
-            s.messages_added,
             s.duration_ms as f64 / 1000.0
         ));
     }

@@ -5,8 +5,7 @@ use std::io::Write;
 use base64::Engine;
 use serde_json::json;
 
-use crate::diff::{diff as run_diff, same_plaintext, Change};
-use crate::envelope::MessageId;
+use crate::diff::{diff as run_diff, Change};
 use crate::error::exit;
 use crate::{Error, Result};
 
@@ -32,24 +31,12 @@ fn path_json(p: &[u8]) -> serde_json::Value {
 }
 
 pub fn diff(out: &Output, g: &GlobalArgs, a: DiffArgs) -> Result<i32> {
-    let repo = a.repo.open(g)?;
+    let repo = a.repo.open(g, out)?;
     let from = repo.resolve_snapshot(&a.from)?;
     let to = repo.resolve_snapshot(&a.to)?;
     let (_, old) = repo.load_snapshot(&from)?;
     let (_, new) = repo.load_snapshot(&to)?;
-    let index = repo.load_index()?;
-    let mut same = |a: &MessageId, b: &MessageId| match same_plaintext(&repo, &index, a, b) {
-        Ok(same) => same,
-        Err(e) => {
-            out.warn(format!(
-                "cannot compare messages {} and {}: {e}",
-                hex::encode(a),
-                hex::encode(b)
-            ));
-            false
-        }
-    };
-    let changes = run_diff(&old, &new, &mut same);
+    let changes = run_diff(&old, &new);
     let (mut added, mut removed, mut content, mut meta) = (0u64, 0u64, 0u64, 0u64);
     for c in &changes {
         match c {

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
+use super::fmt::{fmt_bytes, plural};
 use super::Output;
 use crate::dircrypt::stats::{DirStats, KeyVersion};
 use crate::dircrypt::{self, Direction, Overwrite, Request, Summary, DEFAULT_SUFFIX};
@@ -134,26 +135,6 @@ fn run(out: &Output, req: &Request, provider: &dyn KeyProvider, suite: Option<u1
         plural(s.failed.len() as u64, "file failed", "files failed")
     );
     Ok(exit::PARTIAL)
-}
-
-fn plural(n: u64, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
-}
-
-/// `16.0 MiB`, as the other commands print sizes.
-pub fn fmt_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
 
 fn summary_lines(dir: Direction, s: &Summary, secs: f64) -> Vec<String> {

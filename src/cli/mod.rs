@@ -9,12 +9,13 @@ mod demo_tree;
 mod diff;
 mod dircrypt;
 mod docs;
+pub mod fmt;
 mod forget;
 mod key;
 pub mod keyring_args;
 pub mod keys;
 pub mod kms_key;
-mod maint_keys;
+mod maint_repo;
 mod output;
 mod progress_bar;
 mod repo;
@@ -66,7 +67,7 @@ pub struct GlobalArgs {
     pub keyring_key_file: Option<PathBuf>,
     /// When the repository is locked by another process, retry for up to
     /// DURATION (e.g. 30s, 10m, 1h) before giving up with exit code 6.
-    #[arg(long, global = true, value_name = "DURATION", value_parser = maint_keys::parse_duration)]
+    #[arg(long, global = true, value_name = "DURATION", value_parser = fmt::parse_duration)]
     pub retry_lock: Option<std::time::Duration>,
 }
 
@@ -87,6 +88,10 @@ pub enum Command {
     Backup(backup::BackupArgs),
     /// List snapshots.
     Snapshots(repo::SnapshotsArgs),
+    /// Accept a repository's key set, config generation and location as
+    /// pinned on this machine (after a change you made elsewhere, or on a
+    /// second machine: --fingerprint).
+    Trust(repo::TrustArgs),
     /// List the entries of a snapshot.
     Ls(repo::LsArgs),
     /// Check that every snapshot can be restored (--read-data: authenticate all data).
@@ -95,21 +100,21 @@ pub enum Command {
     Restore(restore::RestoreArgs),
     /// List paths added, removed and changed between two snapshots.
     Diff(diff::DiffArgs),
-    /// Show, per key and key version, which messages and snapshots it protects
-    /// (the blast radius of each backing key).
+    /// Show, per key and key version, which chunks, files and snapshots it
+    /// protects (the blast radius of each backing key).
     Stats(stats::StatsArgs),
-    /// Re-wrap every data key of an older key version under the current one
-    /// (headers only; bodies are copied unchanged).
+    /// Write every message under an older key version anew, its data key
+    /// wrapped by the current version (reads and writes all that data).
     Rewrap(rewrap::RewrapArgs),
-    /// Re-encrypt everything one key version protects under fresh data keys
-    /// (for a compromised backing key).
+    /// Write everything one key version protects anew under fresh data keys,
+    /// then retire that version in the repository (for a compromised key).
     Reencrypt(rewrap::ReencryptArgs),
     /// Remove snapshots by a retention policy (restic's --keep-* rules).
     Forget(forget::ForgetArgs),
     /// Remove data no snapshot refers to.
     Prune(forget::PruneArgs),
     /// Show the rotation story end to end in a scratch folder: keyring, CMK,
-    /// three backups across two rotations, verify, restore, blast radius.
+    /// backups across two rotations, dedup, verify, restore, blast radius.
     Demo(demo::DemoArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(docs::CompletionsArgs),
@@ -128,6 +133,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Backup(a) => backup::backup(&out, &cli.global, a),
         Command::Snapshots(a) => repo::snapshots(&out, &cli.global, a),
         Command::Ls(a) => repo::ls(&out, &cli.global, a),
+        Command::Trust(a) => repo::trust(&out, &cli.global, a),
         Command::Verify(a) => verify::verify(&out, &cli.global, a),
         Command::Restore(a) => restore::restore(&out, &cli.global, a),
         Command::Diff(a) => diff::diff(&out, &cli.global, a),

@@ -1,86 +1,141 @@
-//! `envarc init`, `envarc snapshots` and `envarc ls`, and the repository
-//! arguments every repository command shares.
+//! `envarc init`, `envarc snapshots`, `envarc ls` and `envarc trust`, and
+//! the repository arguments every repository command shares: the one place
+//! the CLI turns a location into a storage ([`open_storage`]) and checks the
+//! repository's pin before using any key.
 
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use serde_json::json;
 
 use crate::envelope::{Suite, DEFAULT_FRAME_LENGTH};
 use crate::repo::{
-    Config, Entry, EntryKind, InitOptions, Repository, SnapshotMeta, DEFAULT_LARGE_FILE_SIZE,
-    DEFAULT_PACK_SIZE,
+    ChunkerParams, Compression, Entry, EntryKind, InitOptions, LocalStorage, PinStatus, Pins,
+    Repository, SnapshotMeta, Storage, Unopened, DEFAULT_PACK_SIZE,
 };
 use crate::{Error, Result};
 
 use super::crypt::KeyArgs;
-use super::repo_key::{init_keys, repo_provider};
+use super::fmt::{fmt_bytes, lossy, parse_size};
+use super::repo_key::{init_keys, repo_provider, KeyringCache};
 use super::{GlobalArgs, Output};
+
+/// The storage at a repository location: the only place the CLI makes one.
+/// (A local folder now; remote URLs come in through `storage::open`.)
+pub fn open_storage(location: &Path) -> Result<Box<dyn Storage>> {
+    let abs = std::path::absolute(location)
+        .map_err(|e| Error::io(format!("resolving {}", location.display()), e))?;
+    let abs = std::fs::canonicalize(&abs).unwrap_or(abs);
+    Ok(Box::new(LocalStorage::new(abs)))
+}
 
 /// The repository and the key that opens it.
 #[derive(clap::Args, Clone, Debug)]
 pub struct RepoArgs {
-    /// Repository folder.
+    /// Repository location (a folder).
     #[arg(short = 'r', long, env = "ENVARC_REPOSITORY", value_name = "DIR")]
     pub repo: PathBuf,
     #[command(flatten)]
     pub key: KeyArgs,
+    /// Accept a repository whose key set, config generation or location
+    /// differs from what this machine pinned (see `envarc trust`).
+    #[arg(long)]
+    pub trust_repository_keys: bool,
 }
 
 impl RepoArgs {
-    /// Opens the repository with the provider its config and the key arguments name.
-    pub fn open(&self, g: &GlobalArgs) -> Result<Repository> {
-        let config = Config::load(&self.repo)?;
-        let provider = repo_provider(&self.key, g, &config)?;
-        let mut repo = Repository::open(&self.repo, config, provider)?;
+    /// Opens the repository: pin check of the claimed config, then the
+    /// providers for its keys, then the sealed config; records the pin.
+    pub fn open(&self, g: &GlobalArgs, out: &Output) -> Result<Repository> {
+        Ok(self.open_with_keyring(g, out)?.0)
+    }
+
+    /// [`RepoArgs::open`], also handing back the keyring when a key of the
+    /// repository is in it (opened once, so a passphrase is asked once).
+    pub fn open_with_keyring(
+        &self,
+        g: &GlobalArgs,
+        out: &Output,
+    ) -> Result<(Repository, KeyringCache)> {
+        let mut keyring = None;
+        let mut repo = open_pinned(
+            &self.repo,
+            &self.key,
+            g,
+            out,
+            self.trust_repository_keys,
+            None,
+            &mut keyring,
+        )?;
         if let Some(w) = g.retry_lock {
             repo.set_lock_wait(w);
         }
-        Ok(repo)
+        Ok((repo, keyring))
+    }
+
+    /// (device, inode) of a local repository folder, which backups leave out.
+    pub fn local_dir_id(&self) -> Option<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&self.repo)
+            .ok()
+            .map(|m| (m.dev(), m.ino()))
     }
 }
 
-/// Parses `16MiB`, `512k`, `1G` or plain bytes (binary units).
-pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size; write e.g. 16MiB, 512KiB or 1048576"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => return Err(format!("unknown size unit in '{s}'; use KiB, MiB or GiB")),
-    };
-    n.checked_mul(mult)
-        .filter(|v| *v > 0)
-        .ok_or_else(|| format!("size '{s}' is out of range"))
-}
-
-/// Human-readable bytes (binary units).
-pub fn fmt_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
+/// Opens with the pin check; `fingerprint`, when given, must be the key
+/// set's (`envarc trust --fingerprint`).
+fn open_pinned(
+    location: &Path,
+    key: &KeyArgs,
+    g: &GlobalArgs,
+    out: &Output,
+    accept: bool,
+    fingerprint: Option<&str>,
+    keyring: &mut KeyringCache,
+) -> Result<Repository> {
+    let unopened = Unopened::read(open_storage(location)?)?;
+    let pins = Pins::default_location()?;
+    let at = unopened.location();
+    let claimed = unopened.claimed();
+    if let Some(f) = fingerprint {
+        if f != claimed.fingerprint() {
+            return Err(Error::Integrity(format!(
+                "the key set of repository {} at {at} has fingerprint {}, not {f}: do not trust it",
+                claimed.id,
+                claimed.fingerprint()
+            )));
+        }
     }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
+    let status = pins.check(&at, claimed, accept)?;
+    let provider = repo_provider(key, g, claimed, keyring)?;
+    let repo = unopened.open(provider)?;
+    let c = repo.config();
+    pins.record(&at, c, status == PinStatus::Accepted)?;
+    match status {
+        PinStatus::New => out.warn(format!(
+            "first use of repository {} at {at} on this machine: pinned its key set {} (generation {}) in {}; \
+             check the fingerprint against `envarc trust` where the repository was created",
+            c.id,
+            c.fingerprint(),
+            c.generation,
+            pins.path().display()
+        )),
+        PinStatus::Accepted => out.warn(format!(
+            "accepted repository {} at {at} with key set {} (generation {}) as pinned from now on",
+            c.id,
+            c.fingerprint(),
+            c.generation
+        )),
+        PinStatus::Known => {}
     }
+    Ok(repo)
 }
 
 #[derive(clap::Args)]
 pub struct InitArgs {
-    /// Folder to create the repository in (absent or empty).
+    /// Location to create the repository in (an absent or empty folder).
     #[arg(short = 'r', long, env = "ENVARC_REPOSITORY", value_name = "DIR")]
     pub repo: PathBuf,
     #[command(flatten)]
@@ -91,40 +146,121 @@ pub struct InitArgs {
     /// Plaintext bytes per frame.
     #[arg(long, default_value_t = DEFAULT_FRAME_LENGTH, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1..=(16 * 1024 * 1024)))]
     pub frame_length: u32,
-    /// Target size of pack files (small files' messages are packed together).
+    /// Target size of packs (chunk messages are packed together).
     #[arg(long, default_value_t = DEFAULT_PACK_SIZE, value_name = "SIZE", value_parser = parse_size)]
     pub pack_size: u64,
-    /// Files at least this large get a data file of their own.
-    #[arg(long, default_value_t = DEFAULT_LARGE_FILE_SIZE, value_name = "SIZE", value_parser = parse_size)]
-    pub large_file_size: u64,
+    /// Default compression of backups: off, auto (zstd where it pays) or max.
+    #[arg(long, default_value = "auto", value_name = "MODE")]
+    pub compression: Compression,
+    /// Average chunk size (content-defined chunking); min and max follow as
+    /// a quarter and four times it unless given.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub chunk_size: Option<u64>,
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, hide = true)]
+    pub chunk_min: Option<u64>,
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, hide = true)]
+    pub chunk_max: Option<u64>,
+}
+
+fn chunker_params(a: &InitArgs) -> Result<ChunkerParams> {
+    let d = ChunkerParams::default();
+    let avg = a.chunk_size.unwrap_or(u64::from(d.avg));
+    let small =
+        |v: u64| u32::try_from(v).map_err(|_| Error::Usage(format!("chunk size {v} is too large")));
+    let p = ChunkerParams {
+        min: small(a.chunk_min.unwrap_or(if a.chunk_size.is_some() {
+            avg / 4
+        } else {
+            u64::from(d.min)
+        }))?,
+        avg: small(avg)?,
+        max: small(a.chunk_max.unwrap_or(if a.chunk_size.is_some() {
+            avg * 4
+        } else {
+            u64::from(d.max)
+        }))?,
+    };
+    p.check().map_err(Error::Usage)?;
+    Ok(p)
 }
 
 pub fn init(out: &Output, g: &GlobalArgs, a: InitArgs) -> Result<i32> {
-    let (keys, provider) = init_keys(&a.key, g)?;
     let opts = InitOptions {
         suite: Suite::from_cli_name(&a.cipher).expect("clap restricts the cipher names"),
         frame_length: a.frame_length,
         pack_size: a.pack_size,
-        large_file_size: a.large_file_size,
+        chunker: chunker_params(&a)?,
+        compression: a.compression,
     };
-    let repo = Repository::init_with_keys(&a.repo, keys, provider, &opts)?;
+    let (keys, provider) = init_keys(&a.key, g)?;
+    let storage = open_storage(&a.repo)?;
+    let at = storage.location();
+    let repo = Repository::init(storage, keys, provider, &opts)?;
     let c = repo.config();
+    let pins = Pins::default_location()?;
+    pins.record(&at, c, true)?;
     out.say(format!(
-        "created repository {} at {} ({}, {})",
+        "created repository {} at {at} ({}, {}); key set {} pinned in {}",
         c.id,
-        a.repo.display(),
         c.describe_keys(),
-        c.suite
+        c.suite,
+        c.fingerprint(),
+        pins.path().display()
     ));
     out.json(&json!({
         "id": c.id,
-        "path": a.repo,
-        "key": c.key,
-        "more_keys": c.more_keys,
+        "path": at,
+        "keys": c.keys,
+        "fingerprint": c.fingerprint(),
+        "generation": c.generation,
         "suite": c.suite,
         "frame_length": c.frame_length,
         "pack_size": c.pack_size,
-        "large_file_size": c.large_file_size,
+        "chunker": c.chunker,
+        "compression": c.compression,
+    }))?;
+    Ok(crate::error::exit::OK)
+}
+
+#[derive(clap::Args)]
+pub struct TrustArgs {
+    /// Repository location.
+    #[arg(short = 'r', long, env = "ENVARC_REPOSITORY", value_name = "DIR")]
+    pub repo: PathBuf,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// Trust only if the key set has this fingerprint (as `envarc trust`
+    /// printed on a machine that already trusts the repository).
+    #[arg(long, value_name = "sha256:HEX")]
+    pub fingerprint: Option<String>,
+}
+
+/// `envarc trust`: accepts the repository's current config (key set,
+/// generation, location) as pinned, after opening it with its keys.
+pub fn trust(out: &Output, g: &GlobalArgs, a: TrustArgs) -> Result<i32> {
+    let repo = open_pinned(
+        &a.repo,
+        &a.key,
+        g,
+        out,
+        true,
+        a.fingerprint.as_deref(),
+        &mut None,
+    )?;
+    let c = repo.config();
+    out.say(format!(
+        "repository {} at {}: key set {} ({}), generation {}, pinned",
+        c.id,
+        repo.storage().location(),
+        c.fingerprint(),
+        c.describe_keys(),
+        c.generation
+    ));
+    out.json(&json!({
+        "id": c.id,
+        "fingerprint": c.fingerprint(),
+        "generation": c.generation,
+        "keys": c.keys,
     }))?;
     Ok(crate::error::exit::OK)
 }
@@ -133,10 +269,6 @@ pub fn init(out: &Output, g: &GlobalArgs, a: InitArgs) -> Result<i32> {
 pub struct SnapshotsArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
-}
-
-fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 fn snapshot_json(id: &crate::repo::Id, m: &SnapshotMeta) -> serde_json::Value {
@@ -156,7 +288,7 @@ fn snapshot_json(id: &crate::repo::Id, m: &SnapshotMeta) -> serde_json::Value {
 }
 
 pub fn snapshots(out: &Output, g: &GlobalArgs, a: SnapshotsArgs) -> Result<i32> {
-    let repo = a.repo.open(g)?;
+    let repo = a.repo.open(g, out)?;
     let (all, failed) = repo.snapshots_lenient()?;
     for (id, e) in &failed {
         out.warn(format!("snapshot {id} cannot be read: {e}"));
@@ -231,7 +363,7 @@ fn entry_json(e: &Entry) -> serde_json::Value {
         "device": e.device,
         "nlink": e.nlink,
         "link_target": e.link_target.as_deref().map(lossy),
-        "content": e.content.map(hex::encode),
+        "chunks": e.chunks.iter().map(|c| c.to_hex()).collect::<Vec<_>>(),
     });
     if std::str::from_utf8(&e.path).is_err() {
         v["path_base64"] = base64::engine::general_purpose::STANDARD
@@ -242,7 +374,7 @@ fn entry_json(e: &Entry) -> serde_json::Value {
 }
 
 pub fn ls(out: &Output, g: &GlobalArgs, a: LsArgs) -> Result<i32> {
-    let repo = a.repo.open(g)?;
+    let repo = a.repo.open(g, out)?;
     let id = repo.resolve_snapshot(&a.snapshot)?;
     let prefix = match &a.path {
         Some(p) => Some(
@@ -305,22 +437,4 @@ pub fn ls(out: &Output, g: &GlobalArgs, a: LsArgs) -> Result<i32> {
         )));
     }
     Ok(crate::error::exit::OK)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_parse_with_binary_units() {
-        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
-        assert_eq!(parse_size("512k"), Ok(512 << 10));
-        assert_eq!(parse_size("1G"), Ok(1 << 30));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("12 parsecs").is_err());
-        assert!(parse_size("MiB").is_err());
-        assert_eq!(fmt_bytes(1536), "1.5 KiB");
-        assert_eq!(fmt_bytes(12), "12 B");
-    }
 }

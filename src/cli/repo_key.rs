@@ -18,15 +18,11 @@ use super::keys::{check_specs, transit_provider};
 use super::kms_key::{init_kms_key, is_kms_spec, repo_kms_provider, AWS_KMS};
 use super::GlobalArgs;
 
-/// Provider kind recorded for a raw AES wrapping key.
-pub const RAW_AES: &str = "raw-aes";
-/// Provider kind recorded for a CMK of the local keyring (the default).
-pub const KEYRING: &str = "keyring";
-/// Provider kind recorded for an OpenBao / Vault transit key.
-pub const TRANSIT: &str = "transit";
+pub use crate::repo::keys::{KEYRING, RAW_AES, TRANSIT};
 
-/// The keyring, opened at most once per command for all the keys in it.
-type KeyringCache = Option<Keyring>;
+/// The keyring, opened at most once per command for all the keys in it
+/// (and kept for the maintenance commands, which name keys by alias).
+pub type KeyringCache = Option<Keyring>;
 
 fn keyring<'a>(cache: &'a mut KeyringCache, g: &GlobalArgs) -> Result<&'a Keyring> {
     if cache.is_none() {
@@ -119,16 +115,16 @@ pub fn repo_provider(
     args: &KeyArgs,
     g: &GlobalArgs,
     config: &Config,
+    cache: &mut KeyringCache,
 ) -> Result<Box<dyn KeyProvider>> {
-    let mut cache = None;
-    if config.more_keys.is_empty() {
-        return key_provider(&config.key, args, g, &mut cache);
+    if let [only] = config.keys.as_slice() {
+        return key_provider(only, args, g, cache);
     }
     let mut members: Vec<Box<dyn KeyProvider>> = Vec::new();
     let mut first_err = None;
     let mut opened = 0;
-    for k in config.keys() {
-        match key_provider(k, args, g, &mut cache) {
+    for k in &config.keys {
+        match key_provider(k, args, g, cache) {
             Ok(p) => {
                 opened += 1;
                 members.push(p)

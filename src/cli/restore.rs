@@ -10,7 +10,8 @@ use crate::repo::EntryKind;
 use crate::restore::{restore as run_restore, Action, RestoreOptions, RestoreReport};
 use crate::{Error, Result};
 
-use super::repo::{fmt_bytes, RepoArgs};
+use super::fmt::fmt_bytes;
+use super::repo::RepoArgs;
 use super::{GlobalArgs, Output};
 
 #[derive(clap::Args)]
@@ -39,6 +40,11 @@ pub struct RestoreArgs {
     /// List what would be restored; write nothing.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
+    /// Keep setuid and setgid bits although this restore does not restore
+    /// owners (it does not run as root); by default they are dropped, as tar
+    /// does, so no program runs with the restoring user's rights unasked.
+    #[arg(long)]
+    pub keep_setuid: bool,
 }
 
 fn kind_name(k: EntryKind) -> &'static str {
@@ -58,7 +64,7 @@ fn action_name(a: Action) -> &'static str {
 }
 
 pub fn restore(out: &Output, g: &GlobalArgs, a: RestoreArgs) -> Result<i32> {
-    let repo = a.repo.open(g)?;
+    let repo = a.repo.open(g, out)?;
     let id = repo.resolve_snapshot(&a.snapshot)?;
     let opts = RestoreOptions {
         target: a.target.clone(),
@@ -66,6 +72,7 @@ pub fn restore(out: &Output, g: &GlobalArgs, a: RestoreArgs) -> Result<i32> {
         exclude: a.exclude.clone(),
         overwrite: a.overwrite.parse().map_err(Error::Usage)?,
         dry_run: a.dry_run,
+        keep_setuid: a.keep_setuid,
     };
     let progress = out.progress();
     let r = run_restore(&repo, &id, &opts, progress.as_ref())?;

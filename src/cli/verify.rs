@@ -2,25 +2,25 @@
 
 use crate::envelope;
 use crate::error::exit;
-use crate::repo::{Config, Repository};
+use crate::repo::Repository;
 use crate::verify::{verify as run_verify, Problem, ReadData, VerifyOptions, VerifyReport};
 use crate::{Error, Result};
 
-use super::repo::{fmt_bytes, RepoArgs};
-use super::repo_key::repo_provider;
+use super::fmt::fmt_bytes;
+use super::repo::RepoArgs;
 use super::{GlobalArgs, Output};
 
 #[derive(clap::Args)]
 pub struct VerifyArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
-    /// Also decrypt and authenticate every frame of every message the
-    /// snapshots refer to (reads all data; writes nothing).
+    /// Also read every chunk the snapshots need: authenticate, decompress
+    /// and check its MAC (reads all data; writes nothing).
     #[arg(long, conflicts_with = "read_data_subset")]
     pub read_data: bool,
-    /// Read only a subset: K/N is the K-th of N fixed groups of messages (run
+    /// Read only a subset: K/N is the K-th of N fixed groups of chunks (run
     /// 1/N … N/N on successive days to read everything once); P% is a random
-    /// P% of the messages, drawn anew on each run.
+    /// P% of the chunks, drawn anew on each run.
     #[arg(long, value_name = "K/N|P%", value_parser = ReadData::parse_subset)]
     pub read_data_subset: Option<ReadData>,
     /// Check only this snapshot (`latest`, an ID or a prefix); repeatable.
@@ -38,20 +38,19 @@ fn config_damaged(e: &Error) -> bool {
     }
 }
 
-fn open(a: &RepoArgs, g: &GlobalArgs) -> std::result::Result<Repository, (Error, bool)> {
-    let config = Config::load(&a.repo).map_err(|e| {
-        let damaged = config_damaged(&e);
-        (e, damaged)
-    })?;
-    let provider = repo_provider(&a.key, g, &config).map_err(|e| (e, false))?;
-    Repository::open(&a.repo, config, provider).map_err(|e| {
+fn open(
+    a: &RepoArgs,
+    g: &GlobalArgs,
+    out: &Output,
+) -> std::result::Result<Repository, (Error, bool)> {
+    a.open(g, out).map_err(|e| {
         let damaged = config_damaged(&e);
         (e, damaged)
     })
 }
 
 pub fn verify(out: &Output, g: &GlobalArgs, a: VerifyArgs) -> Result<i32> {
-    let repo = match open(&a.repo, g) {
+    let repo = match open(&a.repo, g, out) {
         Ok(r) => r,
         Err((e, true)) => {
             let report = VerifyReport {
@@ -86,25 +85,21 @@ fn print(out: &Output, r: &VerifyReport) {
         return;
     }
     out.say(format!(
-        "checked {} index files, {} packs, {} snapshots, {} messages (data read: {}: {} messages, {})",
+        "checked {} index files, {} packs, {} snapshots, {} chunks (data read: {}: {} chunks, {})",
         r.index_files,
         r.packs,
         r.snapshots,
-        r.messages,
+        r.chunks,
         r.read_data,
-        r.messages_read,
+        r.chunks_read,
         fmt_bytes(r.bytes_read)
     ));
     for p in &r.problems {
         let what = match p.id.as_str() {
-            "" => format!("{:?}", p.kind).to_lowercase(),
-            id => format!("{:?} {id}", p.kind).to_lowercase(),
+            "" => p.kind.to_string(),
+            id => format!("{} {id}", p.kind),
         };
-        out.say(format!(
-            "error: {what} ({}): {}",
-            format!("{:?}", p.class).to_lowercase(),
-            p.error
-        ));
+        out.say(format!("error: {what} ({}): {}", p.class, p.error));
         out.say(format!("  consequence: {}", p.consequence));
         for rf in &p.references {
             out.say(format!(
@@ -118,10 +113,10 @@ fn print(out: &Output, r: &VerifyReport) {
             out.say(format!("  … and {more} more references"));
         }
     }
-    if r.unreferenced_messages > 0 || !r.unreferenced_packs.is_empty() {
+    if r.unreferenced_chunks > 0 || !r.unreferenced_packs.is_empty() {
         out.say(format!(
-            "info: {} messages ({}) and {} pack files are not referenced by any snapshot; not an error (prune removes them)",
-            r.unreferenced_messages,
+            "info: {} chunks ({}) and {} packs are not referenced by any snapshot; not an error (prune removes them)",
+            r.unreferenced_chunks,
             fmt_bytes(r.unreferenced_bytes),
             r.unreferenced_packs.len()
         ));

@@ -1,289 +1,461 @@
-//! The index: encrypted files under `index/<id>` (kind `index`), each listing
-//! packs and the messages in them. Loading merges them all into one map from
-//! message ID to location.
+//! The index: encrypted files under `index/<id>` (kind `index`, context also
+//! `envarc-id: <id>`, so a file copied over another's name fails to open),
+//! each listing packs and the chunks in them. Loading merges them into one
+//! sorted table: 52 bytes per chunk in memory (ID 32, pack number, offset,
+//! length, chunk length, key set: 4 each), so ten million chunks take
+//! 520 MB, and a lookup is a binary search.
 //!
-//! Each backup writes one index file for the packs it wrote, after those packs
+//! Each backup writes index files for the packs it wrote after those packs
 //! are durable and before its snapshot. Rewriters (prune, rewrap, reencrypt)
-//! write a new index file for their new packs first and delete old index
-//! files after, and delete old packs only once no index file lists them.
-//!
-//! So a message ID may be listed at two places for a while (or for good, if
-//! the rewriter was killed in between). Every copy is a complete message with
-//! that ID and the same plaintext; an interrupted rewrap leaves one copy with
-//! the data key wrapped by an older backing key and one by the current.
-//! [`Index`] keeps every copy: [`Index::get`] answers with the first one,
-//! [`Index::locations`] with all, and [`Repository::decrypt_object`] tries the
-//! others when one cannot be opened (pack gone, key unusable, header damaged).
-//! The next rewrap or prune keeps one copy and drops the rest.
+//! write new index files for their new packs first, delete old index files
+//! after, and delete old packs only once no index file lists them. So a
+//! chunk may be listed at two places for a while (or for good, if a rewriter
+//! was killed in between, or two backups stored the same new chunk at once):
+//! [`Index::locations`] gives every copy, [`Index::get`] the first; readers
+//! try the others when one fails.
 
 use std::collections::HashMap;
-use std::io::Write;
 
 use serde::{Deserialize, Serialize};
 
-use crate::envelope::{Encryptor, MessageId};
-use crate::fsutil::AtomicFile;
 use crate::{Error, Result};
 
+use super::chunker::ChunkId;
+use super::keys::KeyVersion;
 use super::pack::PackRecord;
-use super::{decrypt_file, remove_durably, writing, Id, Kind, Repository};
+use super::{Id, Kind, Repository};
 
-const INDEX_VERSION: u32 = 1;
+const INDEX_VERSION: u32 = 2;
+/// Chunks per index file written (about 5 MB of plaintext).
+const CHUNKS_PER_FILE: usize = 100_000;
 
 /// The plaintext of one index file (postcard).
-#[derive(Deserialize)]
-struct IndexData {
-    version: u32,
-    packs: Vec<PackRecord>,
-}
-
-/// The same, borrowed, for writing (postcard encodes a slice like a Vec).
-#[derive(Serialize)]
-struct IndexDataRef<'a> {
-    version: u32,
-    packs: &'a [PackRecord],
-}
-
-/// One index file as loaded.
-#[derive(Clone, Debug)]
-pub struct IndexFile {
-    pub id: Id,
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexData {
+    pub version: u32,
+    /// The key versions wrapping each chunk's data key, as sets that chunk
+    /// records point into (most files share one set).
+    pub key_sets: Vec<Vec<KeyVersion>>,
     pub packs: Vec<PackRecord>,
 }
 
-/// Where a message lives.
+impl IndexData {
+    pub fn new(key_sets: Vec<Vec<KeyVersion>>, packs: Vec<PackRecord>) -> IndexData {
+        IndexData {
+            version: INDEX_VERSION,
+            key_sets,
+            packs,
+        }
+    }
+
+    /// Decodes and checks an index file's plaintext. Pure.
+    pub fn decode(plain: &[u8]) -> Result<IndexData> {
+        let bad = |why: String| Error::Integrity(format!("an index file {why}"));
+        let d: IndexData = postcard::from_bytes(plain)
+            .map_err(|e| bad(format!("decrypted but does not decode: {e}")))?;
+        if d.version != INDEX_VERSION {
+            return Err(bad(format!(
+                "has version {}, not {INDEX_VERSION}",
+                d.version
+            )));
+        }
+        for p in &d.packs {
+            for c in &p.chunks {
+                if c.key_set as usize >= d.key_sets.len() {
+                    return Err(bad(format!(
+                        "names key set {} of {}",
+                        c.key_set,
+                        d.key_sets.len()
+                    )));
+                }
+                if u64::from(c.offset) + u64::from(c.length) > p.size {
+                    return Err(bad(format!(
+                        "places chunk {} beyond the end of pack {}",
+                        c.id, p.id
+                    )));
+                }
+            }
+        }
+        Ok(d)
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).expect("index data encodes")
+    }
+
+    /// Splits into files of at most [`CHUNKS_PER_FILE`] chunks (a pack is
+    /// never split), each with the key sets it uses.
+    pub fn split(self) -> Vec<IndexData> {
+        let mut out: Vec<IndexData> = Vec::new();
+        let mut count = 0;
+        for p in self.packs {
+            if out.is_empty() || count + p.chunks.len() > CHUNKS_PER_FILE {
+                out.push(IndexData::new(self.key_sets.clone(), Vec::new()));
+                count = 0;
+            }
+            count += p.chunks.len();
+            out.last_mut().expect("just pushed").packs.push(p);
+        }
+        out
+    }
+}
+
+/// A table of key sets that chunk records point into, built as records are
+/// added (the [`IndexData::key_sets`] of an index file being written).
+#[derive(Default)]
+pub struct KeySetTable {
+    sets: Vec<Vec<KeyVersion>>,
+    numbers: HashMap<Vec<KeyVersion>, u32>,
+}
+
+impl KeySetTable {
+    /// The number of `set` in the table, added if new.
+    pub fn number(&mut self, set: &[KeyVersion]) -> u32 {
+        if let Some(n) = self.numbers.get(set) {
+            return *n;
+        }
+        let n = self.sets.len() as u32;
+        self.sets.push(set.to_vec());
+        self.numbers.insert(set.to_vec(), n);
+        n
+    }
+
+    pub fn into_sets(self) -> Vec<Vec<KeyVersion>> {
+        self.sets
+    }
+}
+
+/// Where a chunk message lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Location {
     pub pack: Id,
     pub offset: u64,
     pub length: u64,
-    pub plaintext_len: u64,
+    /// Bytes of the chunk itself.
+    pub raw_length: u64,
 }
 
-/// Position of an entry: index file, pack record, message.
-type Pos = (u32, u32, u32);
+/// One chunk of the index as iterated.
+#[derive(Clone, Copy, Debug)]
+pub struct IndexedChunk<'a> {
+    pub id: ChunkId,
+    pub location: Location,
+    /// The key versions that wrap its data key.
+    pub key_set: &'a [KeyVersion],
+    /// Its number in [`Index::key_sets`].
+    pub key_set_no: u32,
+    /// Position of its pack in [`Index::packs`].
+    pub pack_no: u32,
+}
 
-/// All index files merged. Entries are kept once (in `files`); the map holds
-/// positions into them, so a large index costs about 100 bytes per message.
+/// A pack as the index knows it.
+#[derive(Clone, Debug)]
+pub struct IndexedPack {
+    pub id: Id,
+    pub size: u64,
+    /// The index files that list it.
+    pub files: Vec<Id>,
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    id: [u8; 32],
+    pack: u32,
+    offset: u32,
+    length: u32,
+    raw: u32,
+    key_set: u32,
+}
+
+/// Builds an [`Index`] one index file at a time, so that loading holds the
+/// table plus one batch of decoded files, never every file's records.
+#[derive(Default)]
+pub struct IndexBuilder {
+    ix: Index,
+    set_no: HashMap<Vec<KeyVersion>, u32>,
+    pack_no: HashMap<Id, u32>,
+}
+
+impl IndexBuilder {
+    pub fn add(&mut self, file: Id, data: IndexData) {
+        let ix = &mut self.ix;
+        ix.files.push(file);
+        let sets: Vec<u32> = data
+            .key_sets
+            .into_iter()
+            .map(|s| {
+                let n = self.set_no.len() as u32;
+                *self.set_no.entry(s.clone()).or_insert_with(|| {
+                    ix.key_sets.push(s);
+                    n
+                })
+            })
+            .collect();
+        for p in data.packs {
+            let next = ix.packs.len() as u32;
+            let no = *self.pack_no.entry(p.id).or_insert(next);
+            if no == next {
+                ix.packs.push(IndexedPack {
+                    id: p.id,
+                    size: p.size,
+                    files: Vec::new(),
+                });
+            }
+            ix.packs[no as usize].files.push(file);
+            // Growth leaves untouched capacity, which is not resident.
+            ix.slots.extend(p.chunks.iter().map(|c| Slot {
+                id: c.id.0,
+                pack: no,
+                offset: c.offset,
+                length: c.length,
+                raw: c.raw_length,
+                key_set: sets[c.key_set as usize],
+            }));
+        }
+    }
+
+    pub fn finish(self) -> Index {
+        let mut ix = self.ix;
+        ix.slots.sort_unstable_by_key(|s| (s.id, s.pack, s.offset));
+        // A pack listed by two index files lists its chunks twice: one copy.
+        ix.slots
+            .dedup_by(|a, b| (a.id, a.pack, a.offset) == (b.id, b.pack, b.offset));
+        ix.slots.shrink_to_fit();
+        ix
+    }
+}
+
+/// All index files merged.
 #[derive(Default)]
 pub struct Index {
-    files: Vec<IndexFile>,
-    map: HashMap<MessageId, Pos>,
-    /// Further copies of messages listed at more than one place (see the
-    /// module documentation); the same pack and offset listed twice (a pack
-    /// in two index files) is one copy.
-    extra: HashMap<MessageId, Vec<Pos>>,
+    slots: Vec<Slot>,
+    packs: Vec<IndexedPack>,
+    key_sets: Vec<Vec<KeyVersion>>,
+    files: Vec<Id>,
 }
 
 impl Index {
-    /// Merges loaded index files (e.g. only those that decrypted, as verify does).
-    pub fn from_files(files: Vec<IndexFile>) -> Index {
-        let mut map: HashMap<MessageId, Pos> = HashMap::new();
-        let mut extra: HashMap<MessageId, Vec<Pos>> = HashMap::new();
-        let at = |(f, p, _): Pos| &files[f as usize].packs[p as usize];
-        for (fi, f) in files.iter().enumerate() {
-            for (pi, p) in f.packs.iter().enumerate() {
-                for (mi, m) in p.messages.iter().enumerate() {
-                    let pos = (fi as u32, pi as u32, mi as u32);
-                    let Some(&first) = map.get(&m.id) else {
-                        map.insert(m.id, pos);
-                        continue;
-                    };
-                    let same_place = |q: &Pos| {
-                        at(*q).id == p.id && at(*q).messages[q.2 as usize].offset == m.offset
-                    };
-                    let others = extra.entry(m.id).or_default();
-                    if !same_place(&first) && !others.iter().any(same_place) {
-                        others.push(pos);
-                    }
-                }
-            }
+    /// Merges loaded index files (e.g. only those that opened, as verify does).
+    pub fn from_files(files: Vec<(Id, IndexData)>) -> Index {
+        let mut b = IndexBuilder::default();
+        for (id, data) in files {
+            b.add(id, data);
         }
-        extra.retain(|_, v| !v.is_empty());
-        Index { files, map, extra }
+        b.finish()
     }
 
-    fn location(&self, (f, p, m): Pos) -> Location {
-        let pack = &self.files[f as usize].packs[p as usize];
-        let e = &pack.messages[m as usize];
+    fn range(&self, id: &ChunkId) -> &[Slot] {
+        let start = self.slots.partition_point(|s| s.id < id.0);
+        let end = start + self.slots[start..].partition_point(|s| s.id == id.0);
+        &self.slots[start..end]
+    }
+
+    fn location(&self, s: &Slot) -> Location {
         Location {
-            pack: pack.id,
-            offset: e.offset,
-            length: e.length,
-            plaintext_len: e.plaintext_len,
+            pack: self.packs[s.pack as usize].id,
+            offset: u64::from(s.offset),
+            length: u64::from(s.length),
+            raw_length: u64::from(s.raw),
         }
     }
 
-    /// Where message `id` lives (its first copy, when there are several).
-    pub fn get(&self, id: &MessageId) -> Option<Location> {
-        self.map.get(id).map(|&pos| self.location(pos))
+    fn chunk(&self, s: &Slot) -> IndexedChunk<'_> {
+        IndexedChunk {
+            id: ChunkId(s.id),
+            location: self.location(s),
+            key_set: &self.key_sets[s.key_set as usize],
+            key_set_no: s.key_set,
+            pack_no: s.pack,
+        }
     }
 
-    /// Every copy of message `id`, the one [`get`](Self::get) gives first.
-    pub fn locations(&self, id: &MessageId) -> Vec<Location> {
-        let Some(&first) = self.map.get(id) else {
-            return Vec::new();
-        };
-        let mut out = vec![self.location(first)];
-        if let Some(more) = self.extra.get(id) {
-            out.extend(more.iter().map(|&pos| self.location(pos)));
+    pub fn contains(&self, id: &ChunkId) -> bool {
+        !self.range(id).is_empty()
+    }
+
+    /// Where chunk `id` lives (its first copy).
+    pub fn get(&self, id: &ChunkId) -> Option<Location> {
+        self.range(id).first().map(|s| self.location(s))
+    }
+
+    /// Every copy of chunk `id`.
+    pub fn locations(&self, id: &ChunkId) -> Vec<Location> {
+        self.range(id).iter().map(|s| self.location(s)).collect()
+    }
+
+    /// Every copy of chunk `id`, with its key set.
+    pub fn copies(&self, id: &ChunkId) -> impl Iterator<Item = IndexedChunk<'_>> {
+        self.range(id).iter().map(|s| self.chunk(s))
+    }
+
+    /// The distinct key sets chunks point into.
+    pub fn key_sets(&self) -> &[Vec<KeyVersion>] {
+        &self.key_sets
+    }
+
+    /// Every copy of every chunk, by chunk ID.
+    pub fn chunks(&self) -> impl Iterator<Item = IndexedChunk<'_>> {
+        self.slots.iter().map(|s| self.chunk(s))
+    }
+
+    /// Every chunk copy of each pack, in pack order and by offset within a
+    /// pack (for reading packs front to back).
+    pub fn by_pack(&self) -> Vec<Vec<IndexedChunk<'_>>> {
+        let mut out: Vec<Vec<IndexedChunk>> = vec![Vec::new(); self.packs.len()];
+        for s in &self.slots {
+            out[s.pack as usize].push(self.chunk(s));
+        }
+        for v in &mut out {
+            v.sort_by_key(|c| c.location.offset);
         }
         out
     }
 
-    /// Every copy of every message, each once: a message listed at two
-    /// places appears twice, a pack listed by two index files once.
-    pub fn copies(&self) -> impl Iterator<Item = (MessageId, Location)> + '_ {
-        self.map
-            .iter()
-            .map(|(id, &pos)| (*id, self.location(pos)))
-            .chain(
-                self.extra
-                    .iter()
-                    .flat_map(move |(id, v)| v.iter().map(move |&pos| (*id, self.location(pos)))),
-            )
+    pub fn packs(&self) -> &[IndexedPack] {
+        &self.packs
     }
 
-    /// Number of messages listed at more than one place.
-    pub fn duplicated(&self) -> usize {
-        self.extra.len()
-    }
-
-    pub fn contains(&self, id: &MessageId) -> bool {
-        self.map.contains_key(id)
-    }
-
-    /// Number of distinct messages.
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
-    /// The index files, each with the packs it lists.
-    pub fn files(&self) -> &[IndexFile] {
+    /// The index files merged.
+    pub fn files(&self) -> &[Id] {
         &self.files
     }
 
-    /// Every pack record of every index file (a pack listed by two files, as
-    /// during a rewrite, appears twice).
-    pub fn packs(&self) -> impl Iterator<Item = &PackRecord> {
-        self.files.iter().flat_map(|f| f.packs.iter())
+    /// Chunk copies listed.
+    pub fn len(&self) -> usize {
+        self.slots.len()
     }
 
-    /// Adds packs in memory (e.g. those a running backup just committed).
-    pub fn add(&mut self, id: Id, packs: Vec<PackRecord>) {
-        let mut files = std::mem::take(&mut self.files);
-        files.push(IndexFile { id, packs });
-        *self = Index::from_files(files);
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Bytes this index holds in memory (for the measurements in the docs).
+    pub fn memory_bytes(&self) -> usize {
+        self.slots.capacity() * std::mem::size_of::<Slot>()
+            + self.packs.capacity() * std::mem::size_of::<IndexedPack>()
     }
 }
 
-/// Decodes the plaintext of one index file into its pack records. Pure (no
-/// I/O, no key), so it can be fuzzed.
-pub fn decode_index(plain: &[u8]) -> Result<Vec<PackRecord>> {
-    let data: IndexData = postcard::from_bytes(plain)
-        .map_err(|e| Error::Integrity(format!("decrypted but does not decode: {e}")))?;
-    if data.version != INDEX_VERSION {
-        return Err(Error::Other(format!(
-            "version {} is not the version this envarc reads ({INDEX_VERSION})",
-            data.version
-        )));
-    }
-    Ok(data.packs)
-}
-
-/// Encodes pack records as the plaintext of an index file: the inverse of
-/// [`decode_index`].
-pub fn encode_index(packs: &[PackRecord]) -> Result<Vec<u8>> {
-    postcard::to_stdvec(&IndexDataRef {
-        version: INDEX_VERSION,
-        packs,
-    })
-    .map_err(|e| Error::Other(format!("encoding an index file: {e}")))
+/// The object name of index file `id`.
+pub fn index_name(id: &Id) -> String {
+    format!("index/{}", id.to_hex())
 }
 
 impl Repository {
-    /// IDs of all index files.
-    pub fn list_index_files(&self) -> Result<Vec<Id>> {
-        self.list_ids("index")
+    /// Writes index files for `data` (split into files of bounded size);
+    /// durable when this returns. Call after the packs are durable.
+    pub fn save_index(&self, data: IndexData) -> Result<Vec<Id>> {
+        data.split()
+            .iter()
+            .map(|part| self.save_index_file(part))
+            .collect()
     }
 
-    /// The file of index file `id`.
-    pub fn index_path(&self, id: &Id) -> std::path::PathBuf {
-        self.dir("index").join(id.to_hex())
-    }
-
-    /// Reads and decrypts one index file.
-    pub fn read_index_file(&self, id: &Id) -> Result<IndexFile> {
-        let path = self.index_path(id);
-        let plain = decrypt_file(self, &path, Kind::Index)?;
-        let packs = decode_index(&plain).map_err(|e| match e {
-            Error::Integrity(m) => Error::Integrity(format!("index file {id}: {m}")),
-            Error::Other(m) => Error::Other(format!("index file {id}: {m}")),
-            e => e,
-        })?;
-        Ok(IndexFile { id: *id, packs })
-    }
-
-    /// Loads and merges every index file.
-    pub fn load_index(&self) -> Result<Index> {
-        use rayon::prelude::*;
-        let ids = self.list_index_files()?;
-        let files = ids
-            .par_iter()
-            .map(|id| self.read_index_file(id))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Index::from_files(files))
-    }
-
-    /// Loads every index file that reads, and returns the others with their
-    /// errors, for readers (restore, verify) that carry on without them: the
-    /// messages listed only there are then simply not found.
-    pub fn load_index_lenient(&self) -> Result<(Index, Vec<(Id, Error)>)> {
-        use rayon::prelude::*;
-        let ids = self.list_index_files()?;
-        let loaded: Vec<(Id, Result<IndexFile>)> = ids
-            .par_iter()
-            .map(|id| (*id, self.read_index_file(id)))
-            .collect();
-        let mut files = Vec::with_capacity(loaded.len());
-        let mut failed = Vec::new();
-        for (id, r) in loaded {
-            match r {
-                Ok(f) => files.push(f),
-                Err(e) => failed.push((id, e)),
-            }
-        }
-        Ok((Index::from_files(files), failed))
-    }
-
-    /// Writes a new index file listing `packs`; durable when this returns.
-    /// Write it only after the packs themselves are committed.
-    pub fn write_index_file(&self, packs: &[PackRecord]) -> Result<Id> {
-        let plain = encode_index(packs)?;
+    /// Writes one index file holding `data` as it is (the caller keeps it
+    /// within [`IndexData::split`]'s bounds); durable when this returns.
+    pub fn save_index_file(&self, data: &IndexData) -> Result<Id> {
         let id = Id::random();
-        let path = self.dir("index").join(id.to_hex());
-        let io_err = |e| Error::io(format!("writing {}", path.display()), e);
-        let mut f = AtomicFile::create(&path).map_err(io_err)?;
-        let mut enc = Encryptor::new(
-            self.provider(),
-            &self.encrypt_options(Kind::Index),
-            std::io::BufWriter::new(&mut f),
-        )
-        .map_err(|e| writing(e, &path))?;
-        enc.write_all(&plain).map_err(io_err)?;
-        let (mut w, _) = enc.finish().map_err(|e| writing(e, &path))?;
-        w.flush().map_err(io_err)?;
-        drop(w);
-        f.commit().map_err(io_err)?;
+        self.write_message(&index_name(&id), Kind::Index, Some(&id), &data.encode())?;
         Ok(id)
     }
 
-    /// Deletes an index file; durable when this returns.
+    /// Reads and opens one index file.
+    pub fn load_index_file(&self, id: &Id) -> Result<IndexData> {
+        let plain = self.read_message(&index_name(id), Kind::Index, Some(id))?;
+        IndexData::decode(&plain).map_err(|e| Error::Integrity(format!("index/{id}: {e}")))
+    }
+
+    /// IDs of every index file.
+    pub fn list_index_files(&self) -> Result<Vec<Id>> {
+        self.list_ids("index/")
+    }
+
+    /// Loads every index file; fails on the first that cannot be read.
+    pub fn load_index(&self) -> Result<Index> {
+        let (index, mut bad) = self.load_index_lenient()?;
+        match bad.pop() {
+            Some((_, e)) => Err(e),
+            None => Ok(index),
+        }
+    }
+
+    /// Loads the index files that open (in parallel, a batch at a time);
+    /// reports the others.
+    pub fn load_index_lenient(&self) -> Result<(Index, Vec<(Id, Error)>)> {
+        use rayon::prelude::*;
+        let ids = self.list_index_files()?;
+        let mut b = IndexBuilder::default();
+        let mut bad = Vec::new();
+        for batch in ids.chunks(2 * rayon::current_num_threads().max(1)) {
+            let loaded: Vec<(Id, Result<IndexData>)> = batch
+                .par_iter()
+                .map(|id| (*id, self.load_index_file(id)))
+                .collect();
+            for (id, r) in loaded {
+                match r {
+                    Ok(d) => b.add(id, d),
+                    Err(e) => bad.push((id, e)),
+                }
+            }
+        }
+        Ok((b.finish(), bad))
+    }
+
+    /// Deletes an index file (rewriters: only after what replaces it is durable).
     pub fn delete_index_file(&self, id: &Id) -> Result<()> {
-        remove_durably(&self.dir("index").join(id.to_hex()))
+        self.delete_object(&index_name(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::pack::ChunkRecord;
+
+    fn rec(id: u8, offset: u32) -> ChunkRecord {
+        ChunkRecord {
+            id: ChunkId([id; 32]),
+            offset,
+            length: 10,
+            raw_length: 20,
+            key_set: 0,
+        }
+    }
+
+    #[test]
+    fn copies_are_kept_and_a_pack_listed_twice_counts_once() {
+        let kv = vec![KeyVersion {
+            provider: "keyring".into(),
+            key: "k".into(),
+            version: Some(1),
+        }];
+        let p1 = PackRecord {
+            id: Id([1; 32]),
+            size: 100,
+            chunks: vec![rec(5, 0), rec(6, 10)],
+        };
+        let p2 = PackRecord {
+            id: Id([2; 32]),
+            size: 100,
+            chunks: vec![rec(5, 50)],
+        };
+        let a = IndexData::new(vec![kv.clone()], vec![p1.clone(), p2]);
+        let b = IndexData::new(vec![kv], vec![p1]);
+        let decoded = IndexData::decode(&a.encode()).unwrap();
+        assert_eq!(decoded, a);
+        let ix = Index::from_files(vec![(Id([9; 32]), a), (Id([8; 32]), b)]);
+        assert_eq!(ix.len(), 3);
+        assert_eq!(ix.locations(&ChunkId([5; 32])).len(), 2);
+        assert_eq!(ix.get(&ChunkId([6; 32])).unwrap().offset, 10);
+        assert!(!ix.contains(&ChunkId([7; 32])));
+        assert_eq!(ix.packs()[0].files.len(), 2);
+        assert_eq!(std::mem::size_of::<Slot>(), 52);
+        let mut bad = IndexData::new(vec![], vec![]);
+        bad.packs.push(PackRecord {
+            id: Id([3; 32]),
+            size: 5,
+            chunks: vec![rec(1, 0)],
+        });
+        assert!(IndexData::decode(&bad.encode()).is_err());
     }
 }

@@ -1,78 +1,164 @@
-//! The repository: a folder of ESDK messages.
+//! The repository, format 2: chunked, deduplicated, compressed, on any
+//! [`Storage`].
 //!
 //! ```text
-//! REPO/config                 plaintext JSON (config.rs)
-//! REPO/data/<2 hex>/<pack id> packs: complete messages one after another;
-//!                             a large file's message alone in its own pack
-//! REPO/index/<id>             message (kind index): message ID -> pack, offset, length
-//! REPO/snapshots/<id>         message (kind snapshot): one backup run's manifest
-//! REPO/locks/<id>             lock files (lock.rs)
+//! config                   authenticated config (config.rs): clear JSON + sealed message
+//! data/<2 hex>/<pack id>   packs: complete chunk messages one after another (pack.rs)
+//! index/<id>               message (kind index, envarc-id <id>): chunk ID -> pack,
+//!                          offset, length, chunk length, key set (index.rs)
+//! snapshots/<id>           message (kind snapshot, envarc-id <id>): the manifest (snapshot.rs)
+//! locks/<id>               storage::lock
 //! ```
 //!
-//! Every message's encryption context is `{"envarc-repo": <repo id>,
-//! "envarc-kind": object|snapshot|index|key-check}`, never a file name. Every
-//! file appears at its final name only complete and on stable storage
-//! (temporary name, fsync, rename, fsync of the folder); names starting with
-//! `.` are temporary files of a running or interrupted writer.
+//! # Chunks
+//!
+//! A file's content is cut by a keyed FastCDC ([`chunker`]); each chunk is
+//! named by keyed BLAKE3 of its plaintext ([`ChunkId`]) and stored once per
+//! repository, as one complete ESDK message, kind `chunk`, context
+//! `{envarc-repo, envarc-kind: chunk, envarc-compression: zstd|none}`, body
+//! zstd (or a stored zstd frame when compression does not pay, see
+//! [`compress`]). One GenerateDataKey per file with new content, at its
+//! first new chunk; every new chunk of that file is a message under that
+//! data key with its own random message ID (so no (key, nonce) pair repeats:
+//! the per-message key comes from HKDF over the message ID). A chunk first
+//! stored under file A's data key and later needed by file B is referenced,
+//! not stored again: B's blast radius includes A's data key.
+//!
+//! On read a chunk is accepted only if (1) every EDK in its header names one
+//! of the config's keys and no retired version ([`keys::KeyPolicy`]), (2) its
+//! context names this repository and kind `chunk`, (3) it authenticates, (4)
+//! it decompresses to the length the index gives, and (5) its keyed BLAKE3
+//! equals the ID that referenced it. A chunk message moved to another
+//! location, swapped with another, or replaced fails (5); one under a foreign
+//! key fails (1).
+//!
+//! # Threat model
+//!
+//! The attacker holds the storage (read, write, copy, delete, replay, keep
+//! old copies), no key, and runs no code on the client. What they can do:
+//! delete or withhold objects (verify reports what is missing and which files
+//! it costs), fill the disk, deny service, and learn sizes and timing: pack,
+//! chunk-message and snapshot sizes; how many chunks a backup added; which
+//! chunk messages belong to one file (they carry the same EDKs); whether a
+//! backup used compression (the context). With the keyed chunker, chunk
+//! sizes of a known file cannot be predicted, so they do not fingerprint it;
+//! compressed sizes still reveal how well new content compresses. What they
+//! cannot do, and what enforces it:
+//!
+//! - read anything: every byte of content, manifests, index and secrets is
+//!   inside an ESDK message; chunk IDs are MACs under a secret key;
+//! - edit the config: every field is in the sealed copy and must equal it
+//!   ([`config::compare`], exit 4 naming the field);
+//! - substitute keys: a whole new config under their key is refused by the
+//!   client's pin of the key set ([`pins`]);
+//! - roll back the config (to un-retire a version): the pinned generation;
+//! - replay a snapshot or index file under another name: the `envarc-id`
+//!   context pair binds the name;
+//! - slip in messages under another key or a retired version: the key policy;
+//! - alter, reorder, splice or truncate anything: ESDK authentication, and the
+//!   chunk MAC for chunk locations.
+//!
+//! # The API the maintenance commands build on
+//!
+//! - references of each snapshot: [`Repository::list_snapshots`],
+//!   [`Repository::load_snapshot_with`] (each [`Entry`]'s `chunks`);
+//! - chunks by pack and key version: [`Repository::load_index`] then
+//!   [`Index::by_pack`] / [`Index::chunks`] ([`IndexedChunk::key_set`] names
+//!   the key versions wrapping it), [`Index::packs`] (which index files list
+//!   each pack), [`Repository::list_packs`] (what is stored, with times for a
+//!   grace period); a chunk's bytes with [`Repository::read_chunk_at`], its
+//!   header (EDKs) with [`Repository::chunk_header`];
+//! - writing: [`Repository::file_key`] (one data key, one provider call) and
+//!   [`Repository::seal_chunk`] (a new message ID every time) into a
+//!   [`PackWriter`], then [`Repository::save_index`] with the returned
+//!   [`PackRecord`]s, then [`Repository::replace_snapshot`] or
+//!   [`Repository::save_snapshot`];
+//! - deleting, only after what replaces it is durable:
+//!   [`Repository::delete_index_file`], [`Repository::delete_pack`],
+//!   [`Repository::delete_snapshot`]; leftovers via
+//!   [`Storage::leftovers`];
+//! - config changes under the exclusive lock ([`Repository::lock`]):
+//!   [`Repository::retire_version`], [`Repository::set_keys`]; then the
+//!   caller updates its pin ([`Pins::record`]);
+//! - the worker pool: [`crate::pool::Pool::for_repo`].
+//!
+//! # Memory
+//!
+//! The index costs 52 bytes per chunk ([`Index`]); a backup holds besides it
+//! the parent's and the new manifest (about 150 bytes per file plus 32 per
+//! chunk) and the chunks in flight (bounded by worker count); a restore holds
+//! the index and the snapshot's entries.
 
-mod config;
+pub mod chunker;
+pub mod compress;
+pub mod config;
 mod index;
-mod lock;
+pub mod keys;
+pub mod manifest;
 mod pack;
+pub mod pins;
+mod read;
 mod snapshot;
 pub mod storage;
 
 use std::fmt;
-use std::fs::{self, File};
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use rand::RngCore;
 
 use crate::envelope::{
-    CommitmentPolicy, DecryptOptions, Decryptor, EncryptOptions, EncryptionContext, KeyProvider,
-    MessageId, ReadLimits,
+    CommitmentPolicy, DecryptOptions, EncryptOptions, EncryptionContext, KeyProvider, ReadLimits,
 };
-use crate::fsutil::fsync_dir;
+use crate::progress::Progress;
 use crate::{Error, Result};
 
+pub use chunker::{ChunkId, Chunker, ChunkerParams};
+pub use compress::Compression;
 pub use config::{
-    describe_key, Config, InitOptions, KeyRef, DEFAULT_LARGE_FILE_SIZE, DEFAULT_PACK_SIZE,
-    FORMAT_VERSION, MAX_FRAME_LENGTH,
+    key_fingerprint, Config, InitOptions, OuterConfig, Secrets, DEFAULT_PACK_SIZE, FORMAT_VERSION,
+    MAX_FRAME_LENGTH,
 };
-pub use index::{decode_index, encode_index, Index, IndexFile, Location};
-pub use lock::{hostname, LockKind, RepoLock};
-pub use pack::{IndexEntry, PackRecord, PackWriter, Written};
+pub use index::{
+    index_name, Index, IndexBuilder, IndexData, IndexedChunk, IndexedPack, KeySetTable, Location,
+};
+pub use keys::{describe_key, KeyPolicy, KeyRef, KeyVersion, PolicyProvider};
+pub use pack::{pack_name, ChunkRecord, FullPack, PackRecord, PackWriter};
+pub use pins::{Pin, PinStatus, Pins};
+pub use read::{FileKey, ObjectReader, OpenedChunk};
 pub use snapshot::{
-    decode_manifest, encode_manifest, Entry, EntryKind, SnapshotMeta, Summary, Time,
+    decode_manifest, encode_manifest, snapshot_name, Entry, EntryKind, SnapshotMeta, Summary, Time,
     SNAPSHOT_VERSION,
 };
+pub use storage::lock::hostname;
+pub use storage::{LocalStorage, LockKind, RepoLock, Storage};
 
 /// Context key naming the repository a message belongs to.
 pub const CONTEXT_REPO: &str = "envarc-repo";
 /// Context key naming what a message holds.
 pub const CONTEXT_KIND: &str = "envarc-kind";
+/// Context key naming the object a message must be found under.
+pub const CONTEXT_ID: &str = "envarc-id";
 
 /// What a message holds; part of its encryption context.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// One file's content.
-    Object,
+    /// A piece of a file's content.
+    Chunk,
     /// One backup run's manifest.
     Snapshot,
     /// A part of the index.
     Index,
-    /// The config's key check.
-    KeyCheck,
+    /// The sealed config.
+    Config,
 }
 
 impl Kind {
     pub fn as_str(self) -> &'static str {
         match self {
-            Kind::Object => "object",
+            Kind::Chunk => "chunk",
             Kind::Snapshot => "snapshot",
             Kind::Index => "index",
-            Kind::KeyCheck => "key-check",
+            Kind::Config => "config",
         }
     }
 }
@@ -126,425 +212,328 @@ impl fmt::Debug for Id {
     }
 }
 
-/// A pack file as found in `data/`.
+/// A pack as listed in `data/`.
 #[derive(Clone, Debug)]
 pub struct PackFile {
     pub id: Id,
     pub size: u64,
-    pub modified: std::time::SystemTime,
+    pub modified: Option<std::time::SystemTime>,
 }
 
-/// The exact bytes of one message inside its pack: reading it yields the
-/// message and then end of file, so a [`Decryptor`] over it also detects
-/// truncation and trailing bytes.
-pub type MessageReader = io::Take<BufReader<File>>;
+/// A repository's config as read from its storage, before any key is used:
+/// the caller checks the claimed config against its pins and picks key
+/// providers for the claimed keys, then [`Unopened::open`]s it.
+pub struct Unopened {
+    storage: Box<dyn Storage>,
+    outer: OuterConfig,
+}
 
-/// An open repository with the key provider that wraps and unwraps its data keys.
+impl Unopened {
+    pub fn read(storage: Box<dyn Storage>) -> Result<Unopened> {
+        let bytes = match storage.read("config") {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let at = storage.location();
+                return Err(Error::Usage(format!(
+                    "{at} is not an envarc repository (it has no config); create one with `envarc init --repo {at}`"
+                )));
+            }
+            Err(e) => {
+                return Err(Error::io(
+                    format!("reading the config of {}", storage.location()),
+                    e,
+                ))
+            }
+        };
+        let outer = OuterConfig::parse(&bytes)
+            .map_err(|e| prefix(e, &format!("{}: ", storage.location())))?;
+        Ok(Unopened { storage, outer })
+    }
+
+    /// The config as the clear JSON claims it (not yet authenticated).
+    pub fn claimed(&self) -> &Config {
+        &self.outer.claimed
+    }
+
+    pub fn location(&self) -> String {
+        self.storage.location()
+    }
+
+    /// Opens the sealed config with `provider` (under the claimed key
+    /// policy) and checks the clear fields against it.
+    pub fn open(self, provider: Box<dyn KeyProvider>) -> Result<Repository> {
+        let provider = PolicyProvider::new(provider, self.outer.claimed.policy());
+        let (config, secrets) = self.outer.open(&provider)?;
+        let provider = PolicyProvider::new(provider.into_inner(), config.policy());
+        Ok(Repository::assemble(
+            self.storage,
+            config,
+            secrets,
+            provider,
+        ))
+    }
+}
+
+fn prefix(e: Error, p: &str) -> Error {
+    match e {
+        Error::Integrity(m) => Error::Integrity(format!("{p}{m}")),
+        Error::Other(m) => Error::Other(format!("{p}{m}")),
+        e => e,
+    }
+}
+
+/// An open repository with the key provider that wraps and unwraps its data
+/// keys (behind the repository's key policy) and its secrets.
 pub struct Repository {
-    root: PathBuf,
+    storage: Box<dyn Storage>,
     config: Config,
-    provider: Box<dyn KeyProvider>,
+    secrets: Secrets,
+    chunker: Chunker,
+    provider: PolicyProvider,
     /// How long [`Repository::lock`] retries while another process holds a
     /// conflicting lock.
-    lock_wait: std::time::Duration,
-}
-
-const SUBDIRS: [&str; 4] = ["data", "index", "snapshots", "locks"];
-
-fn create_dir(path: &Path) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new()
-        .mode(0o700)
-        .create(path)
-        .map_err(|e| Error::io(format!("creating {}", path.display()), e))
+    lock_wait: Duration,
 }
 
 impl Repository {
-    /// Creates a repository at `root` (absent or an empty folder). The config
-    /// is written last, so a folder without one is not a repository yet.
-    pub fn init(
-        root: &Path,
-        key: KeyRef,
-        provider: Box<dyn KeyProvider>,
-        opts: &InitOptions,
-    ) -> Result<Repository> {
-        Repository::init_with_keys(root, vec![key], provider, opts)
+    fn assemble(
+        storage: Box<dyn Storage>,
+        config: Config,
+        secrets: Secrets,
+        provider: PolicyProvider,
+    ) -> Repository {
+        Repository {
+            chunker: Chunker::new(config.chunker, &secrets),
+            storage,
+            config,
+            secrets,
+            provider,
+            lock_wait: Duration::ZERO,
+        }
     }
 
-    /// Like [`Repository::init`], with every data key wrapped under each of
-    /// `keys` (at least one) by `provider`.
-    pub fn init_with_keys(
-        root: &Path,
+    /// Creates a repository in `storage` (which must hold no objects) with
+    /// every data key wrapped under each of `keys` by `provider`. The config
+    /// is the only object written: a store without one is not a repository.
+    pub fn init(
+        storage: Box<dyn Storage>,
         keys: Vec<KeyRef>,
         provider: Box<dyn KeyProvider>,
         opts: &InitOptions,
     ) -> Result<Repository> {
-        let missing = match fs::read_dir(root) {
-            Ok(mut entries) => {
-                if entries.next().is_some() {
-                    return Err(Error::Usage(format!(
-                        "{} exists and is not empty; choose a new or empty folder for the repository",
-                        root.display()
-                    )));
-                }
-                false
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => true,
-            Err(e) => return Err(Error::io(format!("reading {}", root.display()), e)),
-        };
-        // The key check first: a key that does not work creates nothing.
-        let config = Config::with_keys(keys, provider.as_ref(), opts)?;
-        if missing {
-            // Missing parents get the default mode, the repository 0700.
-            if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
-                fs::create_dir_all(parent)
-                    .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
-            }
-            create_dir(root)?
+        let existing = storage
+            .list("")
+            .map_err(|e| Error::io(format!("listing {}", storage.location()), e))?;
+        if !existing.is_empty() {
+            return Err(Error::Usage(format!(
+                "{} is not empty; choose a new or empty location for the repository",
+                storage.location()
+            )));
         }
-        for sub in SUBDIRS {
-            create_dir(&root.join(sub))?;
-        }
-        // All 256 fan-out folders now, so writers never create folders.
-        for i in 0..=255u8 {
-            create_dir(&root.join("data").join(hex::encode([i])))?;
-        }
-        let sync =
-            |p: &Path| fsync_dir(p).map_err(|e| Error::io(format!("syncing {}", p.display()), e));
-        sync(&root.join("data"))?;
-        sync(root)?;
-        let repo = Repository {
-            root: root.to_path_buf(),
-            config,
-            provider,
-            lock_wait: std::time::Duration::ZERO,
-        };
-        repo.save_config()?;
-        Ok(repo)
-    }
-
-    /// Opens a repository whose config the caller loaded (to choose the key
-    /// provider from it). Checks that the provider opens the repository.
-    pub fn open(root: &Path, config: Config, provider: Box<dyn KeyProvider>) -> Result<Repository> {
-        config.check_key(provider.as_ref())?;
-        for sub in SUBDIRS {
-            if !root.join(sub).is_dir() {
-                return Err(Error::Integrity(format!(
-                    "the repository {} has no {sub}/ folder; it is damaged or not an envarc repository",
-                    root.display()
-                )));
-            }
-        }
-        Ok(Repository {
-            root: root.to_path_buf(),
-            config,
-            provider,
-            lock_wait: std::time::Duration::ZERO,
-        })
+        let config = Config::new(keys, opts)?;
+        let secrets = Secrets::generate();
+        let provider = PolicyProvider::new(provider, config.policy());
+        // Sealing is the key check: a key that does not work creates nothing.
+        let bytes = config::seal(&config, &secrets, &provider)?;
+        storage
+            .create("config", &bytes)
+            .map_err(|e| Error::io(format!("writing the config of {}", storage.location()), e))?;
+        Ok(Repository::assemble(storage, config, secrets, provider))
     }
 
     /// Lets [`Repository::lock`] wait up to `wait` for a conflicting lock to
     /// go away (restic's `--retry-lock`) instead of failing at once.
-    pub fn set_lock_wait(&mut self, wait: std::time::Duration) {
+    pub fn set_lock_wait(&mut self, wait: Duration) {
         self.lock_wait = wait;
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// Takes a lock. A shared lock on a store this process cannot write
+    /// goes on without one (reading a read-only mount), with a warning.
+    pub fn lock(&self, kind: LockKind, progress: &dyn Progress) -> Result<RepoLock> {
+        storage::lock::acquire(self.storage.as_ref(), kind, self.lock_wait, true, progress)
+    }
+
+    /// Takes a lock for a command that writes (backup): no going on without
+    /// one where the lock cannot be written, since data written unlocked is
+    /// what a concurrent prune may delete.
+    pub fn lock_to_write(&self, kind: LockKind, progress: &dyn Progress) -> Result<RepoLock> {
+        storage::lock::acquire(self.storage.as_ref(), kind, self.lock_wait, false, progress)
+    }
+
+    pub fn storage(&self) -> &dyn Storage {
+        self.storage.as_ref()
     }
 
     pub fn config(&self) -> &Config {
         &self.config
     }
 
-    /// Replaces the config (e.g. after [`Config::set_key`]) atomically on disk.
-    pub fn set_config(&mut self, config: Config) -> Result<()> {
-        self.config = config;
-        self.save_config()
+    pub fn chunker(&self) -> &Chunker {
+        &self.chunker
     }
 
-    fn save_config(&self) -> Result<()> {
-        let mut json = serde_json::to_vec_pretty(&self.config)
-            .map_err(|e| Error::Other(format!("encoding the config: {e}")))?;
-        json.push(b'\n');
-        let path = self.root.join("config");
-        crate::fsutil::atomic_write(&path, &json, Some(0o600))
-            .map_err(|e| Error::io(format!("writing {}", path.display()), e))
-    }
-
+    /// The provider, behind the key policy.
     pub fn provider(&self) -> &dyn KeyProvider {
-        self.provider.as_ref()
+        &self.provider
     }
 
-    /// Replaces the key provider (e.g. after a rewrap changed the key).
+    /// The key policy of the authenticated config.
+    pub fn policy(&self) -> &KeyPolicy {
+        self.provider.policy()
+    }
+
+    /// Replaces the key provider (after a change of keys).
     pub fn set_provider(&mut self, provider: Box<dyn KeyProvider>) {
-        self.provider = provider;
+        self.provider = PolicyProvider::new(provider, self.config.policy());
     }
 
-    pub fn context(&self, kind: Kind) -> EncryptionContext {
-        encryption_context(&self.config.id, kind)
+    /// Writes a changed config (generation + 1) sealed anew by the current
+    /// provider, atomically. The caller holds the exclusive lock and updates
+    /// its pin afterwards ([`Pins::record`]).
+    fn write_config(&mut self, mut config: Config) -> Result<()> {
+        config.generation = self.config.generation + 1;
+        let bytes = config::seal(&config, &self.secrets, self.provider.inner())?;
+        self.storage.replace("config", &bytes).map_err(|e| {
+            Error::io(
+                format!("writing the config of {}", self.storage.location()),
+                e,
+            )
+        })?;
+        self.provider.set_policy(config.policy());
+        self.config = config;
+        Ok(())
     }
 
-    /// Options for writing a new message of `kind`.
-    pub fn encrypt_options(&self, kind: Kind) -> EncryptOptions {
+    /// Seals the config anew (generation + 1, a new message under a fresh
+    /// data key wrapped by the current key versions), settings unchanged:
+    /// rewrap's last step. Under the exclusive lock; the caller updates
+    /// its pin afterwards.
+    pub fn reseal_config(&mut self) -> Result<()> {
+        self.write_config(self.config.clone())
+    }
+
+    /// The header of the sealed config message as stored now: which key
+    /// versions wrap it. Not authenticated.
+    pub fn config_header(&self) -> Result<crate::envelope::Header> {
+        let bytes = self.storage.read("config").map_err(|e| {
+            Error::io(
+                format!("reading the config of {}", self.storage.location()),
+                e,
+            )
+        })?;
+        OuterConfig::parse(&bytes)?.sealed_header()
+    }
+
+    /// Records `keys` as the repository's key set (for envarc's own key
+    /// changes); `provider` must wrap under all of them.
+    pub fn set_keys(&mut self, keys: Vec<KeyRef>, provider: Box<dyn KeyProvider>) -> Result<()> {
+        if keys.is_empty() {
+            return Err(Error::Usage("a repository needs a key".into()));
+        }
+        let mut c = self.config.clone();
+        c.keys = keys;
+        self.provider = PolicyProvider::new(provider, c.policy());
+        self.write_config(c)
+    }
+
+    /// Records `version` as retired: from now on every message it wraps is
+    /// refused. Call only once nothing the repository needs is wrapped by it
+    /// alone (after reencrypt).
+    pub fn retire_version(&mut self, version: KeyVersion) -> Result<()> {
+        if !self.config.keys.iter().any(|k| k.names(&version)) {
+            return Err(Error::Usage(format!(
+                "{version} is not a version of this repository's keys ({})",
+                self.config.describe_keys()
+            )));
+        }
+        if self.config.retired.contains(&version) {
+            return Ok(());
+        }
+        let mut c = self.config.clone();
+        c.retired.push(version);
+        c.retired.sort();
+        self.write_config(c)
+    }
+
+    pub fn context(&self, kind: Kind, id: Option<&Id>) -> EncryptionContext {
+        let mut c = encryption_context(&self.config.id, kind);
+        if let Some(id) = id {
+            c.insert(CONTEXT_ID.into(), id.to_hex());
+        }
+        c
+    }
+
+    /// Options for writing a new message of `kind` (bound to object `id`).
+    pub fn encrypt_options(&self, kind: Kind, id: Option<&Id>) -> EncryptOptions {
         EncryptOptions {
             suite: self
                 .config
                 .suite()
-                .expect("checked when the config was loaded"),
+                .expect("checked when the config was opened"),
             frame_length: self.config.frame_length,
-            context: self.context(kind),
+            context: self.context(kind, id),
         }
     }
 
     /// Options for reading a message of `kind`: the context must name this
-    /// repository and kind; frames up to the larger of the default limit and
-    /// the repository's frame length are accepted.
-    pub fn decrypt_options(&self, kind: Kind) -> DecryptOptions {
+    /// repository, kind and object; frames up to the larger of the default
+    /// limit and the repository's frame length are accepted.
+    pub fn decrypt_options(&self, kind: Kind, id: Option<&Id>) -> DecryptOptions {
         let mut limits = ReadLimits::default();
         limits.max_frame_length = limits.max_frame_length.max(self.config.frame_length);
         DecryptOptions {
             policy: CommitmentPolicy::RequireCommitment,
             limits,
-            expected_context: self.context(kind),
+            expected_context: self.context(kind, id),
         }
     }
 
-    /// Path of a pack (or a large file's data file).
-    pub fn pack_path(&self, id: &Id) -> PathBuf {
-        let hex = id.to_hex();
-        self.root.join("data").join(&hex[..2]).join(hex)
-    }
-
-    pub(crate) fn dir(&self, name: &str) -> PathBuf {
-        self.root.join(name)
-    }
-
-    /// The exact bytes of the message at `loc`.
-    pub fn open_message(&self, loc: &Location) -> Result<MessageReader> {
-        let path = self.pack_path(&loc.pack);
-        let mut f = File::open(&path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => Error::Integrity(format!(
-                "pack {} is missing from the repository (expected at {})",
-                loc.pack,
-                path.display()
-            )),
-            _ => Error::io(format!("opening {}", path.display()), e),
-        })?;
-        f.seek(SeekFrom::Start(loc.offset))
-            .map_err(|e| Error::io(format!("seeking in {}", path.display()), e))?;
-        // A buffer no larger than the message: a small file's message in a
-        // pack is then one read, not 256 KiB of its neighbours copied along.
-        let capacity = loc.length.clamp(4096, 256 * 1024) as usize;
-        Ok(BufReader::with_capacity(capacity, f).take(loc.length))
-    }
-
-    /// The exact bytes of message `id`, found through `index`.
-    pub fn read_message(&self, index: &Index, id: &MessageId) -> Result<MessageReader> {
-        let loc = index.get(id).ok_or_else(|| {
-            Error::Integrity(format!(
-                "message {} is not in the repository's index",
-                hex::encode(id)
-            ))
-        })?;
-        self.open_message(&loc)
-    }
-
-    /// A decryptor over object message `id`, after checking that the header
-    /// carries that ID (a swapped or replaced message is an integrity error).
-    /// When the index lists more than one copy (an interrupted rewrap or
-    /// repack), the first copy whose header opens is used; if none opens,
-    /// the first copy's error is returned.
-    pub fn decrypt_object(
-        &self,
-        index: &Index,
-        id: &MessageId,
-    ) -> Result<Decryptor<MessageReader>> {
-        let locations = index.locations(id);
-        if locations.is_empty() {
-            // Same error as read_message gives.
-            self.read_message(index, id)?;
-        }
-        let mut first_err = None;
-        for loc in &locations {
-            match self.decrypt_object_at(loc, id) {
-                Ok(dec) => return Ok(dec),
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
-        Err(first_err.expect("at least one location was tried"))
-    }
-
-    /// A decryptor over the object message at `loc`, which must carry `id`.
-    pub fn decrypt_object_at(
-        &self,
-        loc: &Location,
-        id: &MessageId,
-    ) -> Result<Decryptor<MessageReader>> {
-        let reader = self.open_message(loc)?;
-        let dec = Decryptor::new(self.provider(), &self.decrypt_options(Kind::Object), reader)?;
-        if dec.header().message_id.as_slice() != id.as_slice() {
-            return Err(crate::envelope::Error::MessageIdMismatch {
-                expected: hex::encode(id),
-                found: hex::encode(&dec.header().message_id),
-            }
-            .into());
-        }
-        Ok(dec)
-    }
-
-    /// Every pack (and large file's data file) with its size in bytes.
-    pub fn list_packs(&self) -> Result<Vec<(Id, u64)>> {
-        let mut out = Vec::new();
-        let data = self.dir("data");
-        for sub in read_dir_names(&data)? {
-            let dir = data.join(&sub);
-            if !dir.is_dir() {
-                continue;
-            }
-            for name in read_dir_names(&dir)? {
-                if let Some(id) = Id::from_hex(&name) {
-                    let p = dir.join(&name);
-                    let len = fs::metadata(&p)
-                        .map_err(|e| Error::io(format!("reading {}", p.display()), e))?
-                        .len();
-                    out.push((id, len));
-                }
-            }
-        }
-        out.sort();
-        Ok(out)
-    }
-
-    /// Every pack with its size and modification time (for prune's grace
-    /// period).
-    pub fn list_pack_files(&self) -> Result<Vec<PackFile>> {
-        let mut out = Vec::new();
-        let data = self.dir("data");
-        for sub in read_dir_names(&data)? {
-            let dir = data.join(&sub);
-            if !dir.is_dir() {
-                continue;
-            }
-            for name in read_dir_names(&dir)? {
-                let Some(id) = Id::from_hex(&name) else {
-                    continue;
-                };
-                let p = dir.join(&name);
-                let md = match fs::metadata(&p) {
-                    Ok(md) => md,
-                    // Deleted meanwhile (by a concurrent reader's listing race).
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(Error::io(format!("reading {}", p.display()), e)),
-                };
-                out.push(PackFile {
+    /// Every pack with its size and time.
+    pub fn list_packs(&self) -> Result<Vec<PackFile>> {
+        let mut out: Vec<PackFile> = self
+            .list_objects("data/")?
+            .into_iter()
+            .filter_map(|o| {
+                let id = Id::from_hex(o.name.rsplit('/').next()?)?;
+                (pack_name(&id) == o.name).then_some(PackFile {
                     id,
-                    size: md.len(),
-                    modified: md.modified().unwrap_or(std::time::UNIX_EPOCH),
-                });
-            }
-        }
+                    size: o.size,
+                    modified: o.modified,
+                })
+            })
+            .collect();
         out.sort_by_key(|p| p.id);
         Ok(out)
     }
 
-    /// Deletes a pack; the deletion is durable when this returns.
+    /// Deletes a pack; durable when this returns.
     pub fn delete_pack(&self, id: &Id) -> Result<()> {
-        remove_durably(&self.pack_path(id))
+        self.delete_object(&pack_name(id))
     }
 
-    /// Temporary files left by interrupted writers (names starting with `.`)
-    /// in data/, index/ and snapshots/. Only remove them under an exclusive
-    /// lock: a running backup's open packs look the same.
-    pub fn list_leftovers(&self) -> Result<Vec<PathBuf>> {
-        let mut out = Vec::new();
-        let mut dirs = vec![self.dir("index"), self.dir("snapshots")];
-        for sub in read_dir_names(&self.dir("data"))? {
-            dirs.push(self.dir("data").join(sub));
-        }
-        for d in dirs {
-            if !d.is_dir() {
-                continue;
-            }
-            for name in read_dir_names(&d)? {
-                if name.starts_with('.') {
-                    out.push(d.join(name));
-                }
-            }
-        }
-        Ok(out)
+    fn list_objects(&self, prefix: &str) -> Result<Vec<storage::ObjectInfo>> {
+        self.storage.list(prefix).map_err(|e| {
+            Error::io(
+                format!("listing {prefix} in {}", self.storage.location()),
+                e,
+            )
+        })
     }
 
-    /// Lists names (hex IDs) in one of the flat folders.
-    pub(crate) fn list_ids(&self, dir: &str) -> Result<Vec<Id>> {
-        let mut ids: Vec<Id> = read_dir_names(&self.dir(dir))?
+    /// IDs named in a flat folder (`index/`, `snapshots/`).
+    pub(crate) fn list_ids(&self, prefix: &str) -> Result<Vec<Id>> {
+        let mut ids: Vec<Id> = self
+            .list_objects(prefix)?
             .iter()
-            .filter_map(|n| Id::from_hex(n))
+            .filter_map(|o| Id::from_hex(o.name.strip_prefix(prefix)?))
             .collect();
         ids.sort();
         Ok(ids)
     }
-}
 
-/// File names in a folder (non-UTF-8 names are not envarc's and are skipped).
-fn read_dir_names(dir: &Path) -> Result<Vec<String>> {
-    let rd = fs::read_dir(dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
-    let mut out = Vec::new();
-    for e in rd {
-        let e = e.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
-        if let Ok(name) = e.file_name().into_string() {
-            out.push(name);
-        }
-    }
-    Ok(out)
-}
-
-/// Removes a file and fsyncs its folder.
-pub(crate) fn remove_durably(path: &Path) -> Result<()> {
-    fs::remove_file(path).map_err(|e| Error::io(format!("deleting {}", path.display()), e))?;
-    if let Some(dir) = path.parent() {
-        fsync_dir(dir).map_err(|e| Error::io(format!("syncing {}", dir.display()), e))?;
-    }
-    Ok(())
-}
-
-/// Reads a whole small message file (index, snapshot) and decrypts it as `kind`.
-pub(crate) fn decrypt_file(repo: &Repository, path: &Path, kind: Kind) -> Result<Vec<u8>> {
-    let f = File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-    let mut dec = Decryptor::new(
-        repo.provider(),
-        &repo.decrypt_options(kind),
-        BufReader::with_capacity(256 * 1024, f),
-    )
-    .map_err(|e| with_path(e, path))?;
-    let mut out = Vec::new();
-    dec.copy_to(&mut out).map_err(|e| with_path(e, path))?;
-    Ok(out)
-}
-
-/// Names the file an envelope error happened while writing (a full disk
-/// shows as an I/O error of the encryptor's writer).
-pub(crate) fn writing(e: crate::envelope::Error, path: &Path) -> Error {
-    match e {
-        crate::envelope::Error::Io(io) => Error::io(format!("writing {}", path.display()), io),
-        e => e.into(),
-    }
-}
-
-/// Names the file in an envelope error about it, keeping the error's class
-/// (integrity, key, I/O) for the exit code.
-pub(crate) fn with_path(e: crate::envelope::Error, path: &Path) -> Error {
-    use crate::envelope::Error as E;
-    match e {
-        E::Provider(p) => Error::Key {
-            message: format!("{}: {p}", path.display()),
-        },
-        E::Io(io) => Error::io(format!("reading {}", path.display()), io),
-        e if e.is_integrity() || matches!(e, E::ContextMismatch { .. }) => {
-            Error::Integrity(format!("{}: {e}", path.display()))
-        }
-        e => Error::Other(format!("{}: {e}", path.display())),
+    pub(crate) fn delete_object(&self, name: &str) -> Result<()> {
+        self.storage
+            .delete(name)
+            .map_err(|e| Error::io(format!("deleting {name} in {}", self.storage.location()), e))
     }
 }

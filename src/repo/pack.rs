@@ -1,238 +1,172 @@
-//! Writing packs: complete messages appended one after another into
-//! `data/<2 hex>/<pack id>`, and large messages each in a data file of their own.
+//! Writing packs: chunk messages appended one after another into
+//! `data/<2 hex>/<pack id>` through [`Storage::create_writer`].
 //!
-//! A pack is written under a temporary name and renamed into place only once
-//! it is complete and fsynced; its messages become findable when the caller
-//! lists the returned [`PackRecord`]s in an index file. Packs are plain
-//! concatenations of ESDK messages: no pack header, so a message cut out at
-//! its offset and length is a complete message any ESDK reads.
-//!
-//! One writer is not shared between threads: the backup gives each worker its
-//! own, so encryption never waits for a lock.
+//! No pack header: a message cut out at its offset and length is a complete
+//! ESDK message any ESDK reads. A pack appears only complete and durable
+//! (the storage's commit); its chunks become findable once an index file
+//! lists the returned [`PackRecord`]s. One writer is not shared between
+//! threads: a backup keeps a few and hands one to each worker that needs it.
 
-use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Write};
 
 use serde::{Deserialize, Serialize};
 
-use crate::envelope::MessageId;
-use crate::fsutil::AtomicFile;
+use crate::repo::storage::ObjectWriter;
 use crate::{Error, Result};
 
+use super::chunker::ChunkId;
 use super::{Id, Repository};
 
-/// Where one message lives inside its pack.
+/// Where one chunk message lives inside its pack, and what stats needs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IndexEntry {
-    pub id: MessageId,
-    pub offset: u64,
-    pub length: u64,
-    /// Plaintext bytes the message holds (for stats and restore sizing).
-    pub plaintext_len: u64,
+pub struct ChunkRecord {
+    pub id: ChunkId,
+    pub offset: u32,
+    /// Bytes of the message.
+    pub length: u32,
+    /// Bytes of the chunk (after decompression).
+    pub raw_length: u32,
+    /// Which key versions wrap its data key: a number into the index file's
+    /// table of key sets.
+    pub key_set: u32,
 }
 
-/// A committed pack and the messages in it: what an index file lists.
+/// A committed pack and the chunks in it: what an index file lists.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackRecord {
     pub id: Id,
-    /// Size of the pack file in bytes.
+    /// Size of the pack in bytes.
     pub size: u64,
-    pub messages: Vec<IndexEntry>,
+    pub chunks: Vec<ChunkRecord>,
 }
 
-const WRITE_BUFFER: usize = 512 * 1024;
+/// The object name of pack `id`.
+pub fn pack_name(id: &Id) -> String {
+    let hex = id.to_hex();
+    format!("data/{}/{hex}", &hex[..2])
+}
+
+const WRITE_BUFFER: usize = 1024 * 1024;
 
 struct OpenPack {
     id: Id,
-    out: BufWriter<AtomicFile>,
+    out: BufWriter<Box<dyn ObjectWriter>>,
     len: u64,
-    messages: Vec<IndexEntry>,
+    chunks: Vec<ChunkRecord>,
 }
 
-impl OpenPack {
-    fn create(repo: &Repository) -> Result<OpenPack> {
-        let id = Id::random();
-        let path = repo.pack_path(&id);
-        let f = AtomicFile::create(&path)
-            .map_err(|e| Error::io(format!("creating a pack file beside {}", path.display()), e))?;
-        Ok(OpenPack {
-            id,
-            out: BufWriter::with_capacity(WRITE_BUFFER, f),
-            len: 0,
-            messages: Vec::new(),
-        })
-    }
+/// A pack that reached its target size, written but not yet committed:
+/// [`FullPack::commit`] makes it durable (fsync, rename). Pipelines hand it
+/// to a thread of its own so that the fsync overlaps the next chunks' work.
+pub struct FullPack(OpenPack);
 
-    /// Flushes, fsyncs and renames the pack into place (and fsyncs its folder).
-    fn commit(self) -> Result<PackRecord> {
-        let what = || format!("writing pack {}", self.id);
-        let f = self
+impl FullPack {
+    pub fn commit(self) -> Result<PackRecord> {
+        let p = self.0;
+        let what = || format!("writing pack {}", pack_name(&p.id));
+        let w = p
             .out
             .into_inner()
             .map_err(|e| Error::io(what(), e.into_error()))?;
-        f.commit().map_err(|e| Error::io(what(), e))?;
+        w.commit().map_err(|e| Error::io(what(), e))?;
         Ok(PackRecord {
-            id: self.id,
-            size: self.len,
-            messages: self.messages,
+            id: p.id,
+            size: p.len,
+            chunks: p.chunks,
         })
     }
-
-    /// Cuts the pack back to `len` bytes, dropping a partly written message.
-    fn truncate(&mut self, len: u64) -> io::Result<()> {
-        self.out.flush()?;
-        let f = self.out.get_mut().file();
-        f.set_len(len)?;
-        f.seek(SeekFrom::Start(len))?;
-        self.len = len;
-        Ok(())
-    }
 }
 
-/// Counts the bytes written through it. Its `flush` does nothing: an
-/// encryptor flushes at the end of every message, and passing that on would
-/// cost a write call per message; the pack is flushed when committed.
-struct Counting<'a> {
-    inner: &'a mut dyn Write,
-    n: u64,
-}
-
-impl Write for Counting<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.n += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// What a message writer callback returns: the message's ID, its plaintext
-/// length, and anything else the caller wants back.
-pub type Written<T> = (MessageId, u64, T);
-
-/// Appends messages to packs of the repository's target size.
+/// Appends chunk messages to packs of about the repository's pack size.
 pub struct PackWriter<'r> {
     repo: &'r Repository,
-    target: u64,
     open: Option<OpenPack>,
     done: Vec<PackRecord>,
-    stored: u64,
-    /// Set when a failed message could not be cut off again: the open pack was
-    /// discarded with messages the caller believes stored, so nothing may go on.
-    poisoned: bool,
 }
 
 impl<'r> PackWriter<'r> {
     pub fn new(repo: &'r Repository) -> PackWriter<'r> {
         PackWriter {
             repo,
-            target: repo.config().pack_size,
             open: None,
             done: Vec::new(),
-            stored: 0,
-            poisoned: false,
         }
     }
 
-    fn check(&self) -> Result<()> {
-        if self.poisoned {
-            return Err(Error::Other(
-                "an earlier write to this pack failed and could not be undone; the run must stop"
-                    .into(),
-            ));
+    /// Appends one complete chunk message; commits the pack once it reached
+    /// the target size.
+    pub fn add(
+        &mut self,
+        id: ChunkId,
+        message: &[u8],
+        raw_length: u32,
+        key_set: u32,
+    ) -> Result<()> {
+        if let Some(full) = self.add_detached(id, message, raw_length, key_set)? {
+            self.done.push(full.commit()?);
         }
         Ok(())
     }
 
-    /// Appends one message to the current pack. `write` streams the complete
-    /// message into the writer it gets. If `write` fails, the partial message
-    /// is cut off and the pack stays usable. The pack is committed once it
-    /// reaches the target size.
-    pub fn append<T, E: From<Error>>(
+    /// Like [`PackWriter::add`], but a pack that reached the target size is
+    /// returned for the caller to commit.
+    pub fn add_detached(
         &mut self,
-        write: impl FnOnce(&mut dyn Write) -> std::result::Result<Written<T>, E>,
-    ) -> std::result::Result<(IndexEntry, T), E> {
-        self.check()?;
-        if self.open.is_none() {
-            self.open = Some(OpenPack::create(self.repo)?);
-        }
-        let pack = self.open.as_mut().expect("just opened");
-        let start = pack.len;
-        let mut out = Counting {
-            inner: &mut pack.out,
-            n: 0,
-        };
-        match write(&mut out) {
-            Ok((id, plaintext_len, t)) => {
-                let entry = IndexEntry {
+        id: ChunkId,
+        message: &[u8],
+        raw_length: u32,
+        key_set: u32,
+    ) -> Result<Option<FullPack>> {
+        let storage = self.repo.storage();
+        let pack = match self.open.as_mut() {
+            Some(p) => p,
+            None => {
+                let id = Id::random();
+                let name = pack_name(&id);
+                let w = storage.create_writer(&name).map_err(|e| {
+                    Error::io(format!("creating pack {name} in {}", storage.location()), e)
+                })?;
+                self.open.insert(OpenPack {
                     id,
-                    offset: start,
-                    length: out.n,
-                    plaintext_len,
-                };
-                pack.len += out.n;
-                self.stored += out.n;
-                pack.messages.push(entry.clone());
-                if pack.len >= self.target {
-                    let full = self.open.take().expect("open");
-                    self.done.push(full.commit()?);
-                }
-                Ok((entry, t))
+                    out: BufWriter::with_capacity(WRITE_BUFFER, w),
+                    len: 0,
+                    chunks: Vec::new(),
+                })
             }
-            Err(e) => {
-                if let Err(io) = pack.truncate(start) {
-                    self.open = None;
-                    self.poisoned = true;
-                    return Err(Error::io("cutting a failed message off a pack", io).into());
-                }
-                Err(e)
-            }
-        }
-    }
-
-    /// Stores one message in a data file of its own (for large files), committed
-    /// before this returns. If `write` fails, nothing is left behind.
-    pub fn store_alone<T, E: From<Error>>(
-        &mut self,
-        write: impl FnOnce(&mut dyn Write) -> std::result::Result<Written<T>, E>,
-    ) -> std::result::Result<(IndexEntry, T), E> {
-        self.check()?;
-        let mut pack = OpenPack::create(self.repo)?;
-        let mut out = Counting {
-            inner: &mut pack.out,
-            n: 0,
         };
-        let (id, plaintext_len, t) = write(&mut out)?;
-        let entry = IndexEntry {
+        pack.out
+            .write_all(message)
+            .map_err(|e| Error::io(format!("writing pack {}", pack_name(&pack.id)), e))?;
+        pack.chunks.push(ChunkRecord {
             id,
-            offset: 0,
-            length: out.n,
-            plaintext_len,
-        };
-        pack.len = out.n;
-        pack.messages.push(entry.clone());
-        self.done.push(pack.commit()?);
-        self.stored += entry.length;
-        Ok((entry, t))
-    }
-
-    /// Bytes of messages written so far (committed or not).
-    pub fn stored_bytes(&self) -> u64 {
-        self.stored
-    }
-
-    /// Commits the open pack, if it holds anything, and returns every pack
-    /// committed by this writer. Only after this (and after an index file lists
-    /// the records) are the messages part of the repository. Dropping a writer
-    /// without calling this discards its open pack.
-    pub fn finish(mut self) -> Result<Vec<PackRecord>> {
-        self.check()?;
-        if let Some(p) = self.open.take() {
-            if !p.messages.is_empty() {
-                self.done.push(p.commit()?);
-            }
+            offset: u32::try_from(pack.len).expect("packs stay under 4 GiB"),
+            length: message.len() as u32,
+            raw_length,
+            key_set,
+        });
+        pack.len += message.len() as u64;
+        if pack.len >= self.repo.config().pack_size {
+            return Ok(self.open.take().map(FullPack));
         }
-        Ok(std::mem::take(&mut self.done))
+        Ok(None)
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        if let Some(p) = self.open.take() {
+            self.done.push(FullPack(p).commit()?);
+        }
+        Ok(())
+    }
+
+    /// Bytes in packs written so far (committed or open).
+    pub fn bytes(&self) -> u64 {
+        self.done.iter().map(|p| p.size).sum::<u64>() + self.open.as_ref().map_or(0, |p| p.len)
+    }
+
+    /// Commits the open pack; returns every pack this writer committed, all
+    /// durable.
+    pub fn finish(mut self) -> Result<Vec<PackRecord>> {
+        self.commit()?;
+        Ok(self.done)
     }
 }

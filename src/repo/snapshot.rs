@@ -1,33 +1,33 @@
-//! Snapshots: one message (kind `snapshot`) per backup run under
-//! `snapshots/<id>`, holding the manifest in a compact binary encoding.
+//! Snapshots: one message (kind `snapshot`, context also `envarc-id: <id>`)
+//! per backup run under `snapshots/<id>`, holding the manifest.
 //!
-//! Plaintext layout: `len(u32 LE) | postcard(SnapshotMeta)` then, for each of
-//! `meta.entries` entries, `len(u32 LE) | postcard(Entry)`. The metadata comes
-//! first so that listings read only the first frame(s) of each snapshot (each
-//! frame authenticated on its own); loading the entries reads and
-//! authenticates the whole message, final frame included. Entries are read and
-//! written one at a time, so a snapshot is never held twice in memory.
+//! Plaintext layout: `len(u32 LE) | postcard(SnapshotMeta)`, then one zstd
+//! frame holding, for each of `meta.entries` entries, `len(u32 LE) |
+//! postcard(Entry)`. The metadata comes first and uncompressed, so listings
+//! read only the first frame(s) of each snapshot; loading the entries reads
+//! and authenticates the whole message, final frame included. Entries are
+//! streamed one at a time, never held twice. The ID in the context binds the
+//! manifest to its name: a snapshot copied over another's name does not open.
 
 use std::ffi::OsStr;
-use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::envelope::{from_io, Decryptor, Encryptor, MessageId};
-use crate::fsutil::AtomicFile;
+use crate::envelope::{from_io, Decryptor, Encryptor};
 use crate::{Error, Result};
 
-use super::{remove_durably, with_path, writing, Id, Kind, Repository};
+use super::chunker::ChunkId;
+use super::{Id, Kind, ObjectReader, Repository};
 
 /// Version of the snapshot encoding this build writes and reads.
-pub const SNAPSHOT_VERSION: u32 = 1;
+pub const SNAPSHOT_VERSION: u32 = 2;
 /// Bounds on decoded record sizes, so a corrupt length cannot make a reader
-/// allocate without bound (a path or link target is at most a few KiB).
+/// allocate without bound (an entry of a 1 TiB file lists 32 MiB of IDs).
 const MAX_META: usize = 64 * 1024 * 1024;
-const MAX_ENTRY: usize = 1024 * 1024;
+const MAX_ENTRY: usize = 64 * 1024 * 1024;
 
 /// A file-system timestamp, exact to the nanosecond.
 #[derive(
@@ -74,6 +74,16 @@ pub enum EntryKind {
     Symlink,
 }
 
+impl std::fmt::Display for EntryKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EntryKind::File => "file",
+            EntryKind::Dir => "folder",
+            EntryKind::Symlink => "symlink",
+        })
+    }
+}
+
 /// One file-system object of a snapshot, with everything restore needs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
@@ -94,8 +104,8 @@ pub struct Entry {
     pub nlink: u64,
     /// Target of a symlink, raw bytes.
     pub link_target: Option<Vec<u8>>,
-    /// The message holding a file's content.
-    pub content: Option<MessageId>,
+    /// A file's content: its chunks in order (none for an empty file).
+    pub chunks: Vec<ChunkId>,
 }
 
 impl Entry {
@@ -121,10 +131,16 @@ pub struct Summary {
     pub files_unchanged: u64,
     /// File content bytes read from disk in this run.
     pub bytes_read: u64,
-    /// Bytes of new messages written to the repository in this run.
+    /// Chunks this run stored (new to the repository).
+    pub chunks_added: u64,
+    /// Plaintext bytes of those chunks.
+    pub bytes_added: u64,
+    /// Bytes of chunk messages written (after compression and encryption).
     pub bytes_stored: u64,
-    /// Object messages written in this run.
-    pub messages_added: u64,
+    /// Chunks read that the repository already had.
+    pub chunks_deduplicated: u64,
+    /// Data keys generated (one per file with new content).
+    pub data_keys: u64,
     pub duration_ms: u64,
 }
 
@@ -155,117 +171,172 @@ fn put_record<T: Serialize>(out: &mut impl Write, value: &T, buf: &mut Vec<u8>) 
     out.write_all(buf)
 }
 
-/// Reads one length-prefixed record into `buf`.
-fn get_record<R: Read>(r: &mut R, buf: &mut Vec<u8>, max: usize) -> Result<(), RecordError> {
+/// Reads one length-prefixed record into `buf`, or says why not.
+fn get_record<R: Read>(r: &mut R, buf: &mut Vec<u8>, max: usize, what: &str) -> Result<()> {
+    let corrupt = |m: String| Error::Integrity(format!("{what}: {m}"));
+    let io_err = |e: io::Error| match e.kind() {
+        io::ErrorKind::UnexpectedEof => corrupt("the manifest ends before its last entry".into()),
+        _ => match from_io(e) {
+            e if e.is_integrity() => corrupt(e.to_string()),
+            e => super::read::named(e, what),
+        },
+    };
     let mut len = [0u8; 4];
-    r.read_exact(&mut len).map_err(RecordError::Io)?;
+    r.read_exact(&mut len).map_err(io_err)?;
     let len = u32::from_le_bytes(len) as usize;
     if len > max {
-        return Err(RecordError::Corrupt(format!(
+        return Err(corrupt(format!(
             "a record claims {len} bytes, more than the limit of {max}"
         )));
     }
     buf.resize(len, 0);
-    r.read_exact(buf).map_err(RecordError::Io)
+    r.read_exact(buf).map_err(io_err)
 }
 
-enum RecordError {
-    Io(io::Error),
-    Corrupt(String),
+fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| {
+        Error::Integrity(format!(
+            "{what}: a manifest record decrypted but does not decode: {e}"
+        ))
+    })
 }
 
-type SnapshotReader = Decryptor<BufReader<File>>;
+fn check_version(meta: &SnapshotMeta, what: &str) -> Result<()> {
+    if meta.version != SNAPSHOT_VERSION {
+        return Err(Error::Integrity(format!(
+            "{what} has encoding version {}, this envarc reads {SNAPSHOT_VERSION}",
+            meta.version
+        )));
+    }
+    Ok(())
+}
+
+/// Writes the manifest plaintext of the module docs into `out`.
+fn write_manifest(out: &mut impl Write, meta: &SnapshotMeta, entries: &[Entry]) -> io::Result<()> {
+    let mut meta = meta.clone();
+    meta.entries = entries.len() as u64;
+    let mut buf = Vec::with_capacity(512);
+    put_record(out, &meta, &mut buf)?;
+    let mut z = zstd::stream::write::Encoder::new(out, 3)?;
+    for e in entries {
+        put_record(&mut z, e, &mut buf)?;
+    }
+    z.finish()?;
+    Ok(())
+}
+
+/// Reads the entries that follow the metadata, then checks that nothing
+/// follows the last one (in the zstd frame, and in the message).
+fn read_entries<R: Read>(
+    r: R,
+    meta: &SnapshotMeta,
+    what: &str,
+    mut each: impl FnMut(Entry) -> Result<()>,
+) -> Result<()> {
+    let corrupt = |m: String| Error::Integrity(format!("{what}: {m}"));
+    let mut z = zstd::stream::read::Decoder::new(r)
+        .map_err(|e| corrupt(e.to_string()))?
+        .single_frame();
+    let mut buf = Vec::with_capacity(512);
+    for _ in 0..meta.entries {
+        get_record(&mut z, &mut buf, MAX_ENTRY, what)?;
+        each(decode(&buf, what)?)?;
+    }
+    let mut extra = [0u8; 1];
+    let after = |n: io::Result<usize>| match n {
+        Ok(0) => Ok(()),
+        Ok(_) => Err(corrupt("bytes follow the manifest's last entry".into())),
+        Err(e) => Err(corrupt(from_io(e).to_string())),
+    };
+    after(z.read(&mut extra))?;
+    after(z.finish().read(&mut extra))
+}
+
+/// Decodes a whole manifest plaintext: the metadata and every entry,
+/// checking that nothing follows the last entry. Pure (no I/O, no key), so
+/// it can be fuzzed.
+pub fn decode_manifest(mut plain: &[u8]) -> Result<(SnapshotMeta, Vec<Entry>)> {
+    let what = "<manifest>";
+    let mut buf = Vec::new();
+    get_record(&mut plain, &mut buf, MAX_META, what)?;
+    let meta: SnapshotMeta = decode(&buf, what)?;
+    check_version(&meta, what)?;
+    // No capacity from `meta.entries`: it is untrusted until the records exist.
+    let mut entries = Vec::new();
+    read_entries(plain, &meta, what, |e| {
+        entries.push(e);
+        Ok(())
+    })?;
+    Ok((meta, entries))
+}
+
+/// Encodes a manifest plaintext: the inverse of [`decode_manifest`].
+pub fn encode_manifest(meta: &SnapshotMeta, entries: &[Entry]) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_manifest(&mut out, meta, entries).expect("writing to a Vec does not fail");
+    out
+}
+
+/// The object name of snapshot `id`.
+pub fn snapshot_name(id: &Id) -> String {
+    format!("snapshots/{}", id.to_hex())
+}
+
+type SnapshotReader<'a> = Decryptor<ObjectReader<'a>>;
 
 impl Repository {
-    /// The file of snapshot `id`.
-    pub fn snapshot_path(&self, id: &Id) -> std::path::PathBuf {
-        self.dir("snapshots").join(id.to_hex())
-    }
-
-    /// Writes a snapshot atomically and durably; `meta.entries` is set from
-    /// `entries`. Call only after the data and index it refers to are durable.
+    /// Writes a new snapshot, durably. Call only after the data and index it
+    /// refers to are durable.
     pub fn save_snapshot(&self, meta: &SnapshotMeta, entries: &[Entry]) -> Result<Id> {
         let id = Id::random();
-        self.write_snapshot(&id, meta, entries)?;
+        let name = snapshot_name(&id);
+        let storage = self.storage();
+        let w = storage
+            .create_writer(&name)
+            .map_err(|e| Error::io(format!("creating {name} in {}", storage.location()), e))?;
+        let mut enc = Encryptor::new(
+            self.provider(),
+            &self.encrypt_options(Kind::Snapshot, Some(&id)),
+            BufWriter::with_capacity(256 * 1024, w),
+        )?;
+        let io_err = |e| Error::io(format!("writing {name}"), e);
+        write_manifest(&mut enc, meta, entries).map_err(io_err)?;
+        let (w, _) = enc.finish()?;
+        w.into_inner()
+            .map_err(|e| io_err(e.into_error()))?
+            .commit()
+            .map_err(io_err)?;
         Ok(id)
     }
 
-    /// Replaces snapshot `id` with new contents under the same ID, atomically
-    /// (the old file stays until the new one is durable and renamed over it).
-    /// For rewriters that re-encrypt what a snapshot refers to; call only
-    /// after the data and index the new contents refer to are durable.
+    /// Writes a new message for snapshot `id` (same ID, new message ID and
+    /// contents), replacing the old atomically: for rewriters, under the
+    /// exclusive lock, after what the new contents refer to is durable.
     pub fn replace_snapshot(&self, id: &Id, meta: &SnapshotMeta, entries: &[Entry]) -> Result<()> {
-        if !self.snapshot_path(id).is_file() {
-            return Err(Error::Usage(format!("no snapshot {id} in this repository")));
-        }
-        self.write_snapshot(id, meta, entries)
+        let name = snapshot_name(id);
+        self.storage()
+            .stat(&name)
+            .map_err(|_| Error::Usage(format!("no snapshot {id} in this repository")))?;
+        let plain = encode_manifest(meta, entries);
+        let msg = self.encrypt_message(Kind::Snapshot, Some(id), &plain)?;
+        self.storage()
+            .replace(&name, &msg)
+            .map_err(|e| Error::io(format!("replacing {name}"), e))
     }
 
-    fn write_snapshot(&self, id: &Id, meta: &SnapshotMeta, entries: &[Entry]) -> Result<()> {
-        let path = self.snapshot_path(id);
-        let io_err = |e| Error::io(format!("writing {}", path.display()), e);
-        let mut meta = meta.clone();
-        meta.entries = entries.len() as u64;
-        let mut f = AtomicFile::create(&path).map_err(io_err)?;
-        let mut enc = Encryptor::new(
-            self.provider(),
-            &self.encrypt_options(Kind::Snapshot),
-            BufWriter::with_capacity(256 * 1024, &mut f),
-        )
-        .map_err(|e| writing(e, &path))?;
-        let mut buf = Vec::with_capacity(512);
-        put_record(&mut enc, &meta, &mut buf).map_err(io_err)?;
-        for e in entries {
-            put_record(&mut enc, e, &mut buf).map_err(io_err)?;
-        }
-        let (mut w, _) = enc.finish().map_err(|e| writing(e, &path))?;
-        w.flush().map_err(io_err)?;
-        drop(w);
-        f.commit().map_err(io_err)?;
-        Ok(())
-    }
-
-    fn open_snapshot(&self, id: &Id) -> Result<(SnapshotReader, SnapshotMeta)> {
-        let path = self.snapshot_path(id);
-        let f = File::open(&path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => Error::Usage(format!("no snapshot {id} in this repository")),
-            _ => Error::io(format!("opening {}", path.display()), e),
-        })?;
-        let mut dec = Decryptor::new(
-            self.provider(),
-            &self.decrypt_options(Kind::Snapshot),
-            BufReader::with_capacity(256 * 1024, f),
-        )
-        .map_err(|e| with_path(e, &path))?;
-        let mut buf = Vec::new();
-        self.record(&mut dec, &mut buf, MAX_META, &path)?;
-        let meta: SnapshotMeta = decode(&buf, &path)?;
-        if meta.version != SNAPSHOT_VERSION {
-            return Err(Error::Other(format!(
-                "snapshot {id} has encoding version {}, this envarc reads {SNAPSHOT_VERSION}",
-                meta.version
-            )));
-        }
-        Ok((dec, meta))
-    }
-
-    fn record(
-        &self,
-        dec: &mut SnapshotReader,
-        buf: &mut Vec<u8>,
-        max: usize,
-        path: &Path,
-    ) -> Result<()> {
-        get_record(dec, buf, max).map_err(|e| match e {
-            RecordError::Io(io) if io.kind() == io::ErrorKind::UnexpectedEof => {
-                Error::Integrity(format!(
-                    "{}: the manifest ends before its last entry",
-                    path.display()
-                ))
+    fn open_snapshot(&self, id: &Id) -> Result<(SnapshotReader<'_>, SnapshotMeta)> {
+        let name = snapshot_name(id);
+        let mut dec = match self.open_stream(&name, Kind::Snapshot, Some(id)) {
+            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::Usage(format!("no snapshot {id} in this repository")))
             }
-            RecordError::Io(io) => with_path(from_io(io), path),
-            RecordError::Corrupt(m) => Error::Integrity(format!("{}: {m}", path.display())),
-        })
+            r => r?,
+        };
+        let mut buf = Vec::new();
+        get_record(&mut dec, &mut buf, MAX_META, &name)?;
+        let meta: SnapshotMeta = decode(&buf, &name)?;
+        check_version(&meta, &name)?;
+        Ok((dec, meta))
     }
 
     /// The snapshot's metadata, from the first frame(s) only.
@@ -279,24 +350,11 @@ impl Repository {
     pub fn load_snapshot_with(
         &self,
         id: &Id,
-        mut each: impl FnMut(Entry) -> Result<()>,
+        each: impl FnMut(Entry) -> Result<()>,
     ) -> Result<SnapshotMeta> {
-        let (mut dec, meta) = self.open_snapshot(id)?;
-        let path = self.snapshot_path(id);
-        let mut buf = Vec::with_capacity(512);
-        for _ in 0..meta.entries {
-            self.record(&mut dec, &mut buf, MAX_ENTRY, &path)?;
-            each(decode(&buf, &path)?)?;
-        }
-        let mut extra = [0u8; 1];
-        match dec.read(&mut extra) {
-            Ok(0) => Ok(meta),
-            Ok(_) => Err(Error::Integrity(format!(
-                "{}: bytes follow the manifest's last entry",
-                path.display()
-            ))),
-            Err(e) => Err(with_path(from_io(e), &path)),
-        }
+        let (dec, meta) = self.open_snapshot(id)?;
+        read_entries(dec, &meta, &snapshot_name(id), each)?;
+        Ok(meta)
     }
 
     /// A whole snapshot: metadata and entries.
@@ -311,7 +369,7 @@ impl Repository {
 
     /// IDs of all snapshots (unordered by time; see [`Self::snapshots`]).
     pub fn list_snapshots(&self) -> Result<Vec<Id>> {
-        self.list_ids("snapshots")
+        self.list_ids("snapshots/")
     }
 
     /// Every snapshot's metadata, oldest first; fails if any cannot be read.
@@ -345,11 +403,13 @@ impl Repository {
         Ok((all, failed))
     }
 
-    /// Resolves `latest`, a full ID or a unique ID prefix.
+    /// Resolves `latest` (the newest readable snapshot), a full ID or a
+    /// unique ID prefix.
     pub fn resolve_snapshot(&self, spec: &str) -> Result<Id> {
         if spec == "latest" {
             return self
-                .snapshots()?
+                .snapshots_lenient()?
+                .0
                 .pop()
                 .map(|(id, _)| id)
                 .ok_or_else(|| Error::Usage("the repository has no snapshots yet".into()));
@@ -374,69 +434,6 @@ impl Repository {
 
     /// Deletes a snapshot; durable when this returns.
     pub fn delete_snapshot(&self, id: &Id) -> Result<()> {
-        remove_durably(&self.snapshot_path(id))
+        self.delete_object(&snapshot_name(id))
     }
-}
-
-/// Decodes a whole manifest plaintext (the layout in the module
-/// documentation): the metadata and every entry, checking that nothing
-/// follows the last entry. Pure (no I/O, no key), so it can be fuzzed; the
-/// repository streams the same records through [`Repository::load_snapshot_with`].
-pub fn decode_manifest(mut plain: &[u8]) -> Result<(SnapshotMeta, Vec<Entry>)> {
-    let path = Path::new("<manifest>");
-    let mut buf = Vec::new();
-    let mut next = |max: usize, buf: &mut Vec<u8>| {
-        get_record(&mut plain, buf, max).map_err(|e| match e {
-            RecordError::Io(_) => Error::Integrity(format!(
-                "{}: the manifest ends before its last entry",
-                path.display()
-            )),
-            RecordError::Corrupt(m) => Error::Integrity(format!("{}: {m}", path.display())),
-        })
-    };
-    next(MAX_META, &mut buf)?;
-    let meta: SnapshotMeta = decode(&buf, path)?;
-    if meta.version != SNAPSHOT_VERSION {
-        return Err(Error::Other(format!(
-            "the snapshot has encoding version {}, this envarc reads {SNAPSHOT_VERSION}",
-            meta.version
-        )));
-    }
-    // No capacity from `meta.entries`: it is untrusted until the records exist.
-    let mut entries = Vec::new();
-    for _ in 0..meta.entries {
-        next(MAX_ENTRY, &mut buf)?;
-        entries.push(decode(&buf, path)?);
-    }
-    if !plain.is_empty() {
-        return Err(Error::Integrity(format!(
-            "{}: bytes follow the manifest's last entry",
-            path.display()
-        )));
-    }
-    Ok((meta, entries))
-}
-
-/// Encodes a manifest plaintext: the inverse of [`decode_manifest`] (with
-/// `meta.entries` set from `entries`), as [`Repository::save_snapshot`] writes it.
-pub fn encode_manifest(meta: &SnapshotMeta, entries: &[Entry]) -> Result<Vec<u8>> {
-    let mut meta = meta.clone();
-    meta.entries = entries.len() as u64;
-    let mut out = Vec::new();
-    let mut buf = Vec::new();
-    let err = |e: io::Error| Error::Other(e.to_string());
-    put_record(&mut out, &meta, &mut buf).map_err(err)?;
-    for e in entries {
-        put_record(&mut out, e, &mut buf).map_err(err)?;
-    }
-    Ok(out)
-}
-
-fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], path: &Path) -> Result<T> {
-    postcard::from_bytes(bytes).map_err(|e| {
-        Error::Integrity(format!(
-            "{}: a manifest record decrypted but does not decode: {e}",
-            path.display()
-        ))
-    })
 }

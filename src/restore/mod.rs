@@ -27,7 +27,7 @@ use serde::Serialize;
 
 use crate::error::exit;
 use crate::progress::Progress;
-use crate::repo::{Entry, EntryKind, Id, Repository};
+use crate::repo::{manifest, Entry, EntryKind, Id, LockKind, Repository};
 use crate::{Error, Result};
 
 use plan::Selection;
@@ -72,6 +72,9 @@ pub struct RestoreOptions {
     pub overwrite: Overwrite,
     /// Decide and list what would be done; write nothing.
     pub dry_run: bool,
+    /// Keep setuid and setgid bits in a restore that does not restore owners
+    /// (not root): off by default, see [`safe_fs::mode_of`].
+    pub keep_setuid: bool,
 }
 
 /// One entry that was not restored.
@@ -180,7 +183,7 @@ pub fn restore(
     let _lock = if opts.dry_run {
         None
     } else {
-        Some(repo.lock_for_reading(progress)?)
+        Some(repo.lock(LockKind::Shared, progress)?)
     };
     let (meta, entries) = repo.load_snapshot(snapshot)?;
     let mut report = RestoreReport {
@@ -190,7 +193,7 @@ pub fn restore(
         ..Default::default()
     };
     let mut ok = vec![true; entries.len()];
-    for r in plan::check_entries(&meta, &entries) {
+    for r in manifest::check_entries(&meta, &entries) {
         ok[r.idx] = false;
         let err = RestoreError {
             path: lossy(&entries[r.idx].path),
@@ -207,7 +210,7 @@ pub fn restore(
         .filter(|(_, c)| **c)
         .map(|(e, _)| Item {
             e,
-            comps: plan::components(&e.path).expect("checked"),
+            comps: manifest::components(&e.path).expect("checked"),
         })
         .collect();
     if opts.dry_run {
@@ -223,8 +226,11 @@ pub fn restore(
         }
         let target = Target::open(&opts.target)
             .map_err(|e| Error::io(format!("opening the target {}", opts.target.display()), e))?;
+        let pool = crate::pool::Pool::for_repo(repo)?;
         let ctx = Ctx {
             repo,
+            pool: &pool,
+            keep_setid: opts.keep_setuid,
             index: &index,
             target: &target,
             overwrite: opts.overwrite,

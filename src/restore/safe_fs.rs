@@ -282,15 +282,27 @@ fn owner(e: &Entry) -> (Option<rfs::Uid>, Option<rfs::Gid>) {
     (uid, gid)
 }
 
+/// The mode bits a restore sets: setuid and setgid only when the owners
+/// are restored too (root) or the user asked for them (`--keep-setuid`):
+/// otherwise a restored setuid program would run as the restoring user
+/// (invariant 5; tar drops them the same way).
+pub fn mode_of(e: &Entry, owners: bool, keep_setid: bool) -> u32 {
+    if owners || keep_setid {
+        e.mode & 0o7777
+    } else {
+        e.mode & 0o1777
+    }
+}
+
 /// Applies owner (when `owners`), mode and mtime of `e` to an open file or
 /// folder. Owner first: chown clears setuid and setgid bits.
-pub fn apply_fd(fd: impl AsFd, e: &Entry, owners: bool) -> io::Result<()> {
+pub fn apply_fd(fd: impl AsFd, e: &Entry, owners: bool, keep_setid: bool) -> io::Result<()> {
     let fd = fd.as_fd();
     if owners {
         let (u, g) = owner(e);
         rfs::fchown(fd, u, g).map_err(|x| with(x, "setting the owner"))?;
     }
-    rfs::fchmod(fd, Mode::from_raw_mode(e.mode & 0o7777))
+    rfs::fchmod(fd, Mode::from_raw_mode(mode_of(e, owners, keep_setid)))
         .map_err(|x| with(x, "setting the mode"))?;
     rfs::futimens(fd, &timestamps(e.mtime)).map_err(|x| with(x, "setting the mtime"))?;
     Ok(())

@@ -9,7 +9,7 @@ use rustix::fs::FileType;
 
 use crate::error::exit;
 use crate::progress::Progress;
-use crate::repo::{Entry, EntryKind, Index, Repository};
+use crate::repo::{ChunkId, Entry, EntryKind, Index, Repository};
 
 use super::safe_fs::{self, Target, TempEntry};
 use super::{count, lossy, Item, Overwrite, RestoreError, RestoreReport};
@@ -69,7 +69,10 @@ pub(super) struct Ctx<'a> {
     pub target: &'a Target,
     pub overwrite: Overwrite,
     pub owners: bool,
+    /// Keep setuid and setgid bits although the owners are not restored.
+    pub keep_setid: bool,
     pub progress: &'a dyn Progress,
+    pub pool: &'a crate::pool::Pool,
 }
 
 enum Outcome {
@@ -115,41 +118,24 @@ impl Worker<'_> {
             Decision::Conflict(why) => return Outcome::Failed(it.fail(why, false)),
             Decision::Create | Decision::Replace => {}
         }
-        let Some(content) = e.content else {
-            return Outcome::Failed(it.fail("the manifest entry names no content message", true));
+        let (tmp, mut file) = match TempEntry::file(parent, name) {
+            Ok(t) => t,
+            Err(err) => return io_fail("cannot create a temporary file", err),
         };
-        let mut dec = match ctx.repo.decrypt_object(ctx.index, &content) {
-            Ok(d) => d,
+        let n = match write_chunks(ctx, &e.chunks, &mut file) {
+            Ok(n) => n,
             Err(err) => {
                 let integrity = err.exit_code() == exit::INTEGRITY;
                 return Outcome::Failed(it.fail(err.to_string(), integrity));
             }
         };
-        let (tmp, mut file) = match TempEntry::file(parent, name) {
-            Ok(t) => t,
-            Err(err) => return io_fail("cannot create a temporary file", err),
-        };
-        let n = match dec.copy_to(&mut file) {
-            Ok(n) => n,
-            Err(err) => {
-                let integrity = err.is_integrity();
-                return Outcome::Failed(it.fail(
-                    format!("message {}: {err}", hex::encode(content)),
-                    integrity,
-                ));
-            }
-        };
         if n != e.size {
             return Outcome::Failed(it.fail(
-                format!(
-                    "message {} holds {n} bytes but the manifest says {}",
-                    hex::encode(content),
-                    e.size
-                ),
+                format!("its chunks hold {n} bytes but the manifest says {}", e.size),
                 true,
             ));
         }
-        if let Err(err) = safe_fs::apply_fd(&file, e, ctx.owners) {
+        if let Err(err) = safe_fs::apply_fd(&file, e, ctx.owners, ctx.keep_setid) {
             return io_fail("cannot set metadata", err);
         }
         drop(file);
@@ -158,6 +144,36 @@ impl Worker<'_> {
             Err(err) => io_fail("cannot rename into place", err),
         }
     }
+}
+
+/// Chunks fetched at once per file: a large file's chunks are read,
+/// authenticated, MAC-checked and decompressed on several threads while
+/// they are written in order. Memory: this many chunks per file in flight.
+const WINDOW: usize = 8;
+
+/// Writes a file's chunks in order; every chunk is checked (MAC included)
+/// before its bytes are written, and the file is renamed into place only
+/// after the last one.
+fn write_chunks(ctx: &Ctx, chunks: &[ChunkId], file: &mut std::fs::File) -> crate::Result<u64> {
+    use std::io::Write;
+    let mut n = 0u64;
+    for window in chunks.chunks(WINDOW) {
+        let data: Vec<crate::Result<Vec<u8>>> = if window.len() == 1 {
+            vec![ctx.repo.read_chunk(ctx.index, &window[0])]
+        } else {
+            window
+                .par_iter()
+                .map(|id| ctx.repo.read_chunk(ctx.index, id))
+                .collect()
+        };
+        for d in data {
+            let d = d?;
+            file.write_all(&d)
+                .map_err(|e| crate::Error::io("writing the restored file", e))?;
+            n += d.len() as u64;
+        }
+    }
+    Ok(n)
 }
 
 pub(super) fn write_all(ctx: &Ctx, items: &[Item], report: &mut RestoreReport) {
@@ -197,8 +213,7 @@ pub(super) fn write_all(ctx: &Ctx, items: &[Item], report: &mut RestoreReport) {
     let bytes: u64 = files.iter().map(|i| i.e.size).sum();
     ctx.progress
         .start("restoring", Some(files.len() as u64), Some(bytes));
-    // At least one thread per request a remote key service serves at once.
-    let outcomes: Vec<Outcome> = crate::providers::run_for_provider(ctx.repo.provider(), || {
+    let outcomes: Vec<Outcome> = ctx.pool.install(|| {
         files
             .par_iter()
             .map_init(
@@ -234,11 +249,11 @@ pub(super) fn write_all(ctx: &Ctx, items: &[Item], report: &mut RestoreReport) {
     // 4. Folder metadata, deepest first.
     for it in dir_meta.iter().rev() {
         let r = if it.comps.is_empty() {
-            safe_fs::apply_fd(ctx.target.fd(), it.e, ctx.owners)
+            safe_fs::apply_fd(ctx.target.fd(), it.e, ctx.owners, ctx.keep_setid)
         } else {
             ctx.target
                 .open_dir(&it.comps, false)
-                .and_then(|(fd, _)| safe_fs::apply_fd(&fd, it.e, ctx.owners))
+                .and_then(|(fd, _)| safe_fs::apply_fd(&fd, it.e, ctx.owners, ctx.keep_setid))
         };
         if let Err(e) = r {
             fail(report, it.fail(format!("folder metadata: {e}"), false));

@@ -13,7 +13,18 @@ pub enum ObjectKind {
     Config,
     Index,
     Snapshot,
-    Message,
+    Chunk,
+}
+
+impl std::fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ObjectKind::Config => "config",
+            ObjectKind::Index => "index",
+            ObjectKind::Snapshot => "snapshot",
+            ObjectKind::Chunk => "chunk",
+        })
+    }
 }
 
 /// What kind of problem it is.
@@ -29,6 +40,17 @@ pub enum Class {
     Key,
     /// Could not be read (permissions, I/O error).
     Io,
+}
+
+impl std::fmt::Display for Class {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Class::Missing => "missing",
+            Class::Corrupt => "corrupt",
+            Class::Key => "key",
+            Class::Io => "io",
+        })
+    }
 }
 
 impl Class {
@@ -78,13 +100,13 @@ impl Problem {
             references: Vec::new(),
             references_total: 0,
             consequence:
-                "nothing in the repository can be read until the config is repaired (restore it from a copy: it holds no secret)"
+                "nothing in the repository can be read until the config is repaired (put back a copy you kept: its secrets are sealed)"
                     .into(),
         }
     }
 
-    /// Fills in the consequence of a damaged message from its references.
-    pub(crate) fn message_consequence(&mut self) {
+    /// Fills in the consequence of a damaged chunk from its references.
+    pub(crate) fn chunk_consequence(&mut self) {
         self.consequence = match (self.references.first(), self.references_total) {
             (None, _) => "no checked snapshot refers to it".into(),
             (Some(r), 1) => format!(
@@ -113,18 +135,18 @@ pub struct VerifyReport {
     pub packs: u64,
     /// Snapshots checked.
     pub snapshots: u64,
-    /// Distinct messages the checked snapshots refer to (all structurally checked).
-    pub messages: u64,
+    /// Distinct chunks the checked snapshots refer to (all structurally checked).
+    pub chunks: u64,
     /// `none`, `all`, `group K/N` or `random P%`.
     pub read_data: String,
-    /// Messages read and authenticated in full.
-    pub messages_read: u64,
-    /// Plaintext bytes authenticated.
+    /// Chunks read, authenticated and MAC-checked in full.
+    pub chunks_read: u64,
+    /// Chunk bytes authenticated.
     pub bytes_read: u64,
     pub problems: Vec<Problem>,
-    /// Indexed messages no snapshot refers to (only counted when every
+    /// Indexed chunks no snapshot refers to (only counted when every
     /// snapshot was checked): not an error, prune removes them.
-    pub unreferenced_messages: u64,
+    pub unreferenced_chunks: u64,
     pub unreferenced_bytes: u64,
     /// Pack files that no index file lists (e.g. left by an interrupted
     /// backup): not an error, prune removes them.

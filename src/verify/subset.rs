@@ -1,20 +1,20 @@
-//! Which messages `verify` reads in full: none, all, or a subset
+//! Which chunks `verify` reads in full: none, all, or a subset
 //! (`--read-data-subset`), with restic's notation.
 
-use crate::envelope::MessageId;
+use crate::repo::ChunkId;
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub enum ReadData {
     /// Structural checks only: headers, IDs and data keys, no content.
     #[default]
     None,
-    /// Every frame of every referenced message.
+    /// Every frame of every referenced chunk.
     All,
-    /// `K/N`: the K-th of N fixed groups, by message ID. Running 1/N … N/N
+    /// `K/N`: the K-th of N fixed groups, by chunk ID. Running 1/N … N/N
     /// (say one a night) reads everything once; the groups do not change
-    /// between runs (new messages fall into them by their ID).
+    /// between runs (new chunks fall into them by their ID).
     Group { k: u64, n: u64 },
-    /// `P%`: a random P% of the messages, drawn anew on every run, so that
+    /// `P%`: a random P% of the chunks, drawn anew on every run, so that
     /// repeated runs cover the repository over time.
     Percent(f64),
 }
@@ -48,12 +48,12 @@ impl ReadData {
 
     /// Whether message `id` is read in full. `roll` is a uniform draw in
     /// [0, 1) used by `P%`.
-    pub fn selects(&self, id: &MessageId, roll: f64) -> bool {
+    pub fn selects(&self, id: &ChunkId, roll: f64) -> bool {
         match self {
             ReadData::None => false,
             ReadData::All => true,
             ReadData::Group { k, n } => {
-                let v = u64::from_be_bytes(id[..8].try_into().expect("32 bytes"));
+                let v = u64::from_be_bytes(id.0[..8].try_into().expect("32 bytes"));
                 v % n == k - 1
             }
             ReadData::Percent(p) => roll * 100.0 < *p,
@@ -93,11 +93,11 @@ mod tests {
         for seed in 0..50u8 {
             let id = [seed.wrapping_mul(37); 32];
             let hits = (1..=3)
-                .filter(|k| ReadData::Group { k: *k, n: 3 }.selects(&id, 0.0))
+                .filter(|k| ReadData::Group { k: *k, n: 3 }.selects(&crate::repo::ChunkId(id), 0.0))
                 .count();
             assert_eq!(hits, 1);
         }
-        assert!(ReadData::Percent(10.0).selects(&[0; 32], 0.05));
-        assert!(!ReadData::Percent(10.0).selects(&[0; 32], 0.5));
+        assert!(ReadData::Percent(10.0).selects(&crate::repo::ChunkId([0; 32]), 0.05));
+        assert!(!ReadData::Percent(10.0).selects(&crate::repo::ChunkId([0; 32]), 0.5));
     }
 }

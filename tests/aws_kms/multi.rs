@@ -160,9 +160,10 @@ fn a_repository_under_two_keys_opens_with_either() {
         String::from_utf8_lossy(&init.stderr)
     );
     let j = stdout_json(&init);
-    assert_eq!(j["key"]["provider"], "keyring");
-    assert_eq!(j["more_keys"][0]["provider"], "aws-kms");
-    assert_eq!(j["more_keys"][0]["key"], st.arn.as_str());
+    assert_eq!(j["keys"].as_array().unwrap().len(), 2, "{j}");
+    assert_eq!(j["keys"][0]["provider"], "keyring");
+    assert_eq!(j["keys"][1]["provider"], "aws-kms");
+    assert_eq!(j["keys"][1]["key"], st.arn.as_str());
     sc.kms(&["backup", "-r", s(&repo), s(&src)])
         .assert()
         .success();
@@ -189,14 +190,6 @@ fn a_repository_under_two_keys_opens_with_either() {
     backup.env("ENVARC_KEYRING", sc.path("no-such-keyring"));
     let err = expect_exit(&mut backup, 5);
     assert!(err.contains("could not be opened"), "{err}");
-    // Rewrap and reencrypt work on one key's versions: refused, clearly.
-    for args in [
-        vec!["rewrap"],
-        vec!["reencrypt", "--key-version", "alias/local/v1"],
-    ] {
-        let mut c = sc.kms(&args);
-        c.args(["-r", s(&repo)]);
-        let err = expect_exit(&mut c, 2);
-        assert!(err.contains("several keys"), "{args:?}: {err}");
-    }
+    // (Rewrap and reencrypt of several-key repositories come back with the
+    // maintenance commands on format 2.)
 }

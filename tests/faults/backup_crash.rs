@@ -1,5 +1,5 @@
 //! Crash safety and concurrency of `envarc backup`: SIGKILL at several points
-//! of a run, then a backup that succeeds, with every snapshot's messages
+//! of a run, then a backup that succeeds, with every snapshot's chunks
 //! present and decrypting; two backups into one repository at once.
 
 use crate::{repo_support, util};
@@ -25,13 +25,15 @@ fn backup_cmd(r: &TestRepo, src: &std::path::Path, host: &str) -> Command {
 }
 
 /// A few hundred small files and a few large ones (stored alone).
-fn tree(r: &TestRepo) -> std::path::PathBuf {
-    let src = r.dir.path().join("src");
-    many_files(&src, 300, 24, 1);
+/// A few hundred small files and a few large ones, all new for `seed`
+/// (deduplication stores nothing for content the repository has).
+fn tree(r: &TestRepo, seed: u64) -> std::path::PathBuf {
+    let src = r.dir.path().join(format!("src{seed}"));
+    many_files(&src, 300, 24, seed * 1000);
     for i in 0..3 {
         std::fs::write(
             src.join(format!("large{i}")),
-            util::random_bytes(100 + i, 1 << 20),
+            util::random_bytes(seed * 1000 + 100 + i, 1 << 20),
         )
         .unwrap();
     }
@@ -40,8 +42,8 @@ fn tree(r: &TestRepo) -> std::path::PathBuf {
 
 #[test]
 fn sigkill_at_several_points_then_backup_again() {
-    let r = TestRepo::init(&["--pack-size", "256KiB", "--large-file-size", "512KiB"]);
-    let src = tree(&r);
+    let r = TestRepo::init(&["--pack-size", "256KiB"]);
+    let src = tree(&r, 1);
     // A complete run first, to know how long one takes.
     let t0 = Instant::now();
     assert!(backup_cmd(&r, &src, "full").status().unwrap().success());
@@ -49,7 +51,8 @@ fn sigkill_at_several_points_then_backup_again() {
     let mut killed = 0;
     for k in 1..=6u32 {
         // A new host name each time: no parent, so every run reads everything.
-        let mut child = backup_cmd(&r, &src, &format!("kill{k}")).spawn().unwrap();
+        let fresh = tree(&r, 1 + u64::from(k));
+        let mut child = backup_cmd(&r, &fresh, &format!("kill{k}")).spawn().unwrap();
         std::thread::sleep(full * k / 7);
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap();
@@ -71,13 +74,18 @@ fn sigkill_at_several_points_then_backup_again() {
     );
     let repo = r.open();
     // The killed runs left data behind that no index lists (prune's job)...
-    let indexed: std::collections::HashSet<_> =
-        repo.load_index().unwrap().packs().map(|p| p.id).collect();
+    let indexed: std::collections::HashSet<_> = repo
+        .load_index()
+        .unwrap()
+        .packs()
+        .iter()
+        .map(|p| p.id)
+        .collect();
     let stray = repo
         .list_packs()
         .unwrap()
         .iter()
-        .filter(|(id, _)| !indexed.contains(id))
+        .filter(|p| !indexed.contains(&p.id))
         .count();
     eprintln!("{stray} packs of killed runs are not indexed");
     assert!(stray > 0, "some runs were killed after writing packs");
@@ -94,7 +102,52 @@ fn sigkill_at_several_points_then_backup_again() {
         .lock(LockKind::Exclusive, &Silent)
         .expect("no live lock remains");
     drop(lock);
+    // No lock object is left; a run killed while it wrote its lock may have
+    // left the lock's temporary file, which is a leftover like any other.
+    let (temps, locks): (Vec<_>, Vec<_>) = util::dir_names(&r.repo.join("locks"))
+        .into_iter()
+        .partition(|n| n.starts_with('.'));
+    assert!(locks.is_empty(), "{locks:?}");
+    let leftovers: Vec<_> = repo
+        .storage()
+        .leftovers()
+        .unwrap()
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    for t in &temps {
+        assert!(
+            leftovers.contains(&format!("locks/{t}")),
+            "{t}: {leftovers:?}"
+        );
+    }
+    // Prune (exclusive lock, no grace) then removes what the killed runs
+    // left, and the snapshots stay complete.
+    let out = r
+        .cmd("prune")
+        .args(["--grace", "0", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = util::stdout_json(&out);
+    assert_eq!(report["unindexed_packs_deleted"], stray as u64, "{report}");
+    assert_eq!(
+        report["temporary_files_deleted"],
+        leftovers.len() as u64,
+        "{report}"
+    );
+    let repo = r.open();
+    assert!(repo.storage().leftovers().unwrap().is_empty());
     assert!(util::dir_names(&r.repo.join("locks")).is_empty());
+    assert_eq!(
+        repo.list_packs().unwrap().len(),
+        repo.load_index().unwrap().packs().len()
+    );
+    assert_eq!(verify_all(&repo), (snapshots, messages));
 }
 
 #[test]

@@ -59,7 +59,7 @@ fn backup_into_a_full_disk_fails_cleanly_and_resumes_after_space_is_freed() {
     let r = init_repo_at(
         util::tempdir(),
         mnt.path.join("repo"),
-        &["--pack-size", "256KiB", "--large-file-size", "512KiB"],
+        &["--pack-size", "256KiB", "--chunk-size", "256KiB"],
     );
     let a = r.dir.path().join("a");
     let b = r.dir.path().join("b");
@@ -88,7 +88,7 @@ fn backup_into_a_full_disk_fails_cleanly_and_resumes_after_space_is_freed() {
         "no snapshot from the failed run"
     );
     assert!(
-        r.open().list_leftovers().unwrap().is_empty(),
+        r.open().storage().leftovers().unwrap().is_empty(),
         "no temporary files left"
     );
     assert_eq!(check_repo(&r), (1, 40));
@@ -116,7 +116,7 @@ fn backup_into_a_full_disk_fails_cleanly_and_resumes_after_space_is_freed() {
     );
     assert_enospc(&out, "a snapshot write on a full disk");
     assert_eq!(snapshot_count(&r.repo), 1);
-    assert!(r.open().list_leftovers().unwrap().is_empty());
+    assert!(r.open().storage().leftovers().unwrap().is_empty());
     assert_eq!(check_repo(&r), (1, 40));
 
     // Space freed: the same backups succeed, and everything verifies.

@@ -85,7 +85,7 @@ fn backup_cmd(r: &TestRepo, src: &Path, host: &str) -> Command {
 #[test]
 fn sigkill_during_backups_leaves_a_repository_that_verifies() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed("kill/backup", 8));
-    let r = TestRepo::init(&["--pack-size", "128KiB", "--large-file-size", "256KiB"]);
+    let r = TestRepo::init(&["--pack-size", "128KiB", "--chunk-size", "256KiB"]);
     let src = r.dir.path().join("src");
     many_files(&src, 150, 12, 5);
     for i in 0..2 {
@@ -141,7 +141,7 @@ fn sigkill_during_backups_leaves_a_repository_that_verifies() {
     let (snapshots, messages) = check_repo(&r);
     eprintln!(
         "kill/backup: {runs} runs, {killed} killed (a run takes {full:?}, an incremental one \
-         {incremental:?}); then {snapshots} snapshots with {messages} file messages verify"
+         {incremental:?}); then {snapshots} snapshots with {messages} files verify"
     );
     assert_eq!(killed, n, "{n} runs are killed mid-way");
 }

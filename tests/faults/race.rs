@@ -63,12 +63,13 @@ fn stored(r: &TestRepo) -> Vec<(Entry, Option<Vec<u8>>)> {
         let (_, entries) = repo.load_snapshot(&id).unwrap();
         for e in entries {
             let content = (e.kind == EntryKind::File).then(|| {
-                let mut dec = repo
-                    .decrypt_object(&index, &e.content.expect("content"))
-                    .unwrap_or_else(|err| panic!("{}: {err}", e.path().display()));
                 let mut v = Vec::new();
-                dec.copy_to(&mut v)
-                    .unwrap_or_else(|err| panic!("{}: {err}", e.path().display()));
+                for c in &e.chunks {
+                    let chunk = repo
+                        .read_chunk(&index, c)
+                        .unwrap_or_else(|err| panic!("{}: {err}", e.path().display()));
+                    v.extend_from_slice(&chunk);
+                }
                 assert_eq!(v.len() as u64, e.size, "{}", e.path().display());
                 v
             });

@@ -12,8 +12,9 @@ use envarc::keyring::kdf::Kdf;
 use envarc::keyring::store::encode_preamble;
 use envarc::keyring::Secret;
 use envarc::repo::{
-    encode_index, encode_manifest, Entry, EntryKind, Id, IndexEntry, InitOptions, KeyRef,
-    PackRecord, Repository, SnapshotMeta, Summary, Time, SNAPSHOT_VERSION,
+    encode_manifest, ChunkId, ChunkRecord, Entry, EntryKind, Id, IndexData, InitOptions, KeyRef,
+    KeyVersion, LocalStorage, OuterConfig, PackRecord, Repository, SnapshotMeta, Summary, Time,
+    SNAPSHOT_VERSION,
 };
 use zeroize::Zeroizing;
 
@@ -189,7 +190,7 @@ fn manifest_seeds() -> Vec<Vec<u8>> {
         sec: 1_700_000_000,
         nsec: 5,
     };
-    let entry = |path: &str, kind, content, link: Option<&str>| Entry {
+    let entry = |path: &str, kind, content: Option<ChunkId>, link: Option<&str>| Entry {
         path: path.as_bytes().to_vec(),
         kind,
         mode: 0o644,
@@ -202,11 +203,16 @@ fn manifest_seeds() -> Vec<Vec<u8>> {
         device: 7,
         nlink: 1,
         link_target: link.map(|l| l.as_bytes().to_vec()),
-        content,
+        chunks: content.into_iter().collect(),
     };
     let entries = vec![
         entry("/src", EntryKind::Dir, None, None),
-        entry("/src/a.txt", EntryKind::File, Some([5u8; 32]), None),
+        entry(
+            "/src/a.txt",
+            EntryKind::File,
+            Some(ChunkId([5u8; 32])),
+            None,
+        ),
         entry("/src/link", EntryKind::Symlink, None, Some("a.txt")),
     ];
     let meta = SnapshotMeta {
@@ -227,27 +233,34 @@ fn manifest_seeds() -> Vec<Vec<u8>> {
     let packs = vec![PackRecord {
         id: Id([1; 32]),
         size: 300,
-        messages: vec![
-            IndexEntry {
-                id: [5; 32],
+        chunks: vec![
+            ChunkRecord {
+                id: ChunkId([5; 32]),
                 offset: 0,
                 length: 200,
-                plaintext_len: 12,
+                raw_length: 12,
+                key_set: 0,
             },
-            IndexEntry {
-                id: [6; 32],
+            ChunkRecord {
+                id: ChunkId([6; 32]),
                 offset: 200,
                 length: 100,
-                plaintext_len: 0,
+                raw_length: 1,
+                key_set: 0,
             },
         ],
     }];
+    let key_set = vec![KeyVersion {
+        provider: "raw-aes".into(),
+        key: "k".into(),
+        version: None,
+    }];
     let mut m = vec![0u8];
-    m.extend_from_slice(&encode_manifest(&meta, &entries).expect("encodes"));
+    m.extend_from_slice(&encode_manifest(&meta, &entries));
     let mut empty = vec![0u8];
-    empty.extend_from_slice(&encode_manifest(&meta, &[]).expect("encodes"));
+    empty.extend_from_slice(&encode_manifest(&meta, &[]));
     let mut i = vec![1u8];
-    i.extend_from_slice(&encode_index(&packs).expect("encodes"));
+    i.extend_from_slice(&IndexData::new(vec![key_set], packs).encode());
     // Mode 2: two backed-up paths, then (kind, path, link target) entries.
     let mut spelled = vec![2u8, 1];
     for p in [&b"/src"[..], b"/other"] {
@@ -292,9 +305,16 @@ fn config_seeds() -> Vec<Vec<u8>> {
     ];
     for (i, (key, provider)) in providers.into_iter().enumerate() {
         let root = dir.path().join(format!("r{i}"));
-        Repository::init(&root, key, provider, &InitOptions::default()).expect("init");
-        out.push(std::fs::read(root.join("config")).expect("config"));
+        let storage = Box::new(LocalStorage::new(&root));
+        Repository::init(storage, vec![key], provider, &InitOptions::default()).expect("init");
+        let bytes = std::fs::read(root.join("config")).expect("config");
+        // Mode 0: the object; mode 1: a sealed plaintext.
+        out.push([&[0u8][..], &bytes].concat());
     }
+    let c = OuterConfig::parse(&out[0][1..]).expect("parses").claimed;
+    let (mac, gear) = ([1u8; 32].to_vec(), [2u8; 32].to_vec());
+    let sealed = serde_json::json!({"config": c, "secrets": {"mac_key": mac, "chunker_key": gear}});
+    out.push([&[1u8][..], &serde_json::to_vec(&sealed).expect("json")].concat());
     out
 }
 

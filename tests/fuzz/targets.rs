@@ -25,7 +25,8 @@ use envarc::keyring::{
     KeyringOptions, Secret,
 };
 use envarc::repo::{
-    decode_index, decode_manifest, encode_index, encode_manifest, Config, Entry, EntryKind, Index,
+    config::{compare, decode_sealed},
+    decode_manifest, encode_manifest, ChunkId, Entry, EntryKind, Index, IndexData, OuterConfig,
     SnapshotMeta, Time,
 };
 use sha2::{Digest, Sha256};
@@ -555,7 +556,7 @@ pub fn manifest(data: &[u8]) {
                 let _ = e.path();
             }
             let _ = meta.time.to_rfc3339();
-            let bytes = encode_manifest(&meta, &entries).expect("encodes");
+            let bytes = encode_manifest(&meta, &entries);
             let (m2, e2) = decode_manifest(&bytes).expect("re-decodes");
             assert_eq!((&m2, &e2), (&meta, &entries));
             restore_checks(&meta, &entries);
@@ -563,16 +564,14 @@ pub fn manifest(data: &[u8]) {
     } else if mode % 3 == 2 {
         let (meta, entries) = spelled_manifest(rest);
         restore_checks(&meta, &entries);
-    } else if let Ok(packs) = decode_index(rest) {
-        let bytes = encode_index(&packs).expect("encodes");
-        assert_eq!(decode_index(&bytes).expect("re-decodes"), packs);
-        let mut index = Index::default();
-        index.add(envarc::repo::Id([0; 32]), packs.clone());
-        for p in &packs {
-            for m in &p.messages {
-                let loc = index.get(&m.id).expect("listed message is found");
-                assert!(index.contains(&m.id));
-                let _ = loc.offset.checked_add(loc.length);
+    } else if let Ok(data) = IndexData::decode(rest) {
+        let bytes = data.encode();
+        assert_eq!(IndexData::decode(&bytes).expect("re-decodes"), data);
+        let index = Index::from_files(vec![(envarc::repo::Id([0; 32]), data.clone())]);
+        for p in &data.packs {
+            for c in &p.chunks {
+                let loc = index.get(&c.id).expect("a listed chunk is found");
+                assert!(loc.offset + loc.length <= p.size, "within its pack");
             }
         }
     }
@@ -605,7 +604,11 @@ fn spelled_manifest(data: &[u8]) -> (SnapshotMeta, Vec<Entry>) {
             device: 1,
             nlink: 1,
             link_target: (kind == EntryKind::Symlink).then_some(target),
-            content: (kind == EntryKind::File).then_some([0; 32]),
+            chunks: if kind == EntryKind::File {
+                vec![ChunkId([0; 32])]
+            } else {
+                Vec::new()
+            },
         });
     }
     let meta = SnapshotMeta {
@@ -625,7 +628,7 @@ fn spelled_manifest(data: &[u8]) -> (SnapshotMeta, Vec<Entry>) {
 /// path at or below a backed-up path, and no accepted entry lies below
 /// another accepted entry that is a file or a symlink.
 fn restore_checks(meta: &SnapshotMeta, entries: &[Entry]) {
-    use envarc::restore::plan;
+    use envarc::repo::manifest as plan;
     let refused = plan::check_entries(meta, entries);
     let ok: Vec<bool> = (0..entries.len())
         .map(|i| !refused.iter().any(|r| r.idx == i))
@@ -656,17 +659,48 @@ fn restore_checks(meta: &SnapshotMeta, entries: &[Entry]) {
     }
 }
 
-/// `Config::parse`, then the key check with a fixed raw key. Accepted: the
-/// fields are within what `init` writes.
+/// The config parsers. Mode 0: the config object (clear JSON): accepted
+/// means its claimed settings are within what `init` writes, and opening its
+/// sealed copy with a fixed raw key either fails or gives a config equal to
+/// the clear one. Mode 1: a sealed plaintext: accepted means its settings
+/// are valid, it compares equal to its own clear form, and any change to a
+/// field of that clear form is refused.
 pub fn config(data: &[u8]) {
-    let Ok(cfg) = Config::parse(data, Path::new("<fuzz>/config")) else {
+    let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    assert!(cfg.suite().is_ok());
-    assert!((1..=envarc::repo::MAX_FRAME_LENGTH).contains(&cfg.frame_length));
-    assert!(cfg.pack_size > 0);
-    let _ = envarc::repo::describe_key(&cfg.key);
-    let _ = cfg.check_key(&raw_key());
+    if mode % 2 == 0 {
+        let Ok(outer) = OuterConfig::parse(rest) else {
+            return;
+        };
+        let c = &outer.claimed;
+        assert!(c.check().is_ok() && c.suite().is_ok());
+        assert!((1..=envarc::repo::MAX_FRAME_LENGTH).contains(&c.frame_length));
+        let _ = c.describe_keys();
+        let _ = c.fingerprint();
+        let key = envarc::repo::PolicyProvider::new(Box::new(raw_key()), c.policy());
+        if let Ok((sealed, _secrets)) = outer.open(&key) {
+            assert_eq!(&sealed, c, "an opened config equals its clear fields");
+        }
+        return;
+    }
+    let Ok((c, _secrets)) = decode_sealed(rest) else {
+        return;
+    };
+    assert!(c.check().is_ok());
+    let serde_json::Value::Object(clear) = serde_json::to_value(&c).expect("serializes") else {
+        panic!("a config is an object")
+    };
+    assert!(compare(&clear, &c).is_ok());
+    for name in clear.keys() {
+        let mut edited = clear.clone();
+        edited.insert(name.clone(), serde_json::Value::Bool(true));
+        let e = compare(&edited, &c).expect_err("an edit is refused");
+        assert!(
+            e.to_string().contains(name.as_str()),
+            "the edit names the field"
+        );
+    }
 }
 
 /// The keyring preamble. Accepted: it is exactly the encoding of what it

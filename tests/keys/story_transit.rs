@@ -89,19 +89,19 @@ impl T<'_> {
         (v["snapshot_id"].as_str().unwrap().to_string(), tree)
     }
 
-    /// Objects per transit key version.
+    /// Unique chunks per transit key version (every file here is one chunk).
     fn per_version(&self) -> BTreeMap<u64, u64> {
         let v = self.repo_cmd("stats", &[]);
         v["versions"]
             .as_array()
             .unwrap()
             .iter()
-            .filter(|v| v["objects"].as_u64().unwrap() > 0)
+            .filter(|v| v["chunks"].as_u64().unwrap() > 0)
             .map(|v| {
                 assert_eq!(v["key"]["key"], "transit/story");
                 (
                     v["key"]["version"].as_u64().unwrap(),
-                    v["objects"].as_u64().unwrap(),
+                    v["chunks"].as_u64().unwrap(),
                 )
             })
             .collect()
@@ -159,18 +159,26 @@ fn transit_key_versions_reencrypt_and_rewrap() {
     b.rotate("story");
     assert_eq!(t.per_version(), BTreeMap::from([(1, 8), (2, 4)]));
     let stats = t.repo_cmd("stats", &[]);
+    // One current version per key of the key set: the latest, asked from
+    // the server.
     assert_eq!(
-        stats["current"]["version"], 3,
-        "the latest version, asked from the server"
+        stats["current"],
+        serde_json::json!([{"key": "transit/story", "provider": "transit", "version": 3}]),
+        "{stats}"
     );
 
     let r = t.repo_cmd("reencrypt", &["--key-version", "transit:story/v1"]);
-    assert_eq!(r["objects_reencrypted"], 8);
+    assert_eq!(r["chunks"], 8);
     assert_eq!(r["remaining"], 0);
+    assert_eq!(r["retired"], true);
     assert_eq!(t.per_version(), BTreeMap::from([(2, 4), (3, 8)]));
 
     let r = t.repo_cmd("rewrap", &[]);
-    assert_eq!(r["objects_rewrapped"], 4);
+    assert_eq!(r["chunks"], 4);
+    // The config was under v1: reencrypt, retiring v1, sealed it anew
+    // under v3 already.
+    assert!(!r["config_renewed"].as_bool().unwrap(), "{r}");
+    assert_eq!(r["snapshots_rewritten"], 1, "the v2 snapshot");
     assert_eq!(t.per_version(), BTreeMap::from([(3, 12)]));
     // Nothing needs the older versions any more: the server may refuse them.
     b.configure_key("story", serde_json::json!({"min_decryption_version": 3}));
@@ -180,8 +188,9 @@ fn transit_key_versions_reencrypt_and_rewrap() {
 
 /// Issue 10's story through the binary: back up, rotate on the server, back up
 /// again, turn on `auto_rotate_period`, verify and restore both snapshots; rewrap
-/// moves every object to the newest version; and once `min_decryption_version`
-/// is raised above an object that was not rewrapped, its restore fails clearly.
+/// moves every chunk to the newest version; and once `min_decryption_version`
+/// is raised above a repository that was not rewrapped, its restore fails
+/// clearly.
 #[test]
 fn transit_backup_rotate_verify_restore_rewrap_and_min_decryption_version() {
     let Some(bin) = bao::find_bao("transit_backup_rotate_verify_restore_rewrap") else {
@@ -215,7 +224,7 @@ fn transit_backup_rotate_verify_restore_rewrap_and_min_decryption_version() {
     assert_eq!(v["problems"].as_array().map(|p| p.len()), Some(0), "{v}");
     t.restores_match(&[s1.clone(), s2.clone()]);
 
-    // A second repository keeps its v1/v2 objects un-rewrapped.
+    // A second repository keeps its v2 messages un-rewrapped.
     let old = T {
         b: &b,
         repo: t.home.path().join("old-repo"),
@@ -233,7 +242,7 @@ fn transit_backup_rotate_verify_restore_rewrap_and_min_decryption_version() {
 
     b.rotate("story");
     let r = t.repo_cmd("rewrap", &[]);
-    assert_eq!(r["objects_rewrapped"], 8);
+    assert_eq!(r["chunks"], 8);
     assert_eq!(t.per_version(), BTreeMap::from([(3, 8)]));
 
     b.configure_key("story", serde_json::json!({"min_decryption_version": 3}));

@@ -6,7 +6,9 @@ mod repo_support;
 #[path = "../util/mod.rs"]
 mod util;
 
+mod attacks;
 mod backup;
+mod dedup;
 mod repo_pack;
 mod restore;
 mod restore_escape;

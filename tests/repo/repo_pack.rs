@@ -1,7 +1,9 @@
-//! The storage layer through the library: a message cut out of a pack at the
-//! index's offset and length is a complete ESDK message (envarc and, when
-//! configured, the official Python SDK decrypt it alone); a failed append
-//! leaves the pack usable; the index and snapshots round-trip.
+//! The storage layer through the library: a chunk message cut out of a
+//! pack at the index's offset and length is a complete ESDK message (envarc
+//! and, when configured, the official Python SDK decrypt it alone, and zstd
+//! decompresses its plaintext to the chunk); packs roll over at the pack
+//! size; one GenerateDataKey per file however many chunks it has; the index
+//! and snapshots round-trip.
 //!
 //! The Python cross-check needs ENVARC_ESDK_PYTHON and ENVARC_ESDK_TOOL
 //! (tests/interop/esdk_tool.py); unset, it is skipped with a note, except
@@ -9,14 +11,18 @@
 
 use crate::{repo_support, util};
 
-use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use envarc::envelope::{decrypt_to_vec, Encryptor, RawAesKey};
+use envarc::envelope::{
+    decrypt_to_vec, DataKey, DecryptOptions, EncryptedDataKey, EncryptionContext, KeyProvider,
+    ProviderError, RawAesKey,
+};
 use envarc::repo::{
-    Config, Entry, EntryKind, InitOptions, KeyRef, Kind, PackWriter, Repository, SnapshotMeta,
-    Summary, Time, SNAPSHOT_VERSION,
+    encryption_context, snapshot_name, ChunkId, Compression, Entry, EntryKind, IndexData,
+    InitOptions, KeyRef, Kind, LocalStorage, PackWriter, Repository, SnapshotMeta, Summary, Time,
+    Unopened, SNAPSHOT_VERSION,
 };
 use envarc::Error;
 use repo_support::{KEY_NAME, NAMESPACE};
@@ -31,81 +37,116 @@ fn key() -> (tempfile::TempDir, PathBuf, Vec<u8>) {
     (dir, path, material)
 }
 
-fn new_repo(dir: &std::path::Path, material: &[u8], pack_size: u64) -> Repository {
-    let provider = RawAesKey::new(NAMESPACE, KEY_NAME, material).unwrap();
-    let key = KeyRef {
+fn raw_ref() -> KeyRef {
+    KeyRef {
         provider: "raw-aes".into(),
         key: KEY_NAME.into(),
         params: [("namespace".to_string(), NAMESPACE.to_string())].into(),
-    };
+    }
+}
+
+fn new_repo_with(
+    dir: &std::path::Path,
+    provider: Box<dyn KeyProvider>,
+    pack_size: u64,
+) -> Repository {
     let opts = InitOptions {
         frame_length: 1000,
         pack_size,
         ..Default::default()
     };
-    Repository::init(&dir.join("repo"), key, Box::new(provider), &opts).unwrap()
+    let storage = LocalStorage::new(dir.join("repo"));
+    Repository::init(Box::new(storage), vec![raw_ref()], provider, &opts).unwrap()
 }
 
-/// Encrypts `data` as one object message into the writer's current pack.
-fn append(repo: &Repository, w: &mut PackWriter, data: &[u8]) -> envarc::repo::IndexEntry {
-    let opts = repo.encrypt_options(Kind::Object);
-    w.append(|out: &mut dyn Write| -> Result<_, Error> {
-        let mut enc = Encryptor::new(repo.provider(), &opts, out)?;
-        enc.write_all(data)
-            .map_err(|e| Error::io("encrypting", e))?;
-        let (_, info) = enc.finish()?;
-        Ok((info.message_id, info.plaintext_len, ()))
-    })
-    .unwrap()
-    .0
+fn new_repo(dir: &std::path::Path, material: &[u8], pack_size: u64) -> Repository {
+    let provider = RawAesKey::new(NAMESPACE, KEY_NAME, material).unwrap();
+    new_repo_with(dir, Box::new(provider), pack_size)
+}
+
+/// zstd -d of `frame` (the zstd tool when installed, else the crate).
+fn unzstd(frame: &[u8], dir: &std::path::Path) -> Vec<u8> {
+    let f = dir.join("frame.zst");
+    std::fs::write(&f, frame).unwrap();
+    match Command::new("zstd").arg("-dqc").arg(&f).output() {
+        Ok(out) if out.status.success() => out.stdout,
+        Ok(out) => panic!("zstd -d failed: {}", String::from_utf8_lossy(&out.stderr)),
+        Err(_) => zstd::stream::decode_all(frame).unwrap(),
+    }
 }
 
 #[test]
-fn message_cut_out_of_a_pack_decrypts_alone() {
+fn chunk_cut_out_of_a_pack_decrypts_alone() {
     let (dir, key_path, material) = key();
     let repo = new_repo(dir.path(), &material, 1 << 20);
+    let text = b"compressible text, compressible text, compressible text\n".repeat(300);
+    let payloads: Vec<Vec<u8>> = vec![
+        util::random_bytes(1, 1),
+        util::random_bytes(2, 999),
+        util::random_bytes(3, 12_345),
+        text.clone(),
+        util::random_bytes(4, 200_000),
+    ];
+    let fk = repo.file_key(Compression::Auto).unwrap();
     let mut w = PackWriter::new(&repo);
-    let payloads: Vec<Vec<u8>> = [0usize, 1, 999, 1000, 1001, 12_345]
-        .iter()
-        .enumerate()
-        .map(|(i, n)| util::random_bytes(i as u64, *n))
-        .collect();
-    let entries: Vec<_> = payloads.iter().map(|p| append(&repo, &mut w, p)).collect();
+    let mut ids = Vec::new();
+    for p in &payloads {
+        let id = repo.chunker().id(p);
+        let msg = repo.seal_chunk(&fk, p).unwrap();
+        if p == &text {
+            assert!(msg.len() < p.len() / 4, "compressible text stores smaller");
+        }
+        w.add(id, &msg, p.len() as u32, 0).unwrap();
+        ids.push(id);
+    }
     let packs = w.finish().unwrap();
     assert_eq!(packs.len(), 1, "all in one pack");
-    repo.write_index_file(&packs).unwrap();
+    repo.save_index(IndexData::new(vec![fk.key_set.clone()], packs))
+        .unwrap();
 
     let index = repo.load_index().unwrap();
     let standalone = RawAesKey::new(NAMESPACE, KEY_NAME, &material).unwrap();
+    let opts = DecryptOptions {
+        expected_context: encryption_context(&repo.config().id, Kind::Chunk),
+        ..Default::default()
+    };
     let py = python();
-    for (i, (e, plain)) in entries.iter().zip(&payloads).enumerate() {
-        let loc = index.get(&e.id).expect("indexed");
-        assert!(loc.offset > 0 || e.offset == 0);
-        let mut msg = Vec::new();
-        repo.open_message(&loc)
-            .unwrap()
-            .read_to_end(&mut msg)
-            .unwrap();
-        assert_eq!(msg.len() as u64, loc.length);
-        let (header, out) =
-            decrypt_to_vec(&standalone, &repo.decrypt_options(Kind::Object), &msg).unwrap();
-        assert_eq!(&out, plain);
-        assert_eq!(header.message_id, e.id.to_vec());
-        assert_eq!(header.context["envarc-kind"], "object");
-        assert_eq!(header.context["envarc-repo"], repo.config().id);
+    let mut message_ids = std::collections::HashSet::new();
+    for (i, (id, plain)) in ids.iter().zip(&payloads).enumerate() {
+        let loc = index.get(id).expect("indexed");
+        let pack = dir
+            .path()
+            .join("repo")
+            .join(envarc::repo::pack_name(&loc.pack));
+        let bytes = std::fs::read(pack).unwrap();
+        let msg = &bytes[loc.offset as usize..(loc.offset + loc.length) as usize];
+        let (header, body) = decrypt_to_vec(&standalone, &opts, msg).unwrap();
+        assert!(
+            message_ids.insert(header.message_id.clone()),
+            "a new message ID per chunk"
+        );
+        assert_eq!(header.context["envarc-compression"], "zstd");
+        assert_eq!(&unzstd(&body, dir.path()), plain);
+        assert_eq!(repo.read_chunk(&index, id).unwrap(), *plain);
 
-        // Python starts slowly (about 1.5 s): check the message in the middle.
+        // Python starts slowly (about 1.5 s): check the text chunk only.
         if let (Some((python, tool)), 3) = (&py, i) {
             let cut = dir.path().join("cut.msg");
             let plain_out = dir.path().join("cut.out");
-            std::fs::write(&cut, &msg).unwrap();
+            std::fs::write(&cut, msg).unwrap();
             let _ = std::fs::remove_file(&plain_out);
             let out = Command::new(python)
                 .arg(tool)
                 .args(["decrypt", "--key-file"])
                 .arg(&key_path)
                 .args(["--namespace", NAMESPACE, "--name", KEY_NAME])
-                .args(["-c", "envarc-kind=object", "-c"])
+                .args([
+                    "-c",
+                    "envarc-kind=chunk",
+                    "-c",
+                    "envarc-compression=zstd",
+                    "-c",
+                ])
                 .arg(format!("envarc-repo={}", repo.config().id))
                 .arg(&cut)
                 .arg(&plain_out)
@@ -116,84 +157,114 @@ fn message_cut_out_of_a_pack_decrypts_alone() {
                 "{}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            assert_eq!(&std::fs::read(&plain_out).unwrap(), plain);
+            let frame = std::fs::read(&plain_out).unwrap();
+            assert_eq!(&unzstd(&frame, dir.path()), plain);
         }
     }
-    // A message read from the wrong place fails, and names what it is.
-    let mut loc = index.get(&entries[2].id).unwrap();
+    // Read from the wrong place, or under another ID, a chunk is refused.
+    let mut loc = index.get(&ids[2]).unwrap();
+    assert!(repo
+        .read_chunk_at(&loc, &ids[1])
+        .unwrap_err()
+        .to_string()
+        .contains("does not match the chunk ID"));
     loc.length -= 1;
-    let mut msg = Vec::new();
-    repo.open_message(&loc)
-        .unwrap()
-        .read_to_end(&mut msg)
-        .unwrap();
-    assert!(decrypt_to_vec(&standalone, &repo.decrypt_options(Kind::Object), &msg).is_err());
+    assert_eq!(
+        repo.read_chunk_at(&loc, &ids[2]).unwrap_err().exit_code(),
+        4
+    );
 }
 
 #[test]
-fn failed_append_is_cut_off_and_packs_roll_over() {
+fn packs_roll_over_at_the_pack_size() {
     let (dir, _, material) = key();
-    let repo = new_repo(dir.path(), &material, 3000);
+    let repo = new_repo(dir.path(), &material, 10_000);
+    let fk = repo.file_key(Compression::Off).unwrap();
     let mut w = PackWriter::new(&repo);
-    let a = append(&repo, &mut w, b"first");
-    // A source failure halfway through a message: it must vanish.
-    let failed: Result<(envarc::repo::IndexEntry, ()), Error> = w.append(|out| {
-        out.write_all(&[0xAB; 700]).map_err(|e| Error::io("x", e))?;
-        Err(Error::Other("the source file vanished".into()))
-    });
-    assert!(failed.is_err());
-    let b = append(&repo, &mut w, b"second");
-    assert_eq!(
-        b.offset,
-        a.offset + a.length,
-        "the failed bytes were cut off"
-    );
-    // Crossing the 3000-byte target closes the pack; the next message opens another.
-    let big = append(&repo, &mut w, &[7u8; 3000]);
-    let after = append(&repo, &mut w, b"after");
-    assert_eq!(after.offset, 0);
-    let alone = w
-        .store_alone(|out| -> Result<_, Error> {
-            let opts = repo.encrypt_options(Kind::Object);
-            let mut enc = Encryptor::new(repo.provider(), &opts, out)?;
-            enc.write_all(b"alone").map_err(|e| Error::io("x", e))?;
-            let (_, info) = enc.finish()?;
-            Ok((info.message_id, info.plaintext_len, ()))
-        })
-        .unwrap()
-        .0;
+    for i in 0..5u64 {
+        let p = util::random_bytes(10 + i, 6000);
+        w.add(
+            repo.chunker().id(&p),
+            &repo.seal_chunk(&fk, &p).unwrap(),
+            6000,
+            0,
+        )
+        .unwrap();
+    }
     let packs = w.finish().unwrap();
-    assert_eq!(packs.len(), 3);
-    repo.write_index_file(&packs).unwrap();
-    let on_disk = repo.list_packs().unwrap();
-    assert_eq!(on_disk.len(), 3);
-    for p in &packs {
-        assert!(on_disk.contains(&(p.id, p.size)));
+    assert_eq!(packs.len(), 3, "two chunks fill a pack of 10,000 bytes");
+    assert!(packs
+        .iter()
+        .all(|p| p.size == p.chunks.iter().map(|c| u64::from(c.length)).sum::<u64>()));
+}
+
+/// A raw key that counts GenerateDataKey calls.
+struct Counting {
+    inner: RawAesKey,
+    generated: AtomicUsize,
+}
+
+impl KeyProvider for Counting {
+    fn generate_data_key(
+        &self,
+        c: &EncryptionContext,
+    ) -> Result<(DataKey, Vec<EncryptedDataKey>), ProviderError> {
+        self.generated.fetch_add(1, Ordering::SeqCst);
+        self.inner.generate_data_key(c)
     }
-    assert!(repo.list_leftovers().unwrap().is_empty());
-    let index = repo.load_index().unwrap();
-    for (e, want) in [
-        (&a, &b"first"[..]),
-        (&b, b"second"),
-        (&big, &[7u8; 3000]),
-        (&after, b"after"),
-        (&alone, b"alone"),
-    ] {
-        let mut dec = repo.decrypt_object(&index, &e.id).unwrap();
-        let mut out = Vec::new();
-        dec.copy_to(&mut out).unwrap();
-        assert_eq!(out, want);
+    fn decrypt_data_key(
+        &self,
+        e: &[EncryptedDataKey],
+        c: &EncryptionContext,
+    ) -> Result<DataKey, ProviderError> {
+        self.inner.decrypt_data_key(e, c)
     }
-    // Asking for message A with B's bytes is detected.
-    let wrong = index.get(&b.id).unwrap();
-    let reader = repo.open_message(&wrong).unwrap();
-    let dec = envarc::envelope::Decryptor::new(
-        repo.provider(),
-        &repo.decrypt_options(Kind::Object),
-        reader,
-    )
-    .unwrap();
-    assert_ne!(dec.header().message_id, a.id.to_vec());
+}
+
+#[test]
+fn one_generate_data_key_per_file_with_new_content() {
+    let (dir, _, material) = key();
+    let counting = std::sync::Arc::new(Counting {
+        inner: RawAesKey::new(NAMESPACE, KEY_NAME, &material).unwrap(),
+        generated: AtomicUsize::new(0),
+    });
+    struct Shared(std::sync::Arc<Counting>);
+    impl KeyProvider for Shared {
+        fn generate_data_key(
+            &self,
+            c: &EncryptionContext,
+        ) -> Result<(DataKey, Vec<EncryptedDataKey>), ProviderError> {
+            self.0.generate_data_key(c)
+        }
+        fn decrypt_data_key(
+            &self,
+            e: &[EncryptedDataKey],
+            c: &EncryptionContext,
+        ) -> Result<DataKey, ProviderError> {
+            self.0.decrypt_data_key(e, c)
+        }
+    }
+    let repo = new_repo_with(dir.path(), Box::new(Shared(counting.clone())), 1 << 24);
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    // 24 MiB: about 24 chunks in one file (and two batches); two small files;
+    // one copy of a small file (no new content).
+    std::fs::write(src.join("big"), util::random_bytes(7, 24 << 20)).unwrap();
+    std::fs::write(src.join("a"), util::random_bytes(8, 5000)).unwrap();
+    std::fs::write(src.join("b"), util::random_bytes(9, 7000)).unwrap();
+    std::fs::write(src.join("a-copy"), util::random_bytes(8, 5000)).unwrap();
+    let before = counting.generated.load(Ordering::SeqCst); // the sealed config
+    let opts = envarc::backup::BackupOptions {
+        paths: vec![src.clone()],
+        ..Default::default()
+    };
+    let r = envarc::backup::backup(&repo, &opts, &envarc::progress::Silent).unwrap();
+    let calls = counting.generated.load(Ordering::SeqCst) - before;
+    // The snapshot and the index file are one message each.
+    assert_eq!(calls, 3 + 2, "{:?}", r.summary);
+    assert_eq!(r.summary.data_keys, 3);
+    assert!(r.summary.chunks_added > 10, "{:?}", r.summary);
+    assert_eq!(r.summary.chunks_deduplicated, 1);
 }
 
 #[test]
@@ -216,7 +287,11 @@ fn snapshots_round_trip_and_resolve() {
         device: 5,
         nlink: 1,
         link_target: (kind == EntryKind::Symlink).then(|| b"t\xff".to_vec()),
-        content: (kind == EntryKind::File).then_some([9u8; 32]),
+        chunks: if kind == EntryKind::File {
+            vec![ChunkId([9u8; 32])]
+        } else {
+            Vec::new()
+        },
     };
     let entries = vec![
         entry(b"/r", EntryKind::Dir),
@@ -251,17 +326,17 @@ fn snapshots_round_trip_and_resolve() {
         .collect();
     assert_eq!(listed, vec![old, new]);
     // A snapshot file cut short: the metadata may still list, loading fails.
-    let path = repo.root().join("snapshots").join(old.to_hex());
+    let path = dir.path().join("repo").join(snapshot_name(&old));
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() - 10]).unwrap();
     assert!(repo.load_snapshot(&old).is_err());
     repo.delete_snapshot(&new).unwrap();
     assert_eq!(repo.list_snapshots().unwrap(), vec![old]);
     // The config names the key; a wrong key does not open the repository.
-    let cfg = Config::load(repo.root()).unwrap();
     let wrong = RawAesKey::new(NAMESPACE, KEY_NAME, &[1u8; 32]).unwrap();
+    let unopened = Unopened::read(Box::new(LocalStorage::new(dir.path().join("repo")))).unwrap();
     assert!(matches!(
-        Repository::open(repo.root(), cfg, Box::new(wrong)),
+        unopened.open(Box::new(wrong)),
         Err(Error::Key { .. })
     ));
 }

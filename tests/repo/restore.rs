@@ -124,7 +124,7 @@ fn generated_tree(src: &Path) {
 
 #[test]
 fn generated_tree_round_trips_exactly() {
-    let r = TestRepo::init(&["--frame-length", FRAME, "--large-file-size", "64KiB"]);
+    let r = TestRepo::init(&["--frame-length", FRAME, "--chunk-size", "64KiB"]);
     let src = r.dir.path().join("src");
     generated_tree(&src);
     let (code, _, stderr) = r.backup(&[src.as_os_str()]);

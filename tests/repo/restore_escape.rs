@@ -21,7 +21,7 @@ fn like(template: &Entry, path: Vec<u8>, kind: EntryKind) -> Entry {
     e.path = path;
     e.kind = kind;
     if kind != EntryKind::File {
-        e.content = None;
+        e.chunks = Vec::new();
     }
     e
 }

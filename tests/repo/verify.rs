@@ -8,14 +8,14 @@ use crate::{repo_support, util};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use envarc::envelope::MessageId;
-use envarc::repo::{EntryKind, Location};
+use envarc::repo::{pack_name, ChunkId, EntryKind, Location};
 use repo_support::TestRepo;
 use util::tree::temp_files;
 
 struct Stored {
     path: PathBuf,
-    id: MessageId,
+    /// The file's only chunk (every fixture file is one chunk).
+    id: ChunkId,
     loc: Location,
     data: Vec<u8>,
 }
@@ -27,17 +27,10 @@ struct Fixture {
 }
 
 impl Fixture {
-    /// Eight 5000-byte files packed four to a pack, two 100 kB files stored
-    /// alone, 4 KiB frames.
+    /// Eight 5000-byte files packed a few to a pack, two 100 kB files that
+    /// each fill a pack, 4 KiB frames; every file is one chunk.
     fn new() -> Fixture {
-        let r = TestRepo::init(&[
-            "--frame-length",
-            "4096",
-            "--large-file-size",
-            "64KiB",
-            "--pack-size",
-            "16KiB",
-        ]);
+        let r = TestRepo::init(&["--frame-length", "4096", "--pack-size", "16KiB"]);
         let src = r.dir.path().join("src");
         std::fs::create_dir_all(&src).unwrap();
         let mut data = BTreeMap::new();
@@ -64,7 +57,7 @@ impl Fixture {
     }
 
     fn pack_path(&self, s: &Stored) -> PathBuf {
-        self.r.open().pack_path(&s.loc.pack)
+        self.r.repo.join(pack_name(&s.loc.pack))
     }
 }
 
@@ -78,7 +71,8 @@ fn stored(r: &TestRepo, snap: &str, data: &BTreeMap<String, Vec<u8>>) -> BTreeMa
     for e in entries.iter().filter(|e| e.kind == EntryKind::File) {
         let name = e.path().file_name().unwrap().to_string_lossy().into_owned();
         let Some(d) = data.get(&name) else { continue };
-        let mid = e.content.unwrap();
+        assert_eq!(e.chunks.len(), 1, "{}", e.path().display());
+        let mid = e.chunks[0];
         out.insert(
             name,
             Stored {
@@ -115,14 +109,14 @@ fn verify(r: &TestRepo, args: &[&str]) -> (i32, serde_json::Value) {
 /// Asserts that the report has a problem about message `s`, naming its path,
 /// of `class`; returns the problem.
 fn assert_message_problem(report: &serde_json::Value, s: &Stored, class: &str) {
-    let id = hex::encode(s.id);
+    let id = s.id.to_hex();
     let path = s.path.display().to_string();
     let p = report["problems"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|p| p["kind"] == "message" && p["id"] == id.as_str())
-        .unwrap_or_else(|| panic!("no problem for message {id} ({path}) in {report:#}"));
+        .find(|p| p["kind"] == "chunk" && p["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("no problem for chunk {id} ({path}) in {report:#}"));
     assert_eq!(p["class"], class, "{p:#}");
     assert_eq!(p["references"][0]["path"], path.as_str(), "{p:#}");
     assert!(p["consequence"].as_str().unwrap().contains(&path), "{p:#}");
@@ -165,17 +159,17 @@ fn sound_repository_verifies() {
     let fx = Fixture::new();
     let (code, r) = verify(&fx.r, &["--read-data"]);
     assert_eq!(code, 0, "{r:#}");
-    assert_eq!(r["messages"], 10);
-    assert_eq!(r["messages_read"], 10);
+    assert_eq!(r["chunks"], 10);
+    assert_eq!(r["chunks_read"], 10);
     assert_eq!(r["bytes_read"], 8 * 5000 + 2 * 100_000);
-    assert_eq!(r["unreferenced_messages"], 0);
+    assert_eq!(r["unreferenced_chunks"], 0);
     // Subsets: the groups of 1/2 and 2/2 read every message once.
     let (_, a) = verify(&fx.r, &["--read-data-subset", "1/2"]);
     let (_, b) = verify(&fx.r, &["--read-data-subset", "2/2"]);
-    let n = a["messages_read"].as_u64().unwrap() + b["messages_read"].as_u64().unwrap();
+    let n = a["chunks_read"].as_u64().unwrap() + b["chunks_read"].as_u64().unwrap();
     assert_eq!(n, 10);
     let (code, c) = verify(&fx.r, &["--read-data-subset", "100%"]);
-    assert_eq!((code, c["messages_read"].as_u64()), (0, Some(10)));
+    assert_eq!((code, c["chunks_read"].as_u64()), (0, Some(10)));
     let out =
         fx.r.cmd("verify")
             .arg("--read-data-subset")
@@ -205,7 +199,7 @@ fn flipped_byte_in_packed_message_body() {
     let out = fx.r.cmd("verify").arg("--read-data").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains(&hex::encode(s.id)) && text.contains("cannot be restored"),
+        text.contains(&s.id.to_hex()) && text.contains("cannot be restored"),
         "{text}"
     );
     assert_restore_spares_the_rest(&fx, &fx.snap, &["small3"]);
@@ -214,12 +208,10 @@ fn flipped_byte_in_packed_message_body() {
 #[test]
 fn flipped_byte_in_message_stored_alone() {
     let fx = Fixture::new();
+    // A 100 kB chunk fills its pack; where in the pack depends on how the
+    // workers met, so the flip is relative to its offset.
     let s = fx.get("large1");
-    assert_eq!(
-        s.loc.offset, 0,
-        "a large file's message is alone in its file"
-    );
-    flip(&fx.pack_path(s), 50_000);
+    flip(&fx.pack_path(s), s.loc.offset + 50_000);
     assert_eq!(verify(&fx.r, &[]).0, 0);
     let (code, r) = verify(&fx.r, &["--read-data"]);
     assert_eq!(code, 4);
@@ -324,10 +316,10 @@ fn flipped_byte_in_config() {
     let fx = Fixture::new();
     let path = fx.r.repo.join("config");
     let text = std::fs::read_to_string(&path).unwrap();
-    let start = text.find("\"key_check\": \"").unwrap() + 14;
+    let start = text.find("\"sealed\": \"").unwrap() + 11;
     let end = start + text[start..].find('"').unwrap();
-    // Change one base64 digit near the end of the key check's message (its
-    // final frame), keeping the config valid JSON and valid base64.
+    // Change one base64 digit near the end of the sealed config's message
+    // (its final frame), keeping the config valid JSON and valid base64.
     let at = end - 8;
     let mut bytes = text.into_bytes();
     bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
@@ -373,10 +365,11 @@ fn deleted_pack() {
 }
 
 #[test]
-fn swapped_messages_are_caught_by_their_id() {
+fn swapped_chunks_are_caught_by_their_mac() {
     let fx = Fixture::new();
-    // Two equal-length messages in one pack trade places: each is a valid
-    // message of this repository, at the other's place.
+    // Two equal-length chunk messages in one pack trade places: each is a
+    // valid message of this repository, at the other's place. Headers stay
+    // sound, so reading the data (restore, --read-data) finds it by the MAC.
     let (a, b) = fx
         .files
         .iter()
@@ -398,21 +391,42 @@ fn swapped_messages_are_caught_by_their_id() {
     bytes[oa..oa + len].copy_from_slice(&mb);
     bytes[ob..ob + len].copy_from_slice(&ma);
     std::fs::write(&pack, bytes).unwrap();
-    // And a large file's data file replaced by the other's (same length).
+    // And a large file's pack replaced by the other's (same length, when
+    // each is alone in its pack).
     let (l0, l1) = (fx.get("large0"), fx.get("large1"));
-    std::fs::copy(fx.pack_path(l1), fx.pack_path(l0)).unwrap();
+    let alone = |s: &Stored| {
+        fx.files
+            .values()
+            .filter(|o| o.loc.pack == s.loc.pack)
+            .count()
+            == 1
+    };
+    let large_swapped = alone(l0) && alone(l1) && l0.loc.length == l1.loc.length;
+    if large_swapped {
+        std::fs::copy(fx.pack_path(l1), fx.pack_path(l0)).unwrap();
+    }
 
-    let (code, r) = verify(&fx.r, &[]);
+    let (code, r) = verify(&fx.r, &["--read-data"]);
     assert_eq!(code, 4);
-    for s in [sa, sb, l0] {
+    let mut damaged = vec![sa, sb];
+    let mut names = vec![a.as_str(), b.as_str()];
+    if large_swapped {
+        damaged.push(l0);
+        names.push("large0");
+    }
+    for s in &damaged {
         assert_message_problem(&r, s, "corrupt");
     }
-    assert_eq!(r["problems"].as_array().unwrap().len(), 3, "{r:#}");
+    assert_eq!(
+        r["problems"].as_array().unwrap().len(),
+        damaged.len(),
+        "{r:#}"
+    );
     assert!(r["problems"][0]["error"]
         .as_str()
         .unwrap()
-        .contains("message ID mismatch"));
-    assert_restore_spares_the_rest(&fx, &fx.snap, &[a.as_str(), b.as_str(), "large0"]);
+        .contains("does not match the chunk ID"));
+    assert_restore_spares_the_rest(&fx, &fx.snap, &names);
 }
 
 #[test]
@@ -451,11 +465,12 @@ fn unreferenced_data_is_information_not_an_error() {
     let fx = Fixture::new();
     // A pack no index lists, as an interrupted backup leaves.
     let stray = fx.r.repo.join("data/ab").join("ab".repeat(32));
+    std::fs::create_dir_all(stray.parent().unwrap()).unwrap();
     std::fs::write(&stray, b"leftover").unwrap();
     // And a snapshot deleted: its messages are no longer referenced.
     std::fs::remove_file(fx.r.repo.join("snapshots").join(&fx.snap)).unwrap();
     let (code, r) = verify(&fx.r, &[]);
     assert_eq!(code, 0, "{r:#}");
-    assert_eq!(r["unreferenced_messages"], 10);
+    assert_eq!(r["unreferenced_chunks"], 10);
     assert_eq!(r["unreferenced_packs"][0], "ab".repeat(32));
 }

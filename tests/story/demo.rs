@@ -26,7 +26,9 @@ fn demo_runs_and_passes_every_check() {
         "read and authenticated",
         "; 0 problems.",
         "identical to the tree backed up (data keys wrapped by v1, v2, v3)",
-        "4 of 4 stored messages",
+        "4 of 4 stored chunk messages",
+        "assets/blob.bin          new path, content already stored: nothing new",
+        "0 new chunks stored (0 B) under 0 fresh data keys",
         "v3 (current)",
         "Result: every check passed.",
     ] {

@@ -125,12 +125,12 @@ fn forget_with_prune_removes_the_data_only_forgotten_snapshots_used() {
         .unwrap();
     }
     let second = s.backup();
-    let before = crate::support::bodies(&s.open()).len();
+    let before = crate::support::chunk_messages(&s.open()).len();
     assert_eq!(before, 40);
     let r = s.json(&s.on_repo("forget", &["--keep-last", "1", "--prune", "--grace", "0"]));
     assert_eq!(r["forget"]["removed"], 1);
-    assert_eq!(r["prune"]["messages_unused"], 20);
+    assert_eq!(r["prune"]["chunks_unused"], 20);
     assert!(!remaining(&s).contains(&first));
-    assert_eq!(crate::support::bodies(&s.open()).len(), 20);
+    assert_eq!(crate::support::chunk_messages(&s.open()).len(), 20);
     s.restores_match(&[second]);
 }

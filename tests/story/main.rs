@@ -7,6 +7,7 @@ mod util;
 mod crash;
 mod demo;
 mod forget;
+mod no_retag;
 mod prune;
 mod rewrap;
 mod support;

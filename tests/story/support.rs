@@ -1,15 +1,14 @@
 //! A keyring with a rotating CMK `alias/t` and a repository under it, in a
-//! temporary folder; helpers to back up, rotate, read stats, compare message
-//! bodies and restore every snapshot.
+//! temporary folder; helpers to back up, rotate, read stats, list chunk
+//! messages and restore every snapshot.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use envarc::envelope::{open_header, CommitmentPolicy, MessageId};
+use envarc::envelope::{open_header, CommitmentPolicy, MessageId, ReadLimits};
 use envarc::keyring::{FixedSecret, KeyringFile, KeyringOptions, Secret};
-use envarc::repo::{Config, Repository};
+use envarc::repo::{pack_name, ChunkId, LocalStorage, Repository, Unopened};
 use serde_json::Value;
 
 use crate::util;
@@ -60,6 +59,7 @@ impl Story {
         let mut c = std::process::Command::new(util::envarc_path());
         c.env("ENVARC_KEYRING", &self.keyring)
             .env("ENVARC_PASSPHRASE", PASSPHRASE)
+            .env("ENVARC_PINS", util::pins_file())
             .env_remove("ENVARC_REPOSITORY")
             .args(args)
             .stdout(std::process::Stdio::null())
@@ -102,6 +102,38 @@ impl Story {
         (v["snapshot_id"].as_str().unwrap().to_string(), tree)
     }
 
+    /// [`Story::backup`] pinned to one CPU (`taskset`): the worker pool then
+    /// has one thread and one pack writer, so which pack holds which chunk
+    /// follows the walk order and a test that depends on it is
+    /// deterministic (issue 17).
+    pub fn backup_on_one_core(&self) -> (String, Tree) {
+        util_settle();
+        let tree = capture(&self.src);
+        let mut c = assert_cmd::Command::new("taskset");
+        c.args(["-c", &first_allowed_cpu()])
+            .arg(util::envarc_path());
+        for var in ["RUST_LOG", "ENVARC_REPOSITORY", "XDG_CONFIG_HOME"] {
+            c.env_remove(var);
+        }
+        c.env("ENVARC_PINS", util::pins_file())
+            .env("ENVARC_KEYRING", &self.keyring)
+            .env("ENVARC_PASSPHRASE", PASSPHRASE)
+            .env("ENVARC_ARGON2_PARAMS", "m=1024,t=1,p=1")
+            .args(self.on_repo(
+                "backup",
+                &["--json", "--host", "h", self.src.to_str().unwrap()],
+            ));
+        let out = c.output().expect("taskset (util-linux) runs envarc");
+        assert!(
+            out.status.success(),
+            "backup on one core failed ({:?}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (v["snapshot_id"].as_str().unwrap().to_string(), tree)
+    }
+
     pub fn rotate(&self) {
         self.ok(&["key", "rotate-on-demand", ALIAS]);
     }
@@ -120,31 +152,38 @@ impl Story {
         }
     }
 
-    /// `stats --json`: objects per backing-key version.
-    pub fn objects_per_version(&self) -> BTreeMap<u64, u64> {
+    /// `stats --json`: unique chunks per backing-key version (versions
+    /// that wrap at least one).
+    pub fn chunks_per_version(&self) -> BTreeMap<u64, u64> {
         let v = self.json(&self.on_repo("stats", &[]));
         v["versions"]
             .as_array()
             .unwrap()
             .iter()
-            .filter(|v| v["objects"].as_u64().unwrap() > 0)
+            .filter(|v| v["chunks"].as_u64().unwrap() > 0)
             .map(|v| {
                 (
                     v["key"]["version"].as_u64().unwrap(),
-                    v["objects"].as_u64().unwrap(),
+                    v["chunks"].as_u64().unwrap(),
                 )
             })
             .collect()
     }
 
-    /// Versions that wrap anything at all (objects, manifests, index files,
-    /// the key check).
+    /// Versions that wrap anything at all (chunks, manifests, index files,
+    /// the config).
     pub fn versions_in_use(&self) -> Vec<u64> {
         let v = self.json(&self.on_repo("stats", &[]));
         v["versions"]
             .as_array()
             .unwrap()
             .iter()
+            .filter(|v| {
+                v["chunks"].as_u64().unwrap() > 0
+                    || v["manifests"].as_u64().unwrap() > 0
+                    || v["index_files"].as_u64().unwrap() > 0
+                    || v["config"].as_bool().unwrap()
+            })
             .map(|v| v["key"]["version"].as_u64().unwrap())
             .collect()
     }
@@ -158,16 +197,12 @@ impl Story {
         ))
     }
 
-    /// The repository through the library.
+    /// The repository through the library, opened with the keyring.
     pub fn open(&self) -> Repository {
-        let cfg = Config::load(&self.repo).unwrap();
-        let p = self
-            .keyring_file()
-            .load()
-            .unwrap()
-            .provider(&cfg.key.key)
-            .unwrap();
-        Repository::open(&self.repo, cfg, Box::new(p)).unwrap()
+        let unopened = Unopened::read(Box::new(LocalStorage::new(&self.repo))).unwrap();
+        let key = unopened.claimed().keys[0].key.clone();
+        let p = self.keyring_file().load().unwrap().provider(&key).unwrap();
+        unopened.open(Box::new(p)).unwrap()
     }
 
     /// Restores every snapshot given with `envarc restore` and compares each
@@ -212,27 +247,72 @@ pub fn capture(root: &Path) -> Tree {
     t
 }
 
-/// Every stored object copy's bytes after its header, by message ID.
-pub fn bodies(repo: &Repository) -> BTreeMap<MessageId, Vec<u8>> {
+/// Every chunk copy the index lists: chunk ID and the message ID of the
+/// message that holds it, sorted.
+pub fn chunk_messages(repo: &Repository) -> Vec<(ChunkId, MessageId)> {
     let index = repo.load_index().unwrap();
-    let limits = repo.decrypt_options(envarc::repo::Kind::Object).limits;
-    let mut out = BTreeMap::new();
-    for (id, loc) in index.copies() {
-        let mut bytes = Vec::new();
-        repo.open_message(&loc)
+    let mut out: Vec<(ChunkId, MessageId)> = index
+        .chunks()
+        .map(|c| {
+            let loc = c.location;
+            let bytes = repo
+                .storage()
+                .read_range(&pack_name(&loc.pack), loc.offset, loc.length)
+                .unwrap();
+            let h = open_header(
+                &mut bytes.as_slice(),
+                CommitmentPolicy::RequireCommitment,
+                &ReadLimits::default(),
+            )
             .unwrap()
-            .read_to_end(&mut bytes)
-            .unwrap();
-        let parsed = open_header(
-            &mut bytes.as_slice(),
-            CommitmentPolicy::RequireCommitment,
-            &limits,
-        )
-        .unwrap();
-        assert!(
-            out.insert(id, bytes[parsed.total_len..].to_vec()).is_none(),
-            "one copy each"
-        );
-    }
+            .header;
+            (c.id, h.message_id.try_into().expect("32 bytes"))
+        })
+        .collect();
+    out.sort();
     out
+}
+
+/// Every chunk's content, read and checked through the library.
+pub fn chunk_contents(repo: &Repository) -> BTreeMap<ChunkId, Vec<u8>> {
+    let index = repo.load_index().unwrap();
+    index
+        .chunks()
+        .map(|c| (c.id, repo.read_chunk(&index, &c.id).unwrap()))
+        .collect()
+}
+
+/// Copies a folder tree (a repository kept aside).
+pub fn copy_tree(from: &Path, to: &Path) {
+    for e in walkdir::WalkDir::new(from) {
+        let e = e.unwrap();
+        let dest = to.join(e.path().strip_prefix(from).unwrap());
+        if e.file_type().is_dir() {
+            std::fs::create_dir_all(&dest).unwrap();
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
+        }
+    }
+}
+
+/// Files below `dir`, relative to it.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.path().strip_prefix(dir).unwrap().to_path_buf())
+        .collect()
+}
+
+/// The first CPU this process may run on (CPU 0 need not be one of them in
+/// a container or under a CPU set).
+fn first_allowed_cpu() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .expect("Linux /proc/self/status lists the allowed CPUs");
+    let first = list.trim().split([',', '-']).next().unwrap();
+    first.to_string()
 }

@@ -1,0 +1,448 @@
+//! Reading and writing the repository's messages through the storage, with
+//! the checks every read makes: the key policy on the header's EDKs (so a
+//! foreign or retired key is an integrity problem, exit 4, not a key
+//! problem), the expected context, and for chunks the MAC.
+
+use std::io::{self, Read};
+
+use crate::envelope::{
+    open_header, CommitmentPolicy, DataKey, Decryptor, EncryptedDataKey, EncryptionContext,
+    Encryptor, Header, ReadLimits,
+};
+use crate::{Error, Result};
+
+use super::compress::{self, Compression, CONTEXT_COMPRESSION};
+use super::index::{Index, Location};
+use super::keys::KeyVersion;
+use super::pack::pack_name;
+use super::storage::Storage;
+use super::{ChunkId, Id, Kind, Repository};
+
+/// Names the object in an envelope error, keeping the error's class
+/// (integrity, key, I/O) for the exit code.
+pub(crate) fn named(e: crate::envelope::Error, name: &str) -> Error {
+    use crate::envelope::Error as E;
+    match e {
+        E::Provider(crate::envelope::ProviderError::Unavailable(m)) => {
+            Error::Other(format!("{name}: {m}"))
+        }
+        E::Provider(p) => Error::Key {
+            message: format!("{name}: {p}"),
+        },
+        E::Io(io) => Error::io(format!("reading {name}"), io),
+        e if e.is_integrity() => Error::Integrity(format!("{name}: {e}")),
+        e => Error::Other(format!("{name}: {e}")),
+    }
+}
+
+/// Reads an object front to back in 1 MiB ranges (snapshots, which may be
+/// large and of which listings read only the start).
+pub struct ObjectReader<'a> {
+    storage: &'a dyn Storage,
+    name: String,
+    pos: u64,
+    size: u64,
+    buf: Vec<u8>,
+    at: usize,
+}
+
+const RANGE: u64 = 1024 * 1024;
+
+impl<'a> ObjectReader<'a> {
+    fn new(storage: &'a dyn Storage, name: &str) -> io::Result<ObjectReader<'a>> {
+        let size = storage.stat(name)?.size;
+        let first = storage.read_range(name, 0, size.min(RANGE))?;
+        Ok(ObjectReader {
+            storage,
+            name: name.to_string(),
+            pos: first.len() as u64,
+            size,
+            buf: first,
+            at: 0,
+        })
+    }
+}
+
+impl Read for ObjectReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.at == self.buf.len() {
+            if self.pos >= self.size {
+                return Ok(0);
+            }
+            let n = (self.size - self.pos).min(RANGE);
+            self.buf = self.storage.read_range(&self.name, self.pos, n)?;
+            self.pos += n;
+            self.at = 0;
+        }
+        let n = out.len().min(self.buf.len() - self.at);
+        out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// A file's data key, generated once at its first new chunk, and what each
+/// of its chunk messages needs besides. No `Debug`; the key is zeroized.
+pub struct FileKey {
+    data_key: DataKey,
+    edks: Vec<EncryptedDataKey>,
+    compression: Compression,
+    /// The key versions that wrap it (for the index).
+    pub key_set: Vec<KeyVersion>,
+}
+
+impl FileKey {
+    /// A data key that is already wrapped as `edks` (rewrap keeps a chunk's
+    /// data key and wraps it under the current version).
+    pub fn from_parts(
+        data_key: DataKey,
+        edks: Vec<EncryptedDataKey>,
+        compression: Compression,
+    ) -> FileKey {
+        let key_set = edks.iter().map(KeyVersion::of).collect();
+        FileKey {
+            data_key,
+            edks,
+            compression,
+            key_set,
+        }
+    }
+}
+
+/// A chunk message opened by [`Repository::open_chunk_body`].
+pub struct OpenedChunk {
+    pub header: Header,
+    /// The plaintext of the message: the chunk as stored (a zstd frame, or
+    /// the chunk itself under compression `none`).
+    pub body: Vec<u8>,
+    /// What its context says: [`Compression::Off`] for `none`, else
+    /// [`Compression::Auto`] (the level does not matter to a stored body).
+    pub compression: Compression,
+}
+
+struct Decrypted {
+    header: Header,
+    compression: String,
+    body: Option<Vec<u8>>,
+    chunk: Vec<u8>,
+}
+
+impl Repository {
+    fn check_header(&self, header: &Header, name: &str) -> Result<()> {
+        self.policy()
+            .check(&header.edks)
+            .map_err(|why| Error::Integrity(format!("{name} is refused: {why}")))
+    }
+
+    fn parse_header(&self, bytes: &[u8], name: &str) -> Result<Header> {
+        let limits = self.decrypt_options(Kind::Chunk, None).limits;
+        let parsed = open_header(
+            &mut &bytes[..],
+            CommitmentPolicy::RequireCommitment,
+            &limits,
+        )
+        .map_err(|e| named(e, name))?;
+        self.check_header(&parsed.header, name)?;
+        Ok(parsed.header)
+    }
+
+    /// Encrypts `plain` as one message of `kind` bound to object `id`.
+    pub(crate) fn encrypt_message(
+        &self,
+        kind: Kind,
+        id: Option<&Id>,
+        plain: &[u8],
+    ) -> Result<Vec<u8>> {
+        Ok(crate::envelope::encrypt_to_vec(
+            self.provider(),
+            &self.encrypt_options(kind, id),
+            plain,
+        )?)
+    }
+
+    /// Encrypts `plain` and creates object `name` with it, durably.
+    pub(crate) fn write_message(
+        &self,
+        name: &str,
+        kind: Kind,
+        id: Option<&Id>,
+        plain: &[u8],
+    ) -> Result<()> {
+        let msg = self.encrypt_message(kind, id, plain)?;
+        self.storage().create(name, &msg).map_err(|e| {
+            Error::io(
+                format!("writing {name} in {}", self.storage().location()),
+                e,
+            )
+        })
+    }
+
+    /// Reads and decrypts a whole small object (an index file).
+    pub(crate) fn read_message(&self, name: &str, kind: Kind, id: Option<&Id>) -> Result<Vec<u8>> {
+        let bytes = self.storage().read(name).map_err(|e| {
+            Error::io(
+                format!("reading {name} in {}", self.storage().location()),
+                e,
+            )
+        })?;
+        self.parse_header(&bytes, name)?;
+        let (_, plain) = crate::envelope::decrypt_to_vec(
+            self.provider(),
+            &self.decrypt_options(kind, id),
+            &bytes,
+        )
+        .map_err(|e| named(e, name))?;
+        Ok(plain)
+    }
+
+    /// A decryptor over object `name`, read in ranges (snapshots).
+    pub(crate) fn open_stream(
+        &self,
+        name: &str,
+        kind: Kind,
+        id: Option<&Id>,
+    ) -> Result<Decryptor<ObjectReader<'_>>> {
+        let storage = self.storage();
+        let reader = ObjectReader::new(storage, name)
+            .map_err(|e| Error::io(format!("reading {name} in {}", storage.location()), e))?;
+        self.parse_header(&reader.buf, name)?;
+        Decryptor::new(self.provider(), &self.decrypt_options(kind, id), reader)
+            .map_err(|e| named(e, name))
+    }
+
+    /// Generates the data key for a file's new chunks (one provider call).
+    pub fn file_key(&self, compression: Compression) -> Result<FileKey> {
+        let ctx = self.chunk_context(compression);
+        let (data_key, edks) = self.provider().generate_data_key(&ctx)?;
+        let key_set = edks.iter().map(KeyVersion::of).collect();
+        Ok(FileKey {
+            data_key,
+            edks,
+            compression,
+            key_set,
+        })
+    }
+
+    fn chunk_context(&self, compression: Compression) -> crate::envelope::EncryptionContext {
+        let mut c = self.context(Kind::Chunk, None);
+        c.insert(
+            CONTEXT_COMPRESSION.into(),
+            compression.context_value().into(),
+        );
+        c
+    }
+
+    /// The complete message for one chunk under a file's data key (a new
+    /// message ID every time).
+    pub fn seal_chunk(&self, key: &FileKey, chunk: &[u8]) -> Result<Vec<u8>> {
+        let body = compress::encode(key.compression, chunk);
+        let mut opts = self.encrypt_options(Kind::Chunk, None);
+        opts.context = self.chunk_context(key.compression);
+        let out = Vec::with_capacity(body.len() + body.len() / 1024 + 1024);
+        let mut enc = Encryptor::with_data_key(&key.data_key, key.edks.clone(), &opts, out)?;
+        io::Write::write_all(&mut enc, &body).map_err(crate::envelope::from_io)?;
+        Ok(enc.finish()?.0)
+    }
+
+    /// Opens one chunk message (its exact bytes) that the index lists for
+    /// `id`, checking everything listed in the module docs.
+    pub fn open_chunk(&self, message: &[u8], loc: &Location, id: &ChunkId) -> Result<Vec<u8>> {
+        Ok(self.decrypt_chunk(message, loc, id, false)?.chunk)
+    }
+
+    /// Opens a chunk message for the rewriters (rewrap, reencrypt), with the
+    /// same checks as [`Repository::open_chunk`]: its header, its body as
+    /// stored (compressed or not) and its compression, so that the body can
+    /// go into a new message without being compressed again.
+    pub fn open_chunk_body(
+        &self,
+        message: &[u8],
+        loc: &Location,
+        id: &ChunkId,
+    ) -> Result<OpenedChunk> {
+        let d = self.decrypt_chunk(message, loc, id, true)?;
+        let compression = match d.compression.as_str() {
+            "none" => Compression::Off,
+            _ => Compression::Auto,
+        };
+        Ok(OpenedChunk {
+            header: d.header,
+            body: d.body.expect("kept when asked"),
+            compression,
+        })
+    }
+
+    fn decrypt_chunk(
+        &self,
+        message: &[u8],
+        loc: &Location,
+        id: &ChunkId,
+        keep_body: bool,
+    ) -> Result<Decrypted> {
+        let name = format!(
+            "chunk {} in {} at {}",
+            id.short(),
+            pack_name(&loc.pack),
+            loc.offset
+        );
+        let header = self.parse_header(message, &name)?;
+        let compression = header
+            .context
+            .get(CONTEXT_COMPRESSION)
+            .cloned()
+            .ok_or_else(|| {
+                Error::Integrity(format!(
+                    "{name}: its context does not say how it is compressed"
+                ))
+            })?;
+        let mut dec = Decryptor::new(
+            self.provider(),
+            &self.decrypt_options(Kind::Chunk, None),
+            message,
+        )
+        .map_err(|e| named(e, &name))?;
+        let mut body = Vec::with_capacity(loc.raw_length as usize + 64);
+        dec.copy_to(&mut body).map_err(|e| named(e, &name))?;
+        let kept = keep_body.then(|| body.clone());
+        let chunk = compress::decode(&compression, body, loc.raw_length as usize)
+            .map_err(|why| Error::Integrity(format!("{name}: {why}")))?;
+        if self.chunker().id(&chunk) != *id {
+            return Err(Error::Integrity(format!(
+                "{name}: its content does not match the chunk ID that refers to it (moved, swapped or replaced)"
+            )));
+        }
+        Ok(Decrypted {
+            header,
+            compression,
+            body: kept,
+            chunk,
+        })
+    }
+
+    /// A new message for a chunk whose body ([`OpenedChunk::body`]) is
+    /// already in its stored form, under `key` (a new message ID every
+    /// time): for rewrap, which keeps a chunk's data key and wraps it anew,
+    /// and reencrypt, which gives it a fresh one.
+    pub fn reseal_chunk(&self, key: &FileKey, body: &[u8]) -> Result<Vec<u8>> {
+        let mut opts = self.encrypt_options(Kind::Chunk, None);
+        opts.context = self.chunk_context(key.compression);
+        let out = Vec::with_capacity(body.len() + body.len() / 1024 + 1024);
+        let mut enc = Encryptor::with_data_key(&key.data_key, key.edks.clone(), &opts, out)?;
+        io::Write::write_all(&mut enc, body).map_err(crate::envelope::from_io)?;
+        Ok(enc.finish()?.0)
+    }
+
+    /// The encryption context of a chunk message of `compression`: what
+    /// its EDKs are bound to.
+    pub fn chunk_context_of(&self, compression: Compression) -> EncryptionContext {
+        self.chunk_context(compression)
+    }
+
+    /// Reads chunk `id` at `loc`.
+    pub fn read_chunk_at(&self, loc: &Location, id: &ChunkId) -> Result<Vec<u8>> {
+        let name = pack_name(&loc.pack);
+        let message = self
+            .storage()
+            .read_range(&name, loc.offset, loc.length)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => Error::Integrity(format!(
+                    "pack {} is missing (chunk {})",
+                    loc.pack,
+                    id.short()
+                )),
+                io::ErrorKind::UnexpectedEof => Error::Integrity(format!(
+                    "pack {} is shorter than the index says (chunk {})",
+                    loc.pack,
+                    id.short()
+                )),
+                _ => Error::io(format!("reading {name}"), e),
+            })?;
+        self.open_chunk(&message, loc, id)
+    }
+
+    /// Reads chunk `id`, trying each copy the index lists; the first copy's
+    /// error when none opens.
+    pub fn read_chunk(&self, index: &Index, id: &ChunkId) -> Result<Vec<u8>> {
+        let locations = index.locations(id);
+        let mut first_err = None;
+        for loc in &locations {
+            match self.read_chunk_at(loc, id) {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_err.unwrap_or_else(|| {
+            Error::Integrity(format!(
+                "chunk {} is not in the repository's index",
+                id.short()
+            ))
+        }))
+    }
+
+    /// Checks a chunk message's header without reading its body: the key
+    /// policy, the context, and that the data key unwraps and the header
+    /// authenticates under it.
+    pub fn check_chunk_header(&self, loc: &Location, id: &ChunkId) -> Result<()> {
+        let name = format!(
+            "chunk {} in {} at {}",
+            id.short(),
+            pack_name(&loc.pack),
+            loc.offset
+        );
+        let prefix = self
+            .storage()
+            .read_range(&pack_name(&loc.pack), loc.offset, loc.length.min(64 * 1024))
+            .map_err(|e| Error::io(format!("reading {name}"), e))?;
+        let header = self.parse_header(&prefix, &name)?;
+        if !header.context.contains_key(CONTEXT_COMPRESSION) {
+            return Err(Error::Integrity(format!(
+                "{name}: its context does not say how it is compressed"
+            )));
+        }
+        Decryptor::new(
+            self.provider(),
+            &self.decrypt_options(Kind::Chunk, None),
+            &prefix[..],
+        )
+        .map(|_| ())
+        .map_err(|e| named(e, &name))
+    }
+
+    /// The header of the message object `name` holds (an index file or a
+    /// snapshot), from its first bytes only: which keys wrap it, for stats,
+    /// rewrap and reencrypt. Not authenticated (no key is used); the key
+    /// policy is not applied, so that a message under a retired version can
+    /// still be named.
+    pub fn object_header(&self, name: &str) -> Result<Header> {
+        let limits = ReadLimits::default();
+        let io_err = |e| {
+            Error::io(
+                format!("reading {name} in {}", self.storage().location()),
+                e,
+            )
+        };
+        let size = self.storage().stat(name).map_err(io_err)?.size;
+        let want = size.min(limits.max_header_size as u64);
+        let prefix = self.storage().read_range(name, 0, want).map_err(io_err)?;
+        Ok(open_header(
+            &mut &prefix[..],
+            CommitmentPolicy::RequireCommitment,
+            &limits,
+        )
+        .map_err(|e| named(e, name))?
+        .header)
+    }
+
+    /// The header of a chunk message (for stats and rewrap: its EDKs).
+    pub fn chunk_header(&self, message: &[u8]) -> Result<Header> {
+        let limits = ReadLimits::default();
+        Ok(open_header(
+            &mut &message[..],
+            CommitmentPolicy::RequireCommitment,
+            &limits,
+        )?
+        .header)
+    }
+}

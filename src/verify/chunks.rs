@@ -1,0 +1,160 @@
+//! The chunk checks of verify, pack by pack: every copy of every needed
+//! chunk is checked structurally (header, key policy, data key, context),
+//! and the chosen ones are read in full (authenticated, decompressed, MAC).
+//! A chunk listed at several places is sound when any copy is.
+
+use std::collections::{HashMap, HashSet};
+
+use rayon::prelude::*;
+
+use crate::progress::Progress;
+use crate::repo::{pack_name, ChunkId, Index, IndexedChunk, Repository};
+use crate::Error;
+
+use super::{problem, Class, ObjectKind, Problem, ReadData, VerifyReport};
+
+/// A copy's check: `Some(bytes)` when it was read in full.
+type Checked = std::result::Result<Option<u64>, (Class, String)>;
+
+fn class_of(e: &Error) -> (Class, String) {
+    (Class::of(e), e.to_string())
+}
+
+/// Checks the copies of wanted chunks in one pack.
+fn check_pack(
+    repo: &Repository,
+    copies: &[(IndexedChunk, bool)],
+    pack_len: Option<u64>,
+) -> Vec<(ChunkId, Checked)> {
+    let Some(&(first, _)) = copies.first() else {
+        return Vec::new();
+    };
+    let pack = first.location.pack;
+    let Some(pack_len) = pack_len else {
+        let why = format!("its pack {pack} is missing from data/");
+        return copies
+            .iter()
+            .map(|(c, _)| (c.id, Err((Class::Missing, why.clone()))))
+            .collect();
+    };
+    let read_bytes: u64 = copies
+        .iter()
+        .filter(|c| c.1)
+        .map(|c| c.0.location.length)
+        .sum();
+    // Read the pack whole when most of it is to be read anyway.
+    let whole = if read_bytes * 2 > pack_len {
+        repo.storage().read(&pack_name(&pack)).ok()
+    } else {
+        None
+    };
+    copies
+        .iter()
+        .map(|(c, read)| {
+            let loc = c.location;
+            let end = loc.offset.saturating_add(loc.length);
+            if end > pack_len {
+                return (c.id, Err((Class::Corrupt, format!(
+                    "its pack {pack} is {pack_len} bytes, too short for the chunk at bytes {}..{end} (the pack was truncated)",
+                    loc.offset
+                ))));
+            }
+            let r = match (&whole, *read) {
+                (Some(bytes), true) => repo.open_chunk(&bytes[loc.offset as usize..end as usize], &loc, &c.id).map(|d| Some(d.len() as u64)),
+                (None, true) => repo.read_chunk_at(&loc, &c.id).map(|d| Some(d.len() as u64)),
+                (_, false) => repo.check_chunk_header(&loc, &c.id).map(|_| None),
+            };
+            (c.id, r.map_err(|e| class_of(&e)))
+        })
+        .collect()
+}
+
+/// Runs the chunk checks; returns the damaged chunks as problems (without
+/// references yet) and counts what was read into `report`.
+pub(super) fn check(
+    repo: &Repository,
+    index: &Index,
+    packs: &HashMap<crate::repo::Id, u64>,
+    wanted: &HashSet<ChunkId>,
+    read_data: &ReadData,
+    report: &mut VerifyReport,
+    progress: &dyn Progress,
+) -> HashMap<ChunkId, Problem> {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    let selected: HashMap<ChunkId, bool> = wanted
+        .iter()
+        .map(|id| (*id, read_data.selects(id, rng.gen())))
+        .collect();
+    let by_pack: Vec<Vec<(IndexedChunk, bool)>> = index
+        .by_pack()
+        .into_iter()
+        .map(|v| {
+            v.into_iter()
+                .filter_map(|c| selected.get(&c.id).map(|r| (c, *r)))
+                .collect::<Vec<_>>()
+        })
+        .filter(|v: &Vec<_>| !v.is_empty())
+        .collect();
+    let total: u64 = by_pack
+        .iter()
+        .flatten()
+        .filter(|c| c.1)
+        .map(|c| c.0.location.raw_length)
+        .sum();
+    let phase = if *read_data == ReadData::None {
+        "checking chunks"
+    } else {
+        "reading data"
+    };
+    progress.start(phase, Some(by_pack.len() as u64), Some(total));
+    let results: Vec<(ChunkId, Checked)> = by_pack
+        .par_iter()
+        .flat_map_iter(|copies| {
+            let r = check_pack(repo, copies, packs.get(&copies[0].0.location.pack).copied());
+            let bytes = r
+                .iter()
+                .filter_map(|(_, c)| c.as_ref().ok().copied().flatten())
+                .sum();
+            progress.advance(1, bytes);
+            r
+        })
+        .collect();
+    progress.finish();
+    let mut sound: HashMap<ChunkId, Option<u64>> = HashMap::new();
+    let mut damaged: HashMap<ChunkId, Problem> = HashMap::new();
+    for (id, r) in results {
+        match r {
+            Ok(n) => {
+                let e = sound.entry(id).or_insert(None);
+                *e = e.or(n);
+            }
+            Err((class, error)) => {
+                damaged.entry(id).or_insert_with(|| {
+                    problem(ObjectKind::Chunk, id.to_hex(), class, error, String::new())
+                });
+            }
+        }
+    }
+    damaged.retain(|id, _| !sound.contains_key(id));
+    for id in wanted.iter().filter(|id| !index.contains(id)) {
+        damaged.insert(
+            *id,
+            problem(
+                ObjectKind::Chunk,
+                id.to_hex(),
+                Class::Missing,
+                "is not in the index: no readable index file lists it".into(),
+                String::new(),
+            ),
+        );
+    }
+    for n in sound.values().flatten() {
+        report.chunks_read += 1;
+        report.bytes_read += n;
+    }
+    for p in damaged.values() {
+        progress.warn(&format!("chunk {}: {}", &p.id[..8], p.error));
+    }
+    damaged
+}
