@@ -5,15 +5,16 @@
 
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use base64::Engine;
 use serde_json::json;
 
 use crate::envelope::{Suite, DEFAULT_FRAME_LENGTH};
+use crate::repo::storage::Location;
 use crate::repo::{
-    ChunkerParams, Compression, Entry, EntryKind, InitOptions, LocalStorage, PinStatus, Pins,
-    Repository, SnapshotMeta, Storage, Unopened, DEFAULT_PACK_SIZE,
+    ChunkerParams, Compression, Entry, EntryKind, InitOptions, PinStatus, Pins, Repository,
+    SnapshotMeta, Storage, Unopened, DEFAULT_PACK_SIZE,
 };
 use crate::{Error, Result};
 
@@ -22,21 +23,20 @@ use super::fmt::{fmt_bytes, lossy, parse_size};
 use super::repo_key::{init_keys, repo_provider};
 use super::{GlobalArgs, Output};
 
-/// The storage at a repository location: the only place the CLI makes one.
-/// (A local folder now; remote URLs come in through `storage::open`.)
-pub fn open_storage(location: &Path) -> Result<Box<dyn Storage>> {
-    let abs = std::path::absolute(location)
-        .map_err(|e| Error::io(format!("resolving {}", location.display()), e))?;
-    let abs = std::fs::canonicalize(&abs).unwrap_or(abs);
-    Ok(Box::new(LocalStorage::new(abs)))
+/// The storage at a repository location (a folder, `s3:…`, `sftp:…`, as
+/// restic spells them; see [`crate::repo::storage::url`]): the only place
+/// the CLI makes one. Its `location()` is what pins record.
+pub fn open_storage(location: &str) -> Result<Box<dyn Storage>> {
+    crate::repo::storage::open(location)
 }
 
 /// The repository and the key that opens it.
 #[derive(clap::Args, Clone, Debug)]
 pub struct RepoArgs {
-    /// Repository location (a folder).
-    #[arg(short = 'r', long, env = "ENVARC_REPOSITORY", value_name = "DIR")]
-    pub repo: PathBuf,
+    /// Repository location: a folder, s3:https://HOST/BUCKET/PREFIX,
+    /// s3:s3.amazonaws.com/BUCKET/PREFIX or sftp:USER@HOST:/PATH.
+    #[arg(short = 'r', long, env = "ENVARC_REPOSITORY", value_name = "LOCATION")]
+    pub repo: String,
     #[command(flatten)]
     pub key: KeyArgs,
     /// Accept a repository whose key set, config generation or location
@@ -63,19 +63,21 @@ impl RepoArgs {
         Ok(repo)
     }
 
-    /// (device, inode) of a local repository folder, which backups leave out.
+    /// (device, inode) of a local repository folder, which backups leave
+    /// out; `None` for a remote one.
     pub fn local_dir_id(&self) -> Option<(u64, u64)> {
         use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(&self.repo)
-            .ok()
-            .map(|m| (m.dev(), m.ino()))
+        match crate::repo::storage::url::parse(&self.repo).ok()? {
+            Location::Local(p) => std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino())),
+            _ => None,
+        }
     }
 }
 
 /// Opens with the pin check; `fingerprint`, when given, must be the key
 /// set's (`envarc trust --fingerprint`).
 fn open_pinned(
-    location: &Path,
+    location: &str,
     key: &KeyArgs,
     g: &GlobalArgs,
     out: &Output,
@@ -122,9 +124,11 @@ fn open_pinned(
 
 #[derive(clap::Args)]
 pub struct InitArgs {
-    /// Location to create the repository in (an absent or empty folder).
-    #[arg(short = 'r', long, env = "ENVARC_REPOSITORY", value_name = "DIR")]
-    pub repo: PathBuf,
+    /// Location to create the repository in: an absent or empty folder, or
+    /// an empty prefix of an existing S3 bucket (s3:https://HOST/BUCKET/PREFIX),
+    /// or an SFTP folder (sftp:USER@HOST:/PATH).
+    #[arg(short = 'r', long, env = "ENVARC_REPOSITORY", value_name = "LOCATION")]
+    pub repo: String,
     #[command(flatten)]
     pub key: KeyArgs,
     /// Content cipher of every message.
@@ -211,9 +215,9 @@ pub fn init(out: &Output, g: &GlobalArgs, a: InitArgs) -> Result<i32> {
 
 #[derive(clap::Args)]
 pub struct TrustArgs {
-    /// Repository location.
-    #[arg(short = 'r', long, env = "ENVARC_REPOSITORY", value_name = "DIR")]
-    pub repo: PathBuf,
+    /// Repository location (a folder, s3:…, sftp:…).
+    #[arg(short = 'r', long, env = "ENVARC_REPOSITORY", value_name = "LOCATION")]
+    pub repo: String,
     #[command(flatten)]
     pub key: KeyArgs,
     /// Trust only if the key set has this fingerprint (as `envarc trust`

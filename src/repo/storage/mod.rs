@@ -36,9 +36,13 @@ mod runtime;
 #[cfg(feature = "remote")]
 pub mod s3;
 #[cfg(feature = "remote")]
+mod s3_error;
+#[cfg(feature = "remote")]
 pub mod sftp;
 #[cfg(feature = "remote")]
 mod sftp_conn;
+#[cfg(feature = "remote")]
+mod spool;
 pub mod url;
 
 use std::io::{self, Write};
