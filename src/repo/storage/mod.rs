@@ -77,7 +77,8 @@ pub trait ObjectWriter: Write + Send {
 }
 
 /// A held lock object. Dropping it removes the lock (and stops its refresh).
-pub trait HeldLock: Send {
+/// `Sync`, so that the threads of a pipeline can [`HeldLock::check`] it.
+pub trait HeldLock: Send + Sync {
     /// `Err` once the lock can no longer be trusted: its refresh failed for
     /// too long, or another process removed it (remote stores). A flock'd
     /// local lock cannot be lost while its holder lives.

@@ -142,7 +142,7 @@ impl Inner {
     }
 
     /// A conditional create of `data` under `name`, tagged with `token`.
-    fn put_new(&self, name: &str, data: Vec<u8>, token: &str) -> io::Result<()> {
+    fn put_new(&self, name: &str, data: opendal::Buffer, token: &str) -> io::Result<()> {
         let (op, n) = (self.op.clone(), name.to_string());
         let opts = create_options(token);
         let r = runtime::run(async move { Ok(op.write_options(&n, data, opts).await) })?;
@@ -240,7 +240,7 @@ impl S3Writer {
         let started = runtime::run(async move { Ok(op.writer_options(&n, opts).await) })?;
         let mut w = started.map_err(|e| self.inner.err("starting the upload of", &self.name, e))?;
         while parts.left() > 0 {
-            let part = match parts.next_part(PART) {
+            let part = match parts.next_body(PART) {
                 Ok(p) => p,
                 Err(e) => {
                     abort(w);
@@ -280,7 +280,7 @@ impl ObjectWriter for S3Writer {
     fn commit(mut self: Box<Self>) -> io::Result<()> {
         let mut parts = std::mem::replace(&mut self.spool, Spool::new()).into_reader()?;
         if parts.left() <= PUT_MAX as u64 {
-            let data = parts.next_part(PUT_MAX)?;
+            let data = parts.next_body(PUT_MAX)?;
             return self.inner.put_new(&self.name, data, &self.token);
         }
         self.multipart(parts)
@@ -387,7 +387,7 @@ impl Storage for S3Storage {
             return w.commit();
         }
         let token = crate::repo::Id::random().to_hex();
-        self.inner.put_new(name, data.to_vec(), &token)
+        self.inner.put_new(name, data.to_vec().into(), &token)
     }
 
     fn replace(&self, name: &str, data: &[u8]) -> io::Result<()> {
