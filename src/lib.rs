@@ -9,10 +9,9 @@ pub mod backup;
 pub mod envelope;
 pub mod error;
 pub mod keyring;
+pub mod maintain;
 pub mod pathmatch;
 pub mod pool;
-// `maintain` (stats, rewrap, reencrypt, forget, prune) is being ported to
-// repository format 2 and is not built until then (the files stay).
 pub mod progress;
 pub mod providers;
 pub mod repo;

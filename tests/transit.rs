@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 use envarc::envelope::{
-    decrypt_to_vec, encrypt_to_vec, open_header, rewrap_header, rewrap_header_with,
-    CommitmentPolicy, DecryptOptions, EncryptOptions, EncryptionContext, KeyProvider,
-    ProviderError, RawAesKey, ReadLimits,
+    decrypt_to_vec, encrypt_to_vec, open_header, CommitmentPolicy, DecryptOptions, EncryptOptions,
+    EncryptedDataKey, EncryptionContext, Encryptor, KeyProvider, ProviderError, RawAesKey,
+    ReadLimits,
 };
 use envarc::providers::{edk_version, TransitConfig, TransitProvider};
 use predicates::prelude::*;
@@ -245,6 +245,39 @@ fn min_decryption_version_above_a_message_fails_clearly() {
     assert_eq!(got.get_output().stdout, t.data);
 }
 
+fn header_of(message: &[u8]) -> envarc::envelope::Header {
+    open_header(
+        &mut &message[..],
+        CommitmentPolicy::RequireCommitment,
+        &ReadLimits::default(),
+    )
+    .unwrap()
+    .header
+}
+
+/// What rewrap does with a message: its data key, unwrapped by `old`, wrapped
+/// anew by `new_edks`, and the plaintext in a new message (new message ID)
+/// under it. No header is ever tagged twice.
+fn reseal(
+    old: &dyn KeyProvider,
+    opts: &DecryptOptions,
+    enc_opts: &EncryptOptions,
+    message: &[u8],
+    new_edks: impl FnOnce(
+        &[EncryptedDataKey],
+        &envarc::envelope::DataKey,
+        &EncryptionContext,
+    ) -> Result<Vec<EncryptedDataKey>, ProviderError>,
+) -> Vec<u8> {
+    let header = header_of(message);
+    let key = old.decrypt_data_key(&header.edks, &header.context).unwrap();
+    let edks = new_edks(&header.edks, &key, &header.context).unwrap();
+    let (_, plain) = decrypt_to_vec(old, opts, message).unwrap();
+    let mut enc = Encryptor::with_data_key(&key, edks, enc_opts, Vec::new()).unwrap();
+    std::io::Write::write_all(&mut enc, &plain).unwrap();
+    enc.finish().unwrap().0
+}
+
 #[test]
 fn rewrap_moves_old_messages_to_the_newest_version_on_the_server() {
     let Some(b) = server("rewrap") else { return };
@@ -258,15 +291,17 @@ fn rewrap_moves_old_messages_to_the_newest_version_on_the_server() {
     b.rotate("rw");
     b.rotate("rw");
     let opts = DecryptOptions::default();
-    let (new_header, old_len, header) =
-        rewrap_header_with(&mut &message[..], &p, &opts, |edks, _key, ctx| {
-            p.rewrap_edks(edks, ctx)
-        })
-        .unwrap();
+    let rewrapped = reseal(&p, &opts, &enc_opts, &message, |edks, _key, ctx| {
+        p.rewrap_edks(edks, ctx)
+    });
+    let header = header_of(&rewrapped);
     let got: Vec<_> = header.edks.iter().map(edk_version).collect();
     assert_eq!(got, [Some(3)]);
-    let mut rewrapped = new_header;
-    rewrapped.extend_from_slice(&message[old_len as usize..]);
+    assert_ne!(
+        header.message_id,
+        header_of(&message).message_id,
+        "a rewrapped message is a new message"
+    );
 
     b.configure_key(
         "rw",
@@ -301,10 +336,13 @@ fn a_raw_key_message_moves_to_transit_through_wrap_data_key() {
     };
     let message = encrypt_to_vec(&raw, &enc_opts, b"moving").unwrap();
     let opts = DecryptOptions::default();
-    let (new_header, old_len, header) = rewrap_header(&mut &message[..], &raw, &p, &opts).unwrap();
-    assert_eq!(header.edks[0].describe(), "envarc-transit:transit/mv");
-    let mut moved = new_header;
-    moved.extend_from_slice(&message[old_len as usize..]);
+    let moved = reseal(&raw, &opts, &enc_opts, &message, |_, key, ctx| {
+        p.wrap_data_key(key, ctx)
+    });
+    assert_eq!(
+        header_of(&moved).edks[0].describe(),
+        "envarc-transit:transit/mv"
+    );
     assert_eq!(decrypt_to_vec(&p, &opts, &moved).unwrap().1, b"moving");
     assert!(decrypt_to_vec(&raw, &opts, &moved).is_err());
 }

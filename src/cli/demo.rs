@@ -4,8 +4,7 @@
 //! found nothing wrong, every restore matches what was backed up, and the
 //! first snapshot's stored messages are unchanged after two rotations.
 
-use std::collections::BTreeMap;
-use std::io::Read;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,16 +12,17 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::demo_tree::{capture, write_sample, Tree};
+use super::fmt::{fmt_bytes, plural};
 use super::{GlobalArgs, Output};
 use crate::backup::{backup, BackupOptions};
-use crate::envelope::{open_header, CommitmentPolicy, MessageId};
 use crate::error::exit;
 use crate::keyring::{
     fmt_date, Argon2Params, CreateKey, FixedSecret, KeyringFile, KeyringOptions, Secret,
 };
 use crate::maintain::KeyVersion;
 use crate::progress::Silent;
-use crate::repo::{EntryKind, Id, InitOptions, KeyRef, Repository};
+use crate::repo::keys::KEYRING;
+use crate::repo::{ChunkId, EntryKind, Id, Index, InitOptions, KeyRef, Pins, Repository};
 use crate::{Error, Result};
 
 #[derive(clap::Args)]
@@ -43,8 +43,8 @@ pub(super) struct Backup {
     pub id: Id,
     /// The tree as it was backed up.
     pub tree: Tree,
-    /// What wrapped each file's data key.
-    pub files: BTreeMap<PathBuf, KeyVersion>,
+    /// The versions wrapping the data keys of each file's chunks.
+    pub files: BTreeMap<PathBuf, BTreeSet<u32>>,
 }
 
 pub(super) struct Demo<'a> {
@@ -148,31 +148,31 @@ impl Demo<'_> {
         ));
         let p = self.keyring.load()?.provider(&self.key_id)?;
         let key = KeyRef {
-            provider: crate::maintain::keys::KEYRING.into(),
+            provider: KEYRING.into(),
             key: self.key_id.clone(),
             params: Default::default(),
         };
-        let repo = Repository::init(&self.repo_dir, key, Box::new(p), &InitOptions::default())?;
+        let storage = super::repo::open_storage(&self.repo_dir)?;
+        let at = storage.location();
+        let repo = Repository::init(storage, vec![key], Box::new(p), &InitOptions::default())?;
+        // As `envarc init` does, so that the commands shown can be repeated.
+        Pins::default_location()?.record(&at, repo.config(), true)?;
         self.say(format!(
-            "Created repository {}: every file will be one AWS Encryption SDK message under its own data key.",
+            "Created repository {}: file contents are cut into chunks, each stored once, each an \
+             AWS Encryption SDK message under the data key of the file that first stored it.",
             repo.config().id
         ));
         self.repo = Some(repo);
         Ok(())
     }
 
-    /// What wrapped the data key of message `id`, from its header alone.
-    fn wrapped_by(&self, index: &crate::repo::Index, id: &MessageId) -> Result<KeyVersion> {
-        let mut r = self.repo().read_message(index, id)?;
-        let limits = self
-            .repo()
-            .decrypt_options(crate::repo::Kind::Object)
-            .limits;
-        let h = open_header(&mut r, CommitmentPolicy::RequireCommitment, &limits)?.header;
-        h.edks
-            .first()
-            .map(KeyVersion::of)
-            .ok_or_else(|| Error::Integrity("a message has no wrapped data key".into()))
+    /// The versions wrapping the data keys of `chunks`.
+    fn versions_of(index: &Index, chunks: &[ChunkId]) -> BTreeSet<u32> {
+        chunks
+            .iter()
+            .filter_map(|c| index.copies(c).next())
+            .flat_map(|c| c.key_set.iter().filter_map(|kv| kv.version))
+            .collect()
     }
 
     fn backup(&mut self, parent: Option<&Backup>) -> Result<Backup> {
@@ -185,6 +185,7 @@ impl Demo<'_> {
             self.source.display()
         ));
         let tree = capture(&self.source)?;
+        let before = self.repo().load_index()?;
         let opts = BackupOptions {
             paths: vec![self.source.clone()],
             host: Some(HOST.into()),
@@ -194,49 +195,62 @@ impl Demo<'_> {
         let id = r.snapshot.expect("not a dry run");
         let s = &r.summary;
         self.say(format!(
-            "snapshot {}: {} new, {} changed, {} unchanged files; {} new messages",
+            "snapshot {}: {} new, {} changed, {} unchanged files; {} stored ({}) under {}",
             id.short(),
             s.files_new,
             s.files_changed,
             s.files_unchanged,
-            s.messages_added
+            plural(s.chunks_added, "new chunk", "new chunks"),
+            fmt_bytes(s.bytes_stored),
+            plural(s.data_keys, "fresh data key", "fresh data keys")
         ));
         let index = self.repo().load_index()?;
         let (_, entries) = self.repo().load_snapshot(&id)?;
         let mut files = BTreeMap::new();
         for e in entries.iter().filter(|e| e.kind == EntryKind::File) {
-            let m = e.content.expect("a file has content");
-            let kv = self.wrapped_by(&index, &m)?;
             let rel = self.rel(&e.path);
-            let how = match parent.and_then(|p| p.files.get(&rel).map(|v| (p, v))) {
-                None => "new: a fresh data key".to_string(),
-                Some((p, _)) if p.tree.get(&rel) != tree.get(&rel) => {
-                    "changed: a new message, a fresh data key".to_string()
+            let added = e.chunks.iter().filter(|c| !before.contains(c)).count() as u64;
+            let how = match parent.and_then(|p| p.tree.get(&rel)) {
+                Some(old) if tree.get(&rel) == Some(old) => {
+                    "unchanged: its chunks are referenced as they are".to_string()
                 }
-                Some(_) => "unchanged: the earlier message is reused as it is".to_string(),
+                Some(_) => format!(
+                    "changed: {} under a fresh data key",
+                    plural(added, "new chunk", "new chunks")
+                ),
+                None if added == 0 => "new path, content already stored: nothing new".into(),
+                None => format!(
+                    "new: {} under a fresh data key",
+                    plural(added, "chunk", "chunks")
+                ),
             };
+            let vs = Self::versions_of(&index, &e.chunks);
+            let names: Vec<String> = vs.iter().map(|v| format!("v{v}")).collect();
             self.say(format!(
-                "  v{}  {:<22} {how}",
-                kv.version.unwrap_or(0),
+                "  {:<4} {:<24} {how}",
+                names.join("+"),
                 rel.display()
             ));
-            files.insert(rel, kv);
+            files.insert(rel, vs);
         }
         Ok(Backup { id, tree, files })
     }
 
-    /// SHA-256 of the stored bytes of every message `b` refers to.
-    pub(super) fn stored_hashes(&self, b: &Backup) -> Result<BTreeMap<MessageId, [u8; 32]>> {
+    /// SHA-256 of the stored bytes of every chunk message `b` refers to.
+    pub(super) fn stored_hashes(&self, b: &Backup) -> Result<BTreeMap<ChunkId, [u8; 32]>> {
         let index = self.repo().load_index()?;
         let (_, entries) = self.repo().load_snapshot(&b.id)?;
         let mut out = BTreeMap::new();
-        for m in entries.iter().filter_map(|e| e.content) {
-            let mut bytes = Vec::new();
-            self.repo()
-                .read_message(&index, &m)?
-                .read_to_end(&mut bytes)
-                .map_err(|e| Error::io("reading a stored message", e))?;
-            out.insert(m, Sha256::digest(&bytes).into());
+        for c in entries.iter().flat_map(|e| e.chunks.iter()) {
+            let loc = index.get(c).ok_or_else(|| {
+                Error::Integrity(format!("chunk {} is not in the index", c.short()))
+            })?;
+            let bytes = self
+                .repo()
+                .storage()
+                .read_range(&crate::repo::pack_name(&loc.pack), loc.offset, loc.length)
+                .map_err(|e| Error::io("reading a stored chunk", e))?;
+            out.insert(*c, Sha256::digest(&bytes).into());
         }
         Ok(out)
     }
@@ -294,14 +308,23 @@ impl Demo<'_> {
         std::fs::write(&p, bytes).map_err(|e| Error::io(format!("writing {}", p.display()), e))
     }
 
+    fn rename(&self, from: &str, to: &str) -> Result<()> {
+        let (a, b) = (self.source.join(from), self.source.join(to));
+        std::fs::rename(&a, &b).map_err(|e| Error::io(format!("renaming {}", a.display()), e))
+    }
+
     fn stats(&self) -> Result<()> {
         let current = KeyVersion {
-            provider: crate::maintain::keys::KEYRING.into(),
+            provider: KEYRING.into(),
             key: self.key_id.clone(),
             version: Some(self.version()?),
         };
         let is_current = |kv: &KeyVersion| *kv == current;
-        let s = crate::maintain::stats::stats(self.repo(), &is_current, &Silent)?;
+        let facts = crate::maintain::stats::KeyFacts {
+            is_current: &is_current,
+            keyring_retired: &[],
+        };
+        let s = crate::maintain::stats::stats(self.repo(), &facts, &Silent)?;
         let label = |kv: &KeyVersion| {
             if kv.key == self.key_id {
                 format!("keyring key {} ({ALIAS})", kv.key)
@@ -400,7 +423,7 @@ pub fn demo(out: &Output, _g: &GlobalArgs, a: DemoArgs) -> Result<i32> {
     let b1 = d.backup(None)?;
     let first_hashes = d.stored_hashes(&b1)?;
     d.say(format!(
-        "Recorded the SHA-256 of these {} stored messages, to show later that no rotation rewrote them.",
+        "Recorded the SHA-256 of these {} stored chunk messages, to show later that no rotation rewrote them.",
         first_hashes.len()
     ));
 
@@ -424,7 +447,30 @@ pub fn demo(out: &Output, _g: &GlobalArgs, a: DemoArgs) -> Result<i32> {
     d.say("(appended a row to docs/2026/report.csv; added docs/2026/q3.csv)");
     let b3 = d.backup(Some(&b2))?;
 
-    let backups = [b1, b2, b3];
+    d.heading("Rename a folder and back up: nothing new is stored");
+    d.rename("data", "assets")?;
+    d.say("(renamed data/ to assets/, which holds the 150 KB blob.bin)");
+    let b4 = d.backup(Some(&b3))?;
+    let (_, entries) = d.repo().load_snapshot(&b4.id)?;
+    let meta = d.repo().load_snapshot_meta(&b4.id)?;
+    if meta.summary.chunks_added != 0 || meta.summary.data_keys != 0 {
+        d.fail(format!(
+            "the renamed folder stored {} new chunks",
+            meta.summary.chunks_added
+        ));
+    } else {
+        let moved = entries
+            .iter()
+            .filter(|e| d.rel(&e.path).starts_with("assets") && e.kind == EntryKind::File)
+            .count();
+        d.say(format!(
+            "{} under the new name: every chunk was already stored, so 0 bytes were added and no \
+             data key was made.",
+            plural(moved as u64, "file", "files")
+        ));
+    }
+
+    let backups = [b1, b2, b3, b4];
     super::demo_check::check(&mut d, &backups, &first_hashes)?;
 
     d.heading("The blast radius of each backing key");

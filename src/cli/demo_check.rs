@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use super::demo::{Backup, Demo};
 use super::demo_tree::{capture, differences};
-use super::repo::fmt_bytes;
-use crate::envelope::MessageId;
+use super::fmt::{fmt_bytes, plural};
 use crate::progress::Silent;
+use crate::repo::ChunkId;
 use crate::restore::{restore, RestoreOptions};
 use crate::verify::{verify, ReadData, VerifyOptions};
 use crate::Result;
@@ -16,7 +16,7 @@ use crate::Result;
 pub(super) fn check(
     d: &mut Demo<'_>,
     backups: &[Backup],
-    first_hashes: &BTreeMap<MessageId, [u8; 32]>,
+    first_hashes: &BTreeMap<ChunkId, [u8; 32]>,
 ) -> Result<()> {
     d.heading("Verify the repository, reading and authenticating every byte");
     d.cmd(&format!("verify -r {} --read-data", d.repo_dir().display()));
@@ -26,15 +26,15 @@ pub(super) fn check(
     };
     let v = verify(d.repo(), &opts, &Silent)?;
     d.say(format!(
-        "{} snapshots, {} messages: every frame of all {} read and authenticated ({}); {} problems.",
-        v.snapshots,
-        v.messages,
-        v.messages_read,
+        "{}, {}: every frame of all {} read and authenticated, each chunk's MAC checked ({}); {}.",
+        plural(v.snapshots, "snapshot", "snapshots"),
+        plural(v.chunks, "chunk", "chunks"),
+        v.chunks_read,
         fmt_bytes(v.bytes_read),
-        v.problems.len()
+        plural(v.problems.len() as u64, "problem", "problems")
     ));
     for p in &v.problems {
-        d.fail(format!("verify: {:?} {}: {}", p.kind, p.id, p.error));
+        d.fail(format!("verify: {} {}: {}", p.kind, p.id, p.error));
     }
 
     d.heading("Restore every snapshot and compare it with what was backed up");
@@ -65,9 +65,8 @@ pub(super) fn check(
         }
         let root = target.join(d.source_dir().strip_prefix("/").unwrap_or(d.source_dir()));
         let diffs = differences(&b.tree, &capture(&root)?);
-        let mut versions: Vec<u32> = b.files.values().filter_map(|k| k.version).collect();
-        versions.sort();
-        versions.dedup();
+        let versions: std::collections::BTreeSet<u32> =
+            b.files.values().flatten().copied().collect();
         let vs: Vec<String> = versions.iter().map(|v| format!("v{v}")).collect();
         if diffs.is_empty() {
             d.say(format!(
@@ -85,27 +84,23 @@ pub(super) fn check(
         }
     }
 
-    d.heading("The first snapshot's messages were never rewritten");
+    d.heading("The first snapshot's chunks were never rewritten");
     let now = d.stored_hashes(&backups[0])?;
     let same = first_hashes
         .iter()
         .filter(|(m, h)| now.get(*m) == Some(*h))
         .count();
     d.say(format!(
-        "{same} of {} stored messages of snapshot {} are byte for byte as written in the first backup \
-         (SHA-256), after two rotations: rotation re-encrypts nothing.",
+        "{same} of {} stored chunk messages of snapshot {} are byte for byte as written in the first \
+         backup (SHA-256), after two rotations: rotation re-encrypts nothing.",
         first_hashes.len(),
         backups[0].id.short()
     ));
     if same != first_hashes.len() {
         d.fail(format!(
-            "{} messages of the first snapshot changed",
+            "{} chunk messages of the first snapshot changed",
             first_hashes.len() - same
         ));
     }
     Ok(())
-}
-
-fn plural(n: u64, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
 }

@@ -63,6 +63,16 @@ pub enum Node {
     Symlink(PathBuf),
 }
 
+impl std::fmt::Display for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Node::File(h, mode) => write!(f, "file sha256 {}… mode {mode:o}", hex::encode(&h[..6])),
+            Node::Dir(mode) => write!(f, "folder mode {mode:o}"),
+            Node::Symlink(t) => write!(f, "symlink to {}", t.display()),
+        }
+    }
+}
+
 /// A tree as captured: relative path -> entry.
 pub type Tree = BTreeMap<PathBuf, Node>;
 
@@ -98,7 +108,7 @@ pub fn differences(expected: &Tree, found: &Tree) -> Vec<String> {
     for (p, n) in expected {
         match found.get(p) {
             None => out.push(format!("{}: missing", p.display())),
-            Some(m) if m != n => out.push(format!("{}: differs ({n:?} vs {m:?})", p.display())),
+            Some(m) if m != n => out.push(format!("{}: differs ({n} vs {m})", p.display())),
             Some(_) => {}
         }
     }

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::maint_keys::{fmt_duration, parse_duration};
-use super::repo::{fmt_bytes, RepoArgs};
+use super::fmt::{fmt_bytes, fmt_duration, parse_duration, plural};
+use super::repo::RepoArgs;
 use super::{GlobalArgs, Output};
 use crate::error::exit;
 use crate::maintain::forget::{forget as run_forget, ForgetReport};
@@ -68,10 +68,6 @@ pub struct PruneArgs {
     pub grace: Duration,
 }
 
-fn plural(n: u64, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
-}
-
 fn print_forget(out: &Output, r: &ForgetReport, metas: &[(Id, SnapshotMeta)]) {
     let time = |id: &Id| {
         metas
@@ -117,9 +113,9 @@ fn print_prune(out: &Output, r: &PruneReport, grace: Duration) {
     out.say(format!(
         "prune: {}; in use {} ({}), unused {} ({})",
         plural(r.snapshots, "snapshot", "snapshots"),
-        plural(r.messages_used, "message", "messages"),
+        plural(r.chunks_used, "chunk", "chunks"),
         fmt_bytes(r.bytes_used),
-        plural(r.messages_unused, "message", "messages"),
+        plural(r.chunks_unused, "chunk", "chunks"),
         fmt_bytes(r.bytes_unused)
     ));
     out.say(format!(
@@ -182,7 +178,7 @@ fn do_prune(
 }
 
 pub fn forget(out: &Output, g: &GlobalArgs, a: ForgetArgs) -> Result<i32> {
-    let repo = a.repo.open(g)?;
+    let repo = a.repo.open(g, out)?;
     let policy = Policy {
         last: a.keep_last,
         hourly: a.keep_hourly,
@@ -220,7 +216,7 @@ pub fn forget(out: &Output, g: &GlobalArgs, a: ForgetArgs) -> Result<i32> {
 }
 
 pub fn prune(out: &Output, g: &GlobalArgs, a: PruneArgs) -> Result<i32> {
-    let repo = a.repo.open(g)?;
+    let repo = a.repo.open(g, out)?;
     let (r, code) = do_prune(out, &repo, a.dry_run, a.grace)?;
     out.json(&r)?;
     print_prune(out, &r, a.grace);

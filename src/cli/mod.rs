@@ -3,17 +3,24 @@
 
 mod backup;
 pub mod crypt;
+mod demo;
+mod demo_check;
+mod demo_tree;
 mod diff;
 pub mod fmt;
+mod forget;
 mod key;
 pub mod keyring_args;
 pub mod keys;
 pub mod kms_key;
+mod maint_repo;
 mod output;
 mod progress_bar;
 mod repo;
 mod repo_key;
 mod restore;
+mod rewrap;
+mod stats;
 mod verify;
 
 use std::path::PathBuf;
@@ -91,6 +98,22 @@ pub enum Command {
     Restore(restore::RestoreArgs),
     /// List paths added, removed and changed between two snapshots.
     Diff(diff::DiffArgs),
+    /// Show, per key and key version, which chunks, files and snapshots it
+    /// protects (the blast radius of each backing key).
+    Stats(stats::StatsArgs),
+    /// Write every message under an older key version anew, its data key
+    /// wrapped by the current version (reads and writes all that data).
+    Rewrap(rewrap::RewrapArgs),
+    /// Write everything one key version protects anew under fresh data keys,
+    /// then retire that version in the repository (for a compromised key).
+    Reencrypt(rewrap::ReencryptArgs),
+    /// Remove snapshots by a retention policy (restic's --keep-* rules).
+    Forget(forget::ForgetArgs),
+    /// Remove data no snapshot refers to.
+    Prune(forget::PruneArgs),
+    /// Show the rotation story end to end in a scratch folder: keyring, CMK,
+    /// backups across two rotations, dedup, verify, restore, blast radius.
+    Demo(demo::DemoArgs),
 }
 
 /// Runs a command and returns the exit code for a run that did not fail outright.
@@ -108,5 +131,11 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Verify(a) => verify::verify(&out, &cli.global, a),
         Command::Restore(a) => restore::restore(&out, &cli.global, a),
         Command::Diff(a) => diff::diff(&out, &cli.global, a),
+        Command::Stats(a) => stats::stats(&out, &cli.global, a),
+        Command::Rewrap(a) => rewrap::rewrap(&out, &cli.global, a),
+        Command::Reencrypt(a) => rewrap::reencrypt(&out, &cli.global, a),
+        Command::Forget(a) => forget::forget(&out, &cli.global, a),
+        Command::Prune(a) => forget::prune(&out, &cli.global, a),
+        Command::Demo(a) => demo::demo(&out, &cli.global, a),
     }
 }

@@ -20,7 +20,7 @@ use crate::{Error, Result};
 
 use super::crypt::KeyArgs;
 use super::fmt::{fmt_bytes, lossy, parse_size};
-use super::repo_key::{init_keys, repo_provider};
+use super::repo_key::{init_keys, repo_provider, KeyringCache};
 use super::{GlobalArgs, Output};
 
 /// The storage at a repository location (a folder, `s3:…`, `sftp:…`, as
@@ -49,6 +49,17 @@ impl RepoArgs {
     /// Opens the repository: pin check of the claimed config, then the
     /// providers for its keys, then the sealed config; records the pin.
     pub fn open(&self, g: &GlobalArgs, out: &Output) -> Result<Repository> {
+        Ok(self.open_with_keyring(g, out)?.0)
+    }
+
+    /// [`RepoArgs::open`], also handing back the keyring when a key of the
+    /// repository is in it (opened once, so a passphrase is asked once).
+    pub fn open_with_keyring(
+        &self,
+        g: &GlobalArgs,
+        out: &Output,
+    ) -> Result<(Repository, KeyringCache)> {
+        let mut keyring = None;
         let mut repo = open_pinned(
             &self.repo,
             &self.key,
@@ -56,11 +67,12 @@ impl RepoArgs {
             out,
             self.trust_repository_keys,
             None,
+            &mut keyring,
         )?;
         if let Some(w) = g.retry_lock {
             repo.set_lock_wait(w);
         }
-        Ok(repo)
+        Ok((repo, keyring))
     }
 
     /// (device, inode) of a local repository folder, which backups leave
@@ -83,6 +95,7 @@ fn open_pinned(
     out: &Output,
     accept: bool,
     fingerprint: Option<&str>,
+    keyring: &mut KeyringCache,
 ) -> Result<Repository> {
     let unopened = Unopened::read(open_storage(location)?)?;
     let pins = Pins::default_location()?;
@@ -98,7 +111,7 @@ fn open_pinned(
         }
     }
     let status = pins.check(&at, claimed, accept)?;
-    let provider = repo_provider(key, g, claimed)?;
+    let provider = repo_provider(key, g, claimed, keyring)?;
     let repo = unopened.open(provider)?;
     let c = repo.config();
     pins.record(&at, c, status == PinStatus::Accepted)?;
@@ -229,7 +242,15 @@ pub struct TrustArgs {
 /// `envarc trust`: accepts the repository's current config (key set,
 /// generation, location) as pinned, after opening it with its keys.
 pub fn trust(out: &Output, g: &GlobalArgs, a: TrustArgs) -> Result<i32> {
-    let repo = open_pinned(&a.repo, &a.key, g, out, true, a.fingerprint.as_deref())?;
+    let repo = open_pinned(
+        &a.repo,
+        &a.key,
+        g,
+        out,
+        true,
+        a.fingerprint.as_deref(),
+        &mut None,
+    )?;
     let c = repo.config();
     out.say(format!(
         "repository {} at {}: key set {} ({}), generation {}, pinned",

@@ -20,8 +20,9 @@ use super::GlobalArgs;
 
 pub use crate::repo::keys::{KEYRING, RAW_AES, TRANSIT};
 
-/// The keyring, opened at most once per command for all the keys in it.
-type KeyringCache = Option<Keyring>;
+/// The keyring, opened at most once per command for all the keys in it
+/// (and kept for the maintenance commands, which name keys by alias).
+pub type KeyringCache = Option<Keyring>;
 
 fn keyring<'a>(cache: &'a mut KeyringCache, g: &GlobalArgs) -> Result<&'a Keyring> {
     if cache.is_none() {
@@ -114,16 +115,16 @@ pub fn repo_provider(
     args: &KeyArgs,
     g: &GlobalArgs,
     config: &Config,
+    cache: &mut KeyringCache,
 ) -> Result<Box<dyn KeyProvider>> {
-    let mut cache = None;
     if let [only] = config.keys.as_slice() {
-        return key_provider(only, args, g, &mut cache);
+        return key_provider(only, args, g, cache);
     }
     let mut members: Vec<Box<dyn KeyProvider>> = Vec::new();
     let mut first_err = None;
     let mut opened = 0;
     for k in &config.keys {
-        match key_provider(k, args, g, &mut cache) {
+        match key_provider(k, args, g, cache) {
             Ok(p) => {
                 opened += 1;
                 members.push(p)

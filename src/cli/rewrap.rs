@@ -1,12 +1,15 @@
 //! `envarc rewrap` and `envarc reencrypt`.
 
-use super::maint_keys::Opened;
-use super::repo::{fmt_bytes, RepoArgs};
+use super::fmt::{fmt_bytes, plural};
+use super::maint_repo::Opened;
+use super::repo::RepoArgs;
 use super::{GlobalArgs, Output};
 use crate::error::exit;
 use crate::maintain::reencrypt::reencrypt as run_reencrypt;
+use crate::maintain::rekey::RekeyReport;
 use crate::maintain::rewrap::{rewrap as run_rewrap, RewrapOptions};
 use crate::maintain::KeyVersion;
+use crate::repo::keys::KEYRING;
 use crate::{Error, Result};
 
 #[derive(clap::Args)]
@@ -31,101 +34,104 @@ pub struct ReencryptArgs {
     pub dry_run: bool,
 }
 
-fn plural(n: u64, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
-}
-
-pub fn rewrap(out: &Output, g: &GlobalArgs, a: RewrapArgs) -> Result<i32> {
-    let mut opened = Opened::open(&a.repo, g)?;
-    let rewrapper = opened.rewrapper(&a.repo)?;
-    let progress = out.progress();
-    let opts = RewrapOptions {
-        dry_run: a.dry_run,
-        ..Default::default()
-    };
-    let r = run_rewrap(
-        &mut opened.repo,
-        rewrapper.as_ref(),
-        &opts,
-        progress.as_ref(),
-    )?;
-    out.json(&r)?;
-    let would = if a.dry_run {
-        "would rewrap"
-    } else {
-        "rewrapped"
-    };
-    out.say(format!(
-        "{would} {} ({} stored; bodies unchanged, no plaintext touched) to {}",
-        plural(r.objects_rewrapped, "message", "messages"),
-        fmt_bytes(r.bytes_rewrapped),
-        r.target
-    ));
+/// The lines both commands print after their first: what else moved.
+fn details(r: &RekeyReport, dry_run: bool) -> String {
     let mut also = vec![format!(
-        "{} already current",
-        plural(r.objects_current, "message", "messages")
+        "{} of {} need them",
+        plural(r.files_affected, "file", "files"),
+        plural(r.snapshots_affected, "snapshot", "snapshots")
     )];
-    if r.objects_copied > 0 {
+    if r.chunks_copied > 0 {
         also.push(format!(
             "{} copied unchanged from the same packs",
-            r.objects_copied
+            plural(r.chunks_copied, "other chunk", "other chunks")
         ));
     }
     if r.copies_dropped > 0 {
         also.push(format!(
             "{} dropped",
-            plural(r.copies_dropped, "duplicate copy", "duplicate copies")
+            plural(r.copies_dropped, "old extra copy", "old extra copies")
         ));
     }
-    if r.snapshots_rewrapped > 0 {
-        also.push(format!(
-            "{} rewrapped in place",
-            plural(
-                r.snapshots_rewrapped,
-                "snapshot manifest",
-                "snapshot manifests"
-            )
-        ));
+    let also_msgs = [
+        (r.snapshots_rewritten, "snapshot", "snapshots"),
+        (r.index_files_rewritten, "index file", "index files"),
+    ];
+    for (n, one, many) in also_msgs {
+        if n > 0 {
+            also.push(format!("{} written anew", plural(n, one, many)));
+        }
     }
-    if r.index_files_rewrapped > 0 {
-        also.push(format!(
-            "{} rewrapped in place",
-            plural(r.index_files_rewrapped, "index file", "index files")
-        ));
+    if r.config_renewed {
+        also.push("the config sealed anew".into());
     }
-    if r.key_check_rewrapped {
-        also.push("the key check renewed".into());
-    }
-    if !a.dry_run {
+    if !dry_run {
         also.push(format!(
             "{} written, {} deleted",
             plural(r.packs_written, "pack", "packs"),
             r.packs_deleted
         ));
     }
-    out.say(format!("  {}", also.join("; ")));
-    for f in &r.failed {
-        out.warn(format!("not rewrapped: {f}"));
+    format!("  {}", also.join("; "))
+}
+
+/// Warns about what failed; the exit code of a run with `failed` items.
+fn failures(out: &Output, failed: &[String], what: &str) -> i32 {
+    for f in failed {
+        out.warn(format!("not {what}: {f}"));
     }
-    if r.failed.is_empty() {
-        Ok(exit::OK)
+    if failed.is_empty() {
+        exit::OK
     } else {
         out.warn(format!(
-            "{} could not be rewrapped and keep their old wrapping; `envarc verify` tells more",
-            plural(r.failed.len() as u64, "message", "messages")
+            "{} could not be {what} and keep their old message; `envarc verify` tells more",
+            plural(failed.len() as u64, "message", "messages")
         ));
-        Ok(exit::PARTIAL)
+        exit::PARTIAL
     }
 }
 
-pub fn reencrypt(out: &Output, g: &GlobalArgs, a: ReencryptArgs) -> Result<i32> {
-    let mut opened = Opened::open(&a.repo, g)?;
-    opened.single_key("reencrypt")?;
-    let target = KeyVersion::parse_spec(&a.key_version, |k| opened.resolve_key(k))?;
+pub fn rewrap(out: &Output, g: &GlobalArgs, a: RewrapArgs) -> Result<i32> {
+    let mut opened = Opened::open(&a.repo, g, out)?;
+    let rewrappers = opened.rewrappers(&a.repo)?;
+    let progress = out.progress();
+    let opts = RewrapOptions {
+        dry_run: a.dry_run,
+        ..Default::default()
+    };
+    let r = run_rewrap(&mut opened.repo, &rewrappers, &opts, progress.as_ref())?;
+    drop(progress);
+    if r.work.config_renewed && !a.dry_run {
+        opened.record_pin()?;
+    }
+    out.json(&r)?;
+    let w = &r.work;
+    let would = if a.dry_run { "would write" } else { "wrote" };
+    out.say(format!(
+        "{would} {} anew ({}; new messages, every byte read and encrypted again) with their data keys \
+         wrapped by {}; {}",
+        plural(w.chunks, "chunk", "chunks"),
+        fmt_bytes(w.bytes),
+        r.targets.join(", "),
+        if a.dry_run {
+            format!("{} already current", plural(w.chunks_current, "chunk", "chunks"))
+        } else {
+            format!(
+                "{} re-wrapped once each, {} already current",
+                plural(w.data_keys, "data key", "data keys"),
+                plural(w.chunks_current, "chunk", "chunks")
+            )
+        }
+    ));
+    out.say(details(w, a.dry_run));
+    Ok(failures(out, &w.failed, "rewrapped"))
+}
+
+/// The version `--key-version` names, checked against the keyring.
+fn target(opened: &Opened, spec: &str) -> Result<KeyVersion> {
+    let target = KeyVersion::parse_spec(spec, |k| opened.resolve_key(k))?;
     if let (Some(kr), Some(v)) = (&opened.keyring, target.version) {
-        if target.provider == crate::maintain::keys::KEYRING
-            && kr.get(&target.key)?.version(v).is_none()
-        {
+        if target.provider == KEYRING && kr.get(&target.key)?.version(v).is_none() {
             return Err(Error::Usage(format!(
                 "{} has no backing key v{v}; see its versions with `envarc key rotations {}`",
                 opened.label(&target),
@@ -133,8 +139,14 @@ pub fn reencrypt(out: &Output, g: &GlobalArgs, a: ReencryptArgs) -> Result<i32> 
             )));
         }
     }
-    let current = opened.current(&a.repo);
-    let is_current = |kv: &KeyVersion| current.as_ref() == Some(kv);
+    Ok(target)
+}
+
+pub fn reencrypt(out: &Output, g: &GlobalArgs, a: ReencryptArgs) -> Result<i32> {
+    let mut opened = Opened::open(&a.repo, g, out)?;
+    let target = target(&opened, &a.key_version)?;
+    let current = opened.current(&a.repo, out);
+    let is_current = |kv: &KeyVersion| current.contains(kv);
     let progress = out.progress();
     let label = opened.label(&target);
     let r = run_reencrypt(
@@ -144,62 +156,38 @@ pub fn reencrypt(out: &Output, g: &GlobalArgs, a: ReencryptArgs) -> Result<i32> 
         a.dry_run,
         progress.as_ref(),
     )?;
+    drop(progress);
+    if r.work.config_renewed && !a.dry_run {
+        opened.record_pin()?;
+    }
     out.json(&r)?;
     let v = target.version.unwrap_or(0);
-    let would = if a.dry_run {
-        "would re-encrypt"
-    } else {
-        "re-encrypted"
-    };
+    let would = if a.dry_run { "would write" } else { "wrote" };
+    let w = &r.work;
     out.say(format!(
-        "{would} {} ({}) that {label} v{v} protected, under fresh data keys{}",
-        plural(r.objects_reencrypted, "message", "messages"),
-        fmt_bytes(r.bytes_reencrypted),
-        current
-            .as_ref()
-            .map(|c| format!(" wrapped by v{}", c.version.unwrap_or(0)))
-            .unwrap_or_default()
+        "{would} {} anew ({}) that {label} v{v} protected, under {} wrapped by the current versions",
+        plural(w.chunks, "chunk", "chunks"),
+        fmt_bytes(w.bytes),
+        if a.dry_run {
+            "fresh data keys".to_string()
+        } else {
+            plural(w.data_keys, "fresh data key", "fresh data keys")
+        }
     ));
-    let mut also = vec![format!(
-        "{} rewritten to point at them (snapshot IDs unchanged)",
-        plural(r.snapshots_rewritten, "snapshot", "snapshots")
-    )];
-    if r.index_files_rewritten > 0 {
-        also.push(format!(
-            "{} renewed",
-            plural(r.index_files_rewritten, "index file", "index files")
-        ));
-    }
-    if r.key_check_renewed {
-        also.push("the key check renewed".into());
-    }
-    if r.copies_dropped > 0 {
-        also.push(format!(
-            "{} dropped",
-            plural(r.copies_dropped, "other old copy", "other old copies")
-        ));
-    }
-    if !a.dry_run {
-        also.push(format!(
-            "{} with old messages deleted",
-            plural(r.packs_deleted, "pack", "packs")
-        ));
-    }
-    out.say(format!("  {}", also.join("; ")));
+    out.say(details(w, a.dry_run));
     if a.dry_run {
         return Ok(exit::OK);
     }
-    for f in &r.failed {
-        out.warn(format!("not re-encrypted: {f}"));
-    }
-    if r.remaining == 0 && r.failed.is_empty() {
+    let code = failures(out, &w.failed, "re-encrypted");
+    if r.retired {
         out.say(format!(
-            "nothing in this repository is wrapped by v{v} any more: it no longer needs that backing key"
+            "nothing in this repository is wrapped by v{v} any more, and it now refuses v{v}: \
+             the repository no longer needs that backing key"
         ));
-        Ok(exit::OK)
+        Ok(code)
     } else {
         out.warn(format!(
-            "{} still wrapped by v{v}; run `envarc verify` and then reencrypt again",
+            "{} still wrapped by v{v}, which stays accepted; run `envarc verify`, then reencrypt again",
             plural(r.remaining, "message is", "messages are")
         ));
         Ok(exit::PARTIAL)

@@ -2,22 +2,20 @@
 
 use serde_json::json;
 
-use super::maint_keys::Opened;
-use super::repo::{fmt_bytes, RepoArgs};
+use super::fmt::{fmt_bytes, plural};
+use super::maint_repo::Opened;
+use super::repo::RepoArgs;
 use super::{GlobalArgs, Output};
 use crate::error::exit;
-use crate::maintain::stats::{stats as compute, Stats, VersionStats};
+use crate::maintain::stats::{stats as compute, KeyFacts, Stats, VersionStats};
 use crate::maintain::KeyVersion;
 use crate::Result;
 
+/// Every option of `stats` (one struct, so that other modes can join it).
 #[derive(clap::Args)]
 pub struct StatsArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
-}
-
-fn plural(n: u64, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// "in 3 snapshots (1a2b3c4d, 5e6f7a8b, 9c0d1e2f)", at most 4 IDs shown.
@@ -36,12 +34,21 @@ fn snapshot_list(ids: &[String]) -> String {
     )
 }
 
-fn version_line(v: &VersionStats) -> String {
-    let kv = v.key.as_ref().expect("stats name each key");
-    let name = match kv.version {
+fn version_name(v: &VersionStats) -> String {
+    let mut name = match v.key.version {
         Some(n) => format!("v{n}"),
         None => "(no versions)".into(),
     };
+    if v.current {
+        name.push_str(" (current)");
+    }
+    if !v.retired.is_empty() {
+        name.push_str(&format!(" (retired: {})", v.retired.join(", ")));
+    }
+    name
+}
+
+fn version_line(v: &VersionStats) -> String {
     let mut also = Vec::new();
     if v.manifests > 0 {
         also.push(plural(v.manifests, "manifest", "manifests"));
@@ -49,14 +56,15 @@ fn version_line(v: &VersionStats) -> String {
     if v.index_files > 0 {
         also.push(plural(v.index_files, "index file", "index files"));
     }
-    if v.key_check {
-        also.push("the key check".into());
+    if v.config {
+        also.push("the config".into());
     }
     format!(
-        "  {:<14} {:>12}  {:>10}  {}{}",
-        format!("{name}{}", if v.current { " (current)" } else { "" }),
-        plural(v.objects, "file", "files"),
-        fmt_bytes(v.plaintext_bytes),
+        "  {:<14} {:>11} {:>10} {:>10}  {}{}",
+        version_name(v),
+        plural(v.chunks, "chunk", "chunks"),
+        fmt_bytes(v.chunk_bytes),
+        plural(v.files, "file", "files"),
         snapshot_list(&v.snapshots),
         if also.is_empty() {
             String::new()
@@ -69,46 +77,52 @@ fn version_line(v: &VersionStats) -> String {
 /// The human-readable report (also shown by `envarc demo`).
 pub fn render(s: &Stats, label: &dyn Fn(&KeyVersion) -> String) -> Vec<String> {
     let mut lines = vec![format!(
-        "{} in {}; per key version, what its material would expose:",
-        plural(s.objects, "stored file content", "stored file contents"),
+        "{} in {}; per key version, what its material would expose \
+         (chunks, their bytes, files that need one):",
+        plural(s.chunks, "stored chunk", "stored chunks"),
         plural(s.snapshots, "snapshot", "snapshots")
     )];
     let mut last_key: Option<&KeyVersion> = None;
     for v in &s.versions {
-        let kv = v.key.as_ref().expect("stats name each key");
-        if !last_key.is_some_and(|k| k.same_key(kv)) {
-            lines.push(label(kv));
-            last_key = Some(kv);
+        if !last_key.is_some_and(|k| k.same_key(&v.key)) {
+            lines.push(label(&v.key));
+            last_key = Some(&v.key);
         }
         lines.push(version_line(v));
     }
     if s.duplicated > 0 {
         lines.push(format!(
-            "{} stored twice (an interrupted rewrap or prune); `envarc rewrap` or `envarc prune` keeps one copy",
-            plural(s.duplicated, "message is", "messages are")
+            "{} stored twice (an interrupted rewrap, reencrypt or prune); `envarc prune` keeps one copy",
+            plural(s.duplicated, "chunk is", "chunks are")
         ));
     }
     lines
 }
 
 pub fn stats(out: &Output, g: &GlobalArgs, a: StatsArgs) -> Result<i32> {
-    let opened = Opened::open(&a.repo, g)?;
-    let current = opened.current(&a.repo);
-    let is_current = |kv: &KeyVersion| current.as_ref() == Some(kv);
+    let opened = Opened::open(&a.repo, g, out)?;
+    let current = opened.current(&a.repo, out);
+    let keyring_retired = opened.keyring_retired();
+    let is_current = |kv: &KeyVersion| current.contains(kv);
+    let facts = KeyFacts {
+        is_current: &is_current,
+        keyring_retired: &keyring_retired,
+    };
     let progress = out.progress();
-    let s = compute(&opened.repo, &is_current, progress.as_ref())?;
+    let s = compute(&opened.repo, &facts, progress.as_ref())?;
+    drop(progress);
     for p in &s.problems {
         out.warn(p);
     }
     out.json(&json!({
         "repository": opened.repo.config().id,
         "current": current,
-        "objects": s.objects,
+        "chunks": s.chunks,
         "duplicated": s.duplicated,
         "snapshots": s.snapshots,
         "versions": s.versions.iter().map(|v| {
             let mut j = serde_json::to_value(v).expect("plain data");
-            j["label"] = opened.label(v.key.as_ref().expect("named")).into();
+            j["label"] = opened.label(&v.key).into();
             j
         }).collect::<Vec<_>>(),
         "problems": s.problems,

@@ -1,20 +1,23 @@
 //! The reading side of the framed body: [`Decryptor`] is a `Read` that releases
 //! a frame's plaintext only after that frame authenticated, and reports an error
-//! unless the final frame authenticated and nothing follows it; plus header-only
-//! operations (`open_header`, `rewrap_header`). Layout and AAD: see `stream.rs`.
+//! unless the final frame authenticated and nothing follows it; plus the
+//! header-only [`open_header`]. There is deliberately no way to give an
+//! existing message new EDKs and a new header tag: the header IV is fixed at
+//! zero, so a second tag under the same data key and message ID would hand
+//! out the GHASH key (security invariant 2). Rewrap writes new messages.
+//! Layout and AAD: see `stream.rs`.
 
 use std::io::{self, Read, Write};
 
 use super::header::{ContentType, Header, Parsed};
 use super::signing::{Verifier, MAX_SIGNATURE_LEN};
 use super::stream::{
-    body_aad, header_tag, MessageInfo, END_MARKER, FINAL_FRAME_STR, FRAME_STR, PREFIX,
-    SINGLE_BLOCK_STR,
+    body_aad, MessageInfo, END_MARKER, FINAL_FRAME_STR, FRAME_STR, PREFIX, SINGLE_BLOCK_STR,
 };
 use super::suite::{frame_iv, ContentCipher, IV_LEN, TAG_LEN};
 use super::{
-    context, CommitmentPolicy, DataKey, DecryptOptions, EncryptedDataKey, EncryptionContext, Error,
-    KeyProvider, ReadLimits,
+    context, CommitmentPolicy, DataKey, DecryptOptions, EncryptionContext, Error, KeyProvider,
+    ReadLimits,
 };
 
 /// A reader that first returns bytes already read past the header.
@@ -496,66 +499,6 @@ fn verify_header(
         .open_in_place(&header.auth_iv, &aad, &mut [], &header.auth_tag)
         .map_err(|_| Error::HeaderAuth)?;
     Ok(cipher)
-}
-
-/// Re-wraps a message's data key without touching its body: unwraps it with
-/// `old`, checks commitment and header tag, wraps it with `new`, and returns the
-/// new header bytes (authentication included) and the old header's length. The
-/// body that follows the old header stays valid under the new header because
-/// frame AADs bind only the message ID, which does not change.
-pub fn rewrap_header<R: Read>(
-    inner: &mut R,
-    old: &dyn KeyProvider,
-    new: &dyn KeyProvider,
-    opts: &DecryptOptions,
-) -> Result<(Vec<u8>, u64, Header), Error> {
-    rewrap_header_with(inner, old, opts, |_, key, ctx| new.wrap_data_key(key, ctx))
-}
-
-/// [`rewrap_header`] with the new EDKs made by `new_edks(old EDKs, data key,
-/// context)`: for services that re-encrypt an EDK themselves (transit's
-/// `rewrap`), so that the data key is not sent back to be wrapped. The data
-/// key is still unwrapped here, because the header tag that covers the EDKs is
-/// keyed by it.
-pub fn rewrap_header_with<R: Read>(
-    inner: &mut R,
-    old: &dyn KeyProvider,
-    opts: &DecryptOptions,
-    new_edks: impl FnOnce(
-        &[EncryptedDataKey],
-        &DataKey,
-        &EncryptionContext,
-    ) -> Result<Vec<EncryptedDataKey>, super::ProviderError>,
-) -> Result<(Vec<u8>, u64, Header), Error> {
-    let (parsed, header_bytes, _rest) = read_header(inner, opts.policy, &opts.limits)?;
-    let mut header = parsed.header;
-    if !header.suite.is_committing() {
-        return Err(Error::NonCommittingSuite(header.suite.id()));
-    }
-    if header.suite.is_signed() {
-        return Err(Error::Invalid(
-            "a signed message cannot have its header rewrapped: the signature covers the header"
-                .into(),
-        ));
-    }
-    let (full_ctx, reproduced) = merge_context(&header.context, &opts.expected_context)?;
-    if !reproduced.is_empty() {
-        return Err(Error::Invalid(
-            "cannot rewrap a message with a reproduced encryption context".into(),
-        ));
-    }
-    let data_key = old.decrypt_data_key(&header.edks, &full_ctx)?;
-    let cipher = verify_header(
-        &header,
-        &data_key,
-        &header_bytes[..parsed.authenticated_len],
-        &reproduced,
-    )?;
-    header.edks = new_edks(&header.edks, &data_key, &full_ctx)?;
-    let mut bytes = header.serialize_authenticated()?;
-    header.auth_tag = header_tag(&cipher, &header.auth_iv, &bytes);
-    bytes.extend_from_slice(&header.auth_tag);
-    Ok((bytes, parsed.total_len as u64, header))
 }
 
 /// Decrypts a whole buffer; returns the header and the plaintext.

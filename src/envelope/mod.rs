@@ -26,10 +26,7 @@ pub use error::{from_io, Error};
 pub use header::{ContentType, EncryptedDataKey, Header, MessageId};
 pub use provider::{DataKey, KeyProvider, ProviderError};
 pub use raw_aes::RawAesKey;
-pub use stream::{
-    decrypt_to_vec, encrypt_to_vec, open_header, rewrap_header, rewrap_header_with, Decryptor,
-    Encryptor, MessageInfo,
-};
+pub use stream::{decrypt_to_vec, encrypt_to_vec, open_header, Decryptor, Encryptor, MessageInfo};
 pub use suite::Suite;
 
 /// Default plaintext bytes per frame (see the Performance notes in README.md).

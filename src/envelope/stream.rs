@@ -18,9 +18,7 @@ use std::io::{self, Write};
 
 use rand::RngCore;
 
-pub use super::decryptor::{
-    decrypt_to_vec, open_header, rewrap_header, rewrap_header_with, Decryptor,
-};
+pub use super::decryptor::{decrypt_to_vec, open_header, Decryptor};
 use super::header::{ContentType, Header, MessageId};
 use super::signing::{Signer, PUBLIC_KEY_CONTEXT_KEY};
 use super::suite::{frame_iv, ContentCipher, IV_LEN, TAG_LEN};

@@ -1,17 +1,26 @@
-//! `envarc prune`: removes data no snapshot refers to, under the exclusive
-//! lock. A pack with nothing in use is deleted; a pack mostly unused (more
-//! than `repack_threshold` of its bytes) is repacked: the messages in use are
-//! copied byte for byte into new packs, then it is deleted (see `rewrite.rs`
-//! for the order). Packs no index lists (left by killed backups) and
-//! temporary files are deleted too.
+//! `envarc prune`: removes chunks no snapshot needs, under the exclusive
+//! lock. A chunk is in use when a file of some snapshot lists it
+//! ([`super::refs`]); of a chunk stored twice, one copy is kept (the one in
+//! the newest pack). A pack with nothing in use is deleted; a pack more than
+//! `repack_threshold` unused is repacked: the chunk messages in use are copied
+//! byte for byte (same message, same header) into new packs, then it is
+//! deleted ([`super::rewrite`] gives the order that never loses a chunk).
+//! Packs no index lists (left by killed backups) and temporary objects of
+//! interrupted writers are deleted too.
 //!
-//! Protecting backups: a running backup holds a shared lock, so prune cannot
-//! start meanwhile (it fails with exit code 6, or waits with `--retry-lock`),
-//! and a backup cannot start while prune runs. Beyond that, nothing younger
-//! than the grace period (default one hour, by file modification time) is
-//! touched: a pack, an unindexed pack or a temporary file written by a backup
-//! whose lock prune could not see (another host whose lock was removed by
-//! hand, a clock set wrong) stays until a later prune.
+//! Beside a running backup: a backup holds a shared lock, so prune cannot
+//! start while one runs (exit 6, or `--retry-lock` waits) and no backup
+//! starts while prune runs; on remote stores a backup stops before writing
+//! its index or snapshot once its lock could have been judged stale
+//! ([`crate::repo::RepoLock::check`]). Beyond the locks:
+//!
+//! - nothing younger than the grace period (default one hour, by the
+//!   store's modification time) is touched: the packs, unindexed packs and
+//!   temporary objects of a backup whose lock prune could not see (another
+//!   host whose lock was removed by hand, a clock set wrong) stay;
+//! - before each deletion, prune checks its own lock and lists the snapshots
+//!   again: a snapshot it did not read (written by a backup it could not
+//!   see) stops it before anything more is deleted.
 //!
 //! Prune refuses to run while any snapshot cannot be read: it could not know
 //! what that snapshot needs.
@@ -21,10 +30,12 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use super::rewrite::{rewrite_packs, Action, Item, Plan};
-use crate::envelope::MessageId;
+use super::refs::used_chunks;
+use super::rewrite::{rewrite_packs, Action, Engine, Item, PackJob, RewritePlan};
+use crate::pool::Pool;
 use crate::progress::Progress;
-use crate::repo::{EntryKind, Id, IndexFile, Location, LockKind, Repository};
+use crate::repo::storage::ObjectInfo;
+use crate::repo::{ChunkId, Id, Index, IndexedChunk, LockKind, PackFile, RepoLock, Repository};
 use crate::{Error, Result};
 
 /// Default grace period.
@@ -36,7 +47,7 @@ pub const DEFAULT_REPACK_THRESHOLD: f64 = 0.5;
 pub struct PruneOptions {
     /// Decide and count; change nothing (and take no lock).
     pub dry_run: bool,
-    /// Files modified less than this long ago are left alone.
+    /// Objects modified less than this long ago are left alone.
     pub grace: Duration,
     /// Repack a pack when more than this share of its bytes is unused.
     pub repack_threshold: f64,
@@ -56,69 +67,180 @@ impl Default for PruneOptions {
 pub struct PruneReport {
     pub dry_run: bool,
     pub snapshots: u64,
-    /// Messages (copies) in use, and their bytes.
-    pub messages_used: u64,
+    /// Chunk copies in use, and the bytes of their messages.
+    pub chunks_used: u64,
     pub bytes_used: u64,
-    /// Messages (copies) no snapshot needs, and their bytes.
-    pub messages_unused: u64,
+    /// Chunk copies no snapshot needs (unused chunks, extra copies).
+    pub chunks_unused: u64,
     pub bytes_unused: u64,
     pub packs_deleted: u64,
     pub packs_repacked: u64,
-    /// Bytes of messages copied into new packs.
+    /// Bytes of chunk messages copied into new packs.
     pub bytes_repacked: u64,
-    /// Bytes of pack files removed (deleted or repacked) and of other files
-    /// removed, minus the bytes written anew.
+    /// Bytes of the packs and other objects removed, minus those written anew.
     pub bytes_freed: u64,
-    /// Packs with unused data left alone because they are younger than the
-    /// grace period.
+    /// Packs with unused data left alone: younger than the grace period.
     pub packs_kept_recent: u64,
     /// Packs with some unused data left alone because most of it is in use
     /// (repacking them would copy more than it frees).
     pub packs_kept_mostly_used: u64,
-    /// Bytes of unused messages in those packs.
     pub bytes_kept_mostly_used: u64,
     /// Packs no index lists, deleted.
     pub unindexed_packs_deleted: u64,
-    /// Temporary files of interrupted writers, deleted.
+    /// Temporary objects of interrupted writers, deleted.
     pub temporary_files_deleted: u64,
-    /// Packs the index lists that are missing (a message in use among them
-    /// cannot be restored; `envarc verify` tells which).
+    /// Packs the index lists that are missing (a chunk in use among them
+    /// cannot be restored; `envarc verify` tells which files it costs).
     pub missing_packs: Vec<String>,
-    /// Messages that could not be copied (their packs were kept).
+    /// Chunks that could not be copied (their packs were kept).
     pub failed: Vec<String>,
 }
 
-/// Message IDs every snapshot refers to; fails if any snapshot is unreadable.
-fn referenced(repo: &Repository, progress: &dyn Progress) -> Result<(u64, HashSet<MessageId>)> {
-    let (metas, failed) = repo.snapshots_lenient()?;
-    if let Some((id, e)) = failed.into_iter().next() {
-        return Err(Error::Integrity(format!(
-            "snapshot {id} cannot be read ({e}); prune cannot know which data it needs and removes nothing. \
-             Repair it or remove it (after checking with `envarc verify`) first"
-        )));
+fn older_than(modified: Option<SystemTime>, grace: Duration, now: SystemTime) -> bool {
+    match modified {
+        Some(m) => m + grace <= now,
+        // A store that tells no times keeps everything for the grace period.
+        None => grace.is_zero(),
     }
-    progress.start("reading snapshots", Some(metas.len() as u64), None);
-    let mut used = HashSet::new();
-    for (id, _) in &metas {
-        repo.load_snapshot_with(id, |e| {
-            if let (EntryKind::File, Some(m)) = (e.kind, e.content) {
-                used.insert(m);
-            }
-            Ok(())
-        })
-        .map_err(|e| {
-            Error::Integrity(format!(
-                "snapshot {id} cannot be read to its end ({e}); prune removes nothing"
-            ))
-        })?;
-        progress.advance(1, 0);
-    }
-    progress.finish();
-    Ok((metas.len() as u64, used))
 }
 
-fn older_than(modified: SystemTime, grace: Duration, now: SystemTime) -> bool {
-    modified + grace <= now
+/// Per used chunk, the copy to keep: among packs that exist, the newest
+/// (after an interrupted rewrap, the rewritten copy). Keyed by (pack
+/// number, offset). Pure.
+fn keepers(
+    index: &Index,
+    used: &HashSet<ChunkId>,
+    stored: &HashMap<Id, PackFile>,
+) -> HashSet<(u32, u64)> {
+    let mut out = HashSet::new();
+    let mut best: Option<(IndexedChunk, Option<SystemTime>)> = None;
+    let mut flush = |b: &mut Option<(IndexedChunk, Option<SystemTime>)>| {
+        if let Some((c, _)) = b.take() {
+            out.insert((c.pack_no, c.location.offset));
+        }
+    };
+    for c in index.chunks().filter(|c| used.contains(&c.id)) {
+        if best.as_ref().is_some_and(|(b, _)| b.id != c.id) {
+            flush(&mut best);
+        }
+        let Some(p) = stored.get(&c.location.pack) else {
+            continue;
+        };
+        let better = best.as_ref().is_none_or(|(b, t)| {
+            (p.modified, c.location.pack, c.location.offset)
+                > (*t, b.location.pack, b.location.offset)
+        });
+        if better {
+            best = Some((c, p.modified));
+        }
+    }
+    flush(&mut best);
+    out
+}
+
+/// What prune does, decided from the index, the references and the stored
+/// packs alone.
+pub struct PrunePlan<'a> {
+    pub rewrite: RewritePlan<'a>,
+    /// Packs no index lists, older than the grace period.
+    pub unindexed: Vec<PackFile>,
+    pub report: PruneReport,
+}
+
+/// Decides what to delete and repack. Pure.
+pub fn plan<'a>(
+    index: &'a Index,
+    by_pack: &[Vec<IndexedChunk<'a>>],
+    used: &HashSet<ChunkId>,
+    stored: &HashMap<Id, PackFile>,
+    now: SystemTime,
+    opts: &PruneOptions,
+) -> PrunePlan<'a> {
+    let keep = keepers(index, used, stored);
+    let mut report = PruneReport {
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
+    let mut rewrite = RewritePlan::default();
+    for (no, chunks) in by_pack.iter().enumerate() {
+        let pack = &index.packs()[no];
+        let (live, dead): (Vec<&IndexedChunk>, Vec<&IndexedChunk>) = chunks
+            .iter()
+            .partition(|c| keep.contains(&(c.pack_no, c.location.offset)));
+        let live_bytes: u64 = live.iter().map(|c| c.location.length).sum();
+        let dead_bytes: u64 = dead.iter().map(|c| c.location.length).sum();
+        report.chunks_used += live.len() as u64;
+        report.bytes_used += live_bytes;
+        report.chunks_unused += dead.len() as u64;
+        report.bytes_unused += dead_bytes;
+        let Some(file) = stored.get(&pack.id) else {
+            report.missing_packs.push(pack.id.to_hex());
+            continue;
+        };
+        if dead.is_empty() {
+            continue;
+        }
+        if !older_than(file.modified, opts.grace, now) {
+            report.packs_kept_recent += 1;
+            continue;
+        }
+        if !live.is_empty() {
+            let total = (live_bytes + dead_bytes) as f64;
+            if dead_bytes as f64 <= opts.repack_threshold * total {
+                report.packs_kept_mostly_used += 1;
+                report.bytes_kept_mostly_used += dead_bytes;
+                continue;
+            }
+            report.packs_repacked += 1;
+            report.bytes_repacked += live_bytes;
+        } else {
+            report.packs_deleted += 1;
+        }
+        report.bytes_freed += file.size;
+        rewrite.packs.push(PackJob {
+            pack: pack.id,
+            items: live
+                .into_iter()
+                .map(|c| Item {
+                    chunk: *c,
+                    action: Action::Copy,
+                })
+                .collect(),
+        });
+    }
+    let indexed: HashSet<Id> = index.packs().iter().map(|p| p.id).collect();
+    let mut unindexed: Vec<PackFile> = stored
+        .values()
+        .filter(|p| !indexed.contains(&p.id) && older_than(p.modified, opts.grace, now))
+        .cloned()
+        .collect();
+    unindexed.sort_by_key(|p| p.id);
+    report.unindexed_packs_deleted = unindexed.len() as u64;
+    report.bytes_freed += unindexed.iter().map(|p| p.size).sum::<u64>();
+    report.bytes_freed = report.bytes_freed.saturating_sub(report.bytes_repacked);
+    PrunePlan {
+        rewrite,
+        unindexed,
+        report,
+    }
+}
+
+/// Fails if a snapshot appeared that prune did not read: a backup wrote it
+/// without a lock prune could see, and it may need what prune would delete.
+fn no_new_snapshots(repo: &Repository, known: &HashSet<Id>) -> Result<()> {
+    match repo
+        .list_snapshots()?
+        .into_iter()
+        .find(|id| !known.contains(id))
+    {
+        None => Ok(()),
+        Some(id) => Err(Error::Locked(format!(
+            "snapshot {} appeared while prune ran: a backup wrote it without a lock prune could \
+             see. Prune stopped before deleting anything more; nothing the snapshots need was \
+             removed. Run prune again once no backup runs",
+            id.short()
+        ))),
+    }
 }
 
 /// Removes unreferenced data (see the module documentation).
@@ -127,198 +249,78 @@ pub fn prune(
     opts: &PruneOptions,
     progress: &dyn Progress,
 ) -> Result<PruneReport> {
-    let _lock = if opts.dry_run {
+    let lock = if opts.dry_run {
         None
     } else {
         Some(repo.lock(LockKind::Exclusive, progress)?)
     };
-    prune_locked(repo, opts, progress)
+    prune_locked(repo, lock.as_ref(), opts, progress)
 }
 
-/// [`prune`] for a caller that holds the exclusive lock (or runs dry).
+/// [`prune`] for a caller that holds the exclusive lock (`None`: a dry run).
 pub fn prune_locked(
     repo: &Repository,
+    lock: Option<&RepoLock>,
     opts: &PruneOptions,
     progress: &dyn Progress,
 ) -> Result<PruneReport> {
-    let now = SystemTime::now();
-    let mut report = PruneReport {
-        dry_run: opts.dry_run,
-        ..Default::default()
-    };
-    let (snapshots, used) = referenced(repo, progress)?;
-    report.snapshots = snapshots;
+    let pool = Pool::for_repo(repo)?;
+    let (snaps, used) = used_chunks(repo, &pool, progress)?;
+    snaps.require_complete("prune")?;
     let index = repo.load_index()?;
-    let on_disk: HashMap<Id, crate::repo::PackFile> = repo
-        .list_pack_files()?
-        .into_iter()
-        .map(|p| (p.id, p))
-        .collect();
-
-    // One copy per message in use: the one in the newest pack (after an
-    // interrupted rewrap, the rewrapped one), among packs that exist.
-    let mut keeper: HashMap<MessageId, Location> = HashMap::new();
-    for (id, loc) in index.copies() {
-        let Some(p) = on_disk.get(&loc.pack) else {
-            continue;
-        };
-        if !used.contains(&id) {
-            continue;
-        }
-        let better = match keeper.get(&id) {
-            None => true,
-            Some(k) => {
-                let q = &on_disk[&k.pack];
-                (p.modified, loc.pack, loc.offset) > (q.modified, k.pack, k.offset)
-            }
-        };
-        if better {
-            keeper.insert(id, loc);
-        }
-    }
-    #[derive(Default)]
-    struct PackUse {
-        live: Vec<(MessageId, Location)>,
-        live_bytes: u64,
-        dead_bytes: u64,
-    }
-    let mut packs: HashMap<Id, PackUse> = HashMap::new();
-    for (id, loc) in index.copies() {
-        let u = packs.entry(loc.pack).or_default();
-        if keeper.get(&id) == Some(&loc) {
-            u.live.push((id, loc));
-            u.live_bytes += loc.length;
-            report.messages_used += 1;
-            report.bytes_used += loc.length;
-        } else {
-            u.dead_bytes += loc.length;
-            report.messages_unused += 1;
-            report.bytes_unused += loc.length;
-        }
-    }
-    let mut retire = Vec::new();
-    let mut items = Vec::new();
-    let mut ids: Vec<&Id> = packs.keys().collect();
-    ids.sort();
-    for id in ids {
-        let u = &packs[id];
-        let Some(file) = on_disk.get(id) else {
-            report.missing_packs.push(id.to_hex());
-            continue;
-        };
-        if u.dead_bytes == 0 {
-            continue;
-        }
-        if !older_than(file.modified, opts.grace, now) {
-            report.packs_kept_recent += 1;
-            continue;
-        }
-        let total = (u.live_bytes + u.dead_bytes) as f64;
-        if u.live.is_empty() {
-            report.packs_deleted += 1;
-        } else if u.dead_bytes as f64 > opts.repack_threshold * total {
-            report.packs_repacked += 1;
-            report.bytes_repacked += u.live_bytes;
-            items.extend(u.live.iter().map(|(id, loc)| Item {
-                id: *id,
-                loc: *loc,
-                action: Action::Copy,
-            }));
-        } else {
-            report.packs_kept_mostly_used += 1;
-            report.bytes_kept_mostly_used += u.dead_bytes;
-            continue;
-        }
-        retire.push(*id);
-        report.bytes_freed += file.size;
-    }
-    let indexed: HashSet<Id> = index.packs().map(|p| p.id).collect();
-    let unindexed: Vec<&crate::repo::PackFile> = on_disk
-        .values()
-        .filter(|p| !indexed.contains(&p.id) && older_than(p.modified, opts.grace, now))
-        .collect();
-    report.unindexed_packs_deleted = unindexed.len() as u64;
-    report.bytes_freed += unindexed.iter().map(|p| p.size).sum::<u64>();
-    let leftovers: Vec<(std::path::PathBuf, u64)> = repo
-        .list_leftovers()?
-        .into_iter()
-        .filter_map(|p| {
-            let md = std::fs::metadata(&p).ok()?;
-            let m = md.modified().ok()?;
-            older_than(m, opts.grace, now).then_some((p, md.len()))
-        })
-        .collect();
+    let by_pack = index.by_pack();
+    let stored: HashMap<Id, PackFile> = repo.list_packs()?.into_iter().map(|p| (p.id, p)).collect();
+    let now = SystemTime::now();
+    let p = plan(&index, &by_pack, &used, &stored, now, opts);
+    let leftovers = leftovers(repo, opts.grace, now)?;
+    let mut report = p.report;
+    report.snapshots = snaps.all.len() as u64;
     report.temporary_files_deleted = leftovers.len() as u64;
-    report.bytes_freed += leftovers.iter().map(|(_, n)| n).sum::<u64>();
-    report.bytes_freed = report.bytes_freed.saturating_sub(report.bytes_repacked);
-    if opts.dry_run {
+    report.bytes_freed += leftovers.iter().map(|o| o.size).sum::<u64>();
+    let Some(lock) = lock else {
         return Ok(report);
-    }
-
-    let mut files: Vec<IndexFile> = index.files().to_vec();
-    let plan = Plan {
-        packs: retire,
-        items,
-        rewrapper: None,
-        batch_bytes: 0,
-        phase: "repacking",
     };
-    let done = rewrite_packs(repo, &mut files, plan, progress)?;
+    let known: HashSet<Id> = snaps.all.iter().map(|(id, _)| *id).collect();
+    let guard = || -> Result<()> {
+        lock.check()?;
+        no_new_snapshots(repo, &known)
+    };
+    let engine = Engine {
+        repo,
+        index: &index,
+        by_pack: &by_pack,
+        rekey: None,
+        phase: "repacking",
+        progress,
+        batch_bytes: 0,
+    };
+    let done = rewrite_packs(&engine, p.rewrite, &guard)?;
     report.failed = done.failed;
-    for p in unindexed {
-        remove_if_present(&repo.pack_path(&p.id))?;
+    guard()?;
+    for pack in &p.unindexed {
+        repo.delete_pack(&pack.id)?;
     }
-    for (path, _) in &leftovers {
-        remove_if_present(path)?;
+    for o in &leftovers {
+        repo.storage().remove_leftover(o).map_err(|e| {
+            Error::io(
+                format!("removing {} in {}", o.name, repo.storage().location()),
+                e,
+            )
+        })?;
     }
     Ok(report)
 }
 
-fn remove_if_present(path: &std::path::Path) -> Result<()> {
-    match crate::repo::remove_durably(path) {
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        r => r,
-    }
-}
-
-/// What [`drop_copies`] did.
-pub struct Dropped {
-    pub packs_deleted: u64,
-    pub failed: Vec<String>,
-}
-
-/// Removes the given copies of messages, whatever their age, repacking
-/// every other copy their packs hold (in use or not): for reencrypt, whose
-/// old messages must go. The caller holds the exclusive lock and has made
-/// sure nothing refers to these copies any more.
-pub fn drop_copies(
-    repo: &Repository,
-    files: &mut Vec<IndexFile>,
-    copies: &[(MessageId, Location)],
-    progress: &dyn Progress,
-) -> Result<Dropped> {
-    let doomed: HashSet<(Id, u64)> = copies.iter().map(|(_, l)| (l.pack, l.offset)).collect();
-    let packs: HashSet<Id> = copies.iter().map(|(_, l)| l.pack).collect();
-    let index = crate::repo::Index::from_files(files.clone());
-    let items: Vec<Item> = index
-        .copies()
-        .filter(|(_, l)| packs.contains(&l.pack) && !doomed.contains(&(l.pack, l.offset)))
-        .map(|(id, loc)| Item {
-            id,
-            loc,
-            action: Action::Copy,
-        })
-        .collect();
-    let plan = Plan {
-        packs: packs.into_iter().collect(),
-        items,
-        rewrapper: None,
-        batch_bytes: 0,
-        phase: "removing old messages",
-    };
-    let done = rewrite_packs(repo, files, plan, progress)?;
-    Ok(Dropped {
-        packs_deleted: done.packs_deleted,
-        failed: done.failed,
-    })
+/// Temporary objects of interrupted writers older than the grace period.
+fn leftovers(repo: &Repository, grace: Duration, now: SystemTime) -> Result<Vec<ObjectInfo>> {
+    let all = repo.storage().leftovers().map_err(|e| {
+        Error::io(
+            format!("listing temporary objects in {}", repo.storage().location()),
+            e,
+        )
+    })?;
+    Ok(all
+        .into_iter()
+        .filter(|o| older_than(o.modified, grace, now))
+        .collect())
 }

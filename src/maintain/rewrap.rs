@@ -1,53 +1,56 @@
-//! `envarc rewrap`: moves every data key wrapped by an older key version to
-//! the current one, like KMS ReEncrypt or Vault's rewrap. Only headers
-//! change (new EDKs, new header tag); body bytes are copied unchanged and no
-//! plaintext is touched. Message IDs stay, so snapshots stay as they are.
+//! `envarc rewrap`: every message whose data key an older version of a
+//! rotating key wraps (a keyring CMK's older backing key, a transit key's
+//! older version) is written anew with that data key wrapped under the
+//! current version: chunks, index files, snapshots and the sealed config.
 //!
-//! Objects are rewritten into new packs in batches (see `rewrite.rs` for the
-//! order that never loses a message); snapshot manifests and index files,
-//! each a message in a file of its own, get their new header in place
-//! (temporary file, fsync, rename); the config's key check is made anew.
-//! Killed at any point, a rerun finishes the job: a message listed twice
-//! keeps the copy that is already current and drops the other.
+//! A new message, never a new header on an old one: the header IV is fixed
+//! at zero, so tagging a second header under one data key and message ID
+//! would give away the GHASH key (security invariant 2). So rewrap reads and
+//! writes the data (it costs about what a restore plus a backup of the
+//! stored bytes cost, without compressing again).
+//!
+//! Chunks keep their data key: it is unwrapped once and wrapped anew once
+//! per data key (per file that first stored the chunks), by the keyring
+//! under the current backing key, or by transit's own `rewrap` on the
+//! server (so the data key is never sent to it), and the chunk bodies are
+//! encrypted again under it with new message IDs. Keeping the key costs the
+//! same provider calls as a fresh one would and keeps transit's data keys off
+//! the wire; the version being moved away from can still unwrap the old EDKs
+//! of copies kept elsewhere, which is what `reencrypt` is for. Snapshots,
+//! index files and the config, one message each, get fresh data keys.
+//!
+//! The order, interruptions and reruns: see [`super::rekey`].
 
-use std::collections::{HashMap, HashSet};
-use std::io::{BufReader, Read, Seek, SeekFrom, Write};
-use std::sync::Mutex;
-
-use serde::Serialize;
-
-use super::headers::{scan, ObjectCopy, Scan};
-use super::keys::{KeyVersion, KEYRING, TRANSIT};
-use super::rewrite::{rewrite_packs, Action, Item, Plan};
 use crate::envelope::{
-    rewrap_header_with, DataKey, EncryptedDataKey, EncryptionContext, KeyProvider, MessageId,
-    ProviderError,
+    DataKey, EncryptedDataKey, EncryptionContext, Header, KeyProvider, ProviderError,
 };
-use crate::fsutil::AtomicFile;
 use crate::keyring::KeyringProvider;
 use crate::progress::Progress;
 use crate::providers::transit::{KeyRef as TransitKey, TransitProvider};
-use crate::repo::{Id, IndexFile, Kind, LockKind, Repository};
+use crate::repo::keys::{KEYRING, TRANSIT};
+use crate::repo::{Compression, FileKey, KeyVersion, LockKind, Repository};
 use crate::{Error, Result};
 
-/// Decides which key versions are old and wraps data keys anew.
+use super::rekey::{run, RekeyReport, RekeyRun};
+use super::rewrite::Rekey;
+
+/// One rotating key of the repository: which of its versions are old, and
+/// how to wrap a data key under its current one.
 pub trait Rewrapper: Sync {
-    /// Where data keys go, for messages ("keyring key … v3").
+    /// Where data keys go, for messages ("keyring key …/v3").
     fn target(&self) -> String;
-    /// For each key version: whether a data key it wraps must be rewrapped.
-    /// May ask a key service (once per key).
-    fn plan(&self, keys: &[KeyVersion]) -> Result<Vec<bool>>;
-    /// The new EDKs of a message whose data key is `key`.
-    fn new_edks(
+    /// Whether an EDK of `kv` must be wrapped anew.
+    fn is_old(&self, kv: &KeyVersion) -> bool;
+    /// The EDK that replaces `edk` (one `is_old` names) for data key `key`.
+    fn rewrap(
         &self,
-        edks: &[EncryptedDataKey],
+        edk: &EncryptedDataKey,
         key: &DataKey,
         ctx: &EncryptionContext,
-    ) -> std::result::Result<Vec<EncryptedDataKey>, ProviderError>;
+    ) -> std::result::Result<EncryptedDataKey, ProviderError>;
 }
 
-/// A keyring CMK: every EDK that is not of its current backing key is old
-/// (older versions, and other CMKs of the keyring).
+/// A keyring CMK: its versions below the current one are old.
 pub struct KeyringRewrapper {
     provider: KeyringProvider,
     current: KeyVersion,
@@ -68,10 +71,6 @@ impl KeyringRewrapper {
             },
         })
     }
-
-    pub fn current(&self) -> &KeyVersion {
-        &self.current
-    }
 }
 
 impl Rewrapper for KeyringRewrapper {
@@ -79,78 +78,108 @@ impl Rewrapper for KeyringRewrapper {
         format!("keyring key {}", self.current)
     }
 
-    fn plan(&self, keys: &[KeyVersion]) -> Result<Vec<bool>> {
-        Ok(keys.iter().map(|k| *k != self.current).collect())
+    fn is_old(&self, kv: &KeyVersion) -> bool {
+        kv.same_key(&self.current) && kv.version != self.current.version
     }
 
-    fn new_edks(
+    fn rewrap(
         &self,
-        _edks: &[EncryptedDataKey],
+        _edk: &EncryptedDataKey,
         key: &DataKey,
         ctx: &EncryptionContext,
-    ) -> std::result::Result<Vec<EncryptedDataKey>, ProviderError> {
-        self.provider.wrap_data_key(key, ctx)
+    ) -> std::result::Result<EncryptedDataKey, ProviderError> {
+        self.provider
+            .wrap_data_key(key, ctx)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                ProviderError::Other("the keyring wrapped the data key under no key".into())
+            })
     }
 }
 
-/// Transit keys: an EDK is old when its version is below its key's latest
-/// version on the server; transit's own `rewrap` re-encrypts it (the data
-/// key is never sent to the server).
+/// A transit key: versions below its latest on the server are old; the
+/// server's `rewrap` makes the new EDK.
 pub struct TransitRewrapper {
     provider: TransitProvider,
-    latest: Mutex<HashMap<String, u32>>,
+    current: KeyVersion,
 }
 
 impl TransitRewrapper {
-    pub fn new(provider: TransitProvider) -> TransitRewrapper {
-        TransitRewrapper {
-            provider,
-            latest: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// The latest version of transit key `mount/name`, asked once.
-    pub fn latest(&self, key: &str) -> Result<u32> {
-        if let Some(v) = self.latest.lock().expect("not poisoned").get(key) {
-            return Ok(*v);
-        }
-        let (mount, name) = key.rsplit_once('/').unwrap_or(("transit", key));
-        let info = self
-            .provider
+    /// Asks the server for the key's latest version (once).
+    pub fn new(provider: TransitProvider, mount: &str, name: &str) -> Result<TransitRewrapper> {
+        let info = provider
             .key_info(&TransitKey {
                 mount: mount.into(),
                 name: name.into(),
             })
             .map_err(Error::from)?;
-        self.latest
-            .lock()
-            .expect("not poisoned")
-            .insert(key.to_string(), info.latest_version);
-        Ok(info.latest_version)
+        Ok(TransitRewrapper {
+            provider,
+            current: KeyVersion {
+                provider: TRANSIT.into(),
+                key: format!("{mount}/{name}"),
+                version: Some(info.latest_version),
+            },
+        })
+    }
+
+    pub fn current(&self) -> &KeyVersion {
+        &self.current
     }
 }
 
 impl Rewrapper for TransitRewrapper {
     fn target(&self) -> String {
-        "the latest version of each transit key".into()
+        format!(
+            "transit key {} v{}",
+            self.current.key,
+            self.current.version.unwrap_or(0)
+        )
     }
 
-    fn plan(&self, keys: &[KeyVersion]) -> Result<Vec<bool>> {
-        keys.iter()
-            .map(|k| match (k.provider.as_str(), k.version) {
-                (TRANSIT, Some(v)) => Ok(v < self.latest(&k.key)?),
-                _ => Ok(false),
-            })
-            .collect()
+    fn is_old(&self, kv: &KeyVersion) -> bool {
+        kv.same_key(&self.current)
+            && matches!((kv.version, self.current.version), (Some(v), Some(latest)) if v < latest)
     }
 
-    fn new_edks(
+    fn rewrap(
         &self,
-        edks: &[EncryptedDataKey],
+        edk: &EncryptedDataKey,
         _key: &DataKey,
         ctx: &EncryptionContext,
-    ) -> std::result::Result<Vec<EncryptedDataKey>, ProviderError> {
-        self.provider.rewrap_edks(edks, ctx)
+    ) -> std::result::Result<EncryptedDataKey, ProviderError> {
+        self.provider.rewrap_edk(edk, ctx)
+    }
+}
+
+/// Keeps each chunk's data key and wraps it anew: every EDK an old version
+/// made is replaced, the others (of keys that need no rewrap) stay.
+struct KeepDataKey<'a> {
+    rewrappers: &'a [Box<dyn Rewrapper>],
+}
+
+impl Rekey for KeepDataKey<'_> {
+    fn key_for(
+        &self,
+        repo: &Repository,
+        header: &Header,
+        compression: Compression,
+    ) -> Result<FileKey> {
+        let ctx = &header.context;
+        let key = repo.provider().decrypt_data_key(&header.edks, ctx)?;
+        let edks = header
+            .edks
+            .iter()
+            .map(|e| {
+                let kv = KeyVersion::of(e);
+                match self.rewrappers.iter().find(|r| r.is_old(&kv)) {
+                    Some(r) => r.rewrap(e, &key, ctx),
+                    None => Ok(e.clone()),
+                }
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(FileKey::from_parts(key, edks, compression))
     }
 }
 
@@ -158,232 +187,51 @@ impl Rewrapper for TransitRewrapper {
 pub struct RewrapOptions {
     /// Count what would be done; write nothing (and take no lock).
     pub dry_run: bool,
-    /// Bytes of messages per batch (each batch is committed on its own, so a
-    /// killed run keeps the batches before); 0: 16 packs' worth.
+    /// Bytes of chunk messages per batch; 0: 16 packs' worth.
     pub batch_bytes: u64,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+/// What rewrap did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct RewrapReport {
-    pub target: String,
-    pub dry_run: bool,
-    /// Object messages whose header was (or would be) rewritten.
-    pub objects_rewrapped: u64,
-    pub bytes_rewrapped: u64,
-    /// Object messages already under the current version.
-    pub objects_current: u64,
-    /// Messages copied unchanged because they shared a pack with rewrapped ones.
-    pub objects_copied: u64,
-    /// Extra copies dropped (left by an interrupted earlier run).
-    pub copies_dropped: u64,
-    pub packs_written: u64,
-    pub packs_deleted: u64,
-    pub snapshots_rewrapped: u64,
-    pub index_files_rewrapped: u64,
-    pub key_check_rewrapped: bool,
-    /// Messages that could not be rewrapped, with the reason.
-    pub failed: Vec<String>,
+    /// Where data keys went, one line per rotating key.
+    pub targets: Vec<String>,
+    #[serde(flatten)]
+    pub work: RekeyReport,
 }
 
-/// Per copy: what happens to it.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Fate {
-    Keep,
-    Rewrap,
-    Drop,
-}
-
-/// Decides each copy's fate: per message, one copy is kept (one already
-/// current if any, else the first readable one, rewrapped), the rest dropped.
-/// A message with no readable copy keeps every copy as it is.
-fn fates(scan: &Scan, old: &[bool]) -> Vec<Fate> {
-    let needs = |o: &ObjectCopy| match &o.keys {
-        Ok(ks) => Some(ks.iter().any(|&k| old[k as usize])),
-        Err(_) => None,
-    };
-    let mut by_id: HashMap<MessageId, Vec<usize>> = HashMap::new();
-    for (i, o) in scan.objects.iter().enumerate() {
-        by_id.entry(o.id).or_default().push(i);
-    }
-    let mut fate = vec![Fate::Keep; scan.objects.len()];
-    for copies in by_id.values() {
-        let keeper = copies
-            .iter()
-            .find(|&&i| needs(&scan.objects[i]) == Some(false))
-            .or_else(|| copies.iter().find(|&&i| needs(&scan.objects[i]).is_some()));
-        let Some(&k) = keeper else { continue };
-        for &i in copies {
-            fate[i] = if i != k {
-                Fate::Drop
-            } else if needs(&scan.objects[i]) == Some(true) {
-                Fate::Rewrap
-            } else {
-                Fate::Keep
-            };
-        }
-    }
-    fate
-}
-
-/// Rewraps every message wrapped by an old key version (see the module docs).
+/// Rewraps every message an old version wraps (see the module docs).
 pub fn rewrap(
     repo: &mut Repository,
-    rewrapper: &dyn Rewrapper,
+    rewrappers: &[Box<dyn Rewrapper>],
     opts: &RewrapOptions,
     progress: &dyn Progress,
 ) -> Result<RewrapReport> {
+    if rewrappers.is_empty() {
+        return Err(Error::Usage(format!(
+            "this repository's keys ({}) have no versions to move between, so there is nothing to \
+             rewrap: a raw key has none, and AWS KMS keeps every backing key of a rotated key and \
+             picks the right one itself",
+            repo.config().describe_keys()
+        )));
+    }
     let lock = if opts.dry_run {
         None
     } else {
         Some(repo.lock(LockKind::Exclusive, progress)?)
     };
-    let index = repo.load_index()?;
-    let scan = scan(repo, &index, progress)?;
-    let old = rewrapper.plan(&scan.keys)?;
-    let fate = fates(&scan, &old);
-    let mut report = RewrapReport {
-        target: rewrapper.target(),
-        dry_run: opts.dry_run,
-        ..Default::default()
-    };
-    for (o, f) in scan.objects.iter().zip(&fate) {
-        if let (Err(why), Fate::Keep) = (&o.keys, f) {
-            report.failed.push(format!(
-                "message {}: its header cannot be read ({why}); it stays as it is",
-                hex::encode(o.id)
-            ));
-        }
-        match f {
-            Fate::Rewrap => {
-                report.objects_rewrapped += 1;
-                report.bytes_rewrapped += o.loc.length;
-            }
-            Fate::Drop => report.copies_dropped += 1,
-            Fate::Keep => report.objects_current += u64::from(o.keys.is_ok()),
-        }
-    }
-    // Packs with anything to change; every copy kept in them moves.
-    let affected: HashSet<Id> = scan
-        .objects
-        .iter()
-        .zip(&fate)
-        .filter(|(_, f)| **f != Fate::Keep)
-        .map(|(o, _)| o.loc.pack)
-        .collect();
-    let items: Vec<Item> = scan
-        .objects
-        .iter()
-        .zip(&fate)
-        .filter(|(o, f)| affected.contains(&o.loc.pack) && **f != Fate::Drop)
-        .map(|(o, f)| Item {
-            id: o.id,
-            loc: o.loc,
-            action: if *f == Fate::Rewrap {
-                Action::Rewrap
-            } else {
-                Action::Copy
-            },
-        })
-        .collect();
-    report.objects_copied = items.iter().filter(|i| i.action == Action::Copy).count() as u64;
-    let needs_file = |keys: &std::result::Result<Vec<u32>, String>| {
-        keys.as_ref()
-            .is_ok_and(|ks| ks.iter().any(|&k| old[k as usize]))
-    };
-    let snapshots: Vec<Id> = scan
-        .snapshots
-        .iter()
-        .filter(|f| needs_file(&f.keys))
-        .map(|f| f.id)
-        .collect();
-    let index_files: Vec<Id> = scan
-        .index_files
-        .iter()
-        .filter(|f| needs_file(&f.keys))
-        .map(|f| f.id)
-        .collect();
-    let key_check = needs_file(&scan.key_check);
-    if opts.dry_run {
-        report.snapshots_rewrapped = snapshots.len() as u64;
-        report.index_files_rewrapped = index_files.len() as u64;
-        report.key_check_rewrapped = key_check;
-        return Ok(report);
-    }
-
-    // Objects, batch by batch, each batch's old packs retired after it.
-    let mut files: Vec<IndexFile> = index.files().to_vec();
-    let packs: Vec<Id> = affected.into_iter().collect();
-    let plan = Plan {
-        packs,
-        items,
-        rewrapper: Some(rewrapper),
-        batch_bytes: opts.batch_bytes,
+    let pick = |kv: &KeyVersion| rewrappers.iter().any(|r| r.is_old(kv));
+    let rekey = KeepDataKey { rewrappers };
+    let job = RekeyRun {
+        pick: &pick,
+        rekey: &rekey,
         phase: "rewrapping",
+        reseal_config: true,
+        batch_bytes: opts.batch_bytes,
     };
-    let done = rewrite_packs(repo, &mut files, plan, progress)?;
-    report.packs_written = done.packs_written;
-    report.packs_deleted = done.packs_deleted;
-    report.failed.extend(done.failed);
-
-    // Manifests and index files, in place.
-    progress.start(
-        "rewrapping manifests and index files",
-        Some((snapshots.len() + index_files.len()) as u64),
-        None,
-    );
-    for id in &snapshots {
-        match rewrap_file(repo, rewrapper, &repo.snapshot_path(id), Kind::Snapshot) {
-            Ok(true) => report.snapshots_rewrapped += 1,
-            Ok(false) => {}
-            Err(e) => report.failed.push(format!("snapshot {id}: {e}")),
-        }
-        progress.advance(1, 0);
-    }
-    // Index files the batches replaced are gone: rewrap_file skips them.
-    for id in &index_files {
-        match rewrap_file(repo, rewrapper, &repo.index_path(id), Kind::Index) {
-            Ok(true) => report.index_files_rewrapped += 1,
-            Ok(false) => {}
-            Err(e) => report.failed.push(format!("index file {id}: {e}")),
-        }
-        progress.advance(1, 0);
-    }
-    progress.finish();
-    if key_check {
-        let mut cfg = repo.config().clone();
-        cfg.set_key(cfg.key.clone(), repo.provider())?;
-        repo.set_config(cfg)?;
-        report.key_check_rewrapped = true;
-    }
-    drop(lock);
-    Ok(report)
-}
-
-/// Rewraps the message that fills `path` in place. `Ok(false)`: the file is
-/// gone (removed since the scan).
-fn rewrap_file(
-    repo: &Repository,
-    rewrapper: &dyn Rewrapper,
-    path: &std::path::Path,
-    kind: Kind,
-) -> Result<bool> {
-    let io_err = |e| Error::io(format!("rewrapping {}", path.display()), e);
-    let mut f = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(io_err(e)),
-    };
-    let (header, old_len, _) = rewrap_header_with(
-        &mut BufReader::new(&mut f),
-        repo.provider(),
-        &repo.decrypt_options(kind),
-        |edks, key, ctx| rewrapper.new_edks(edks, key, ctx),
-    )
-    .map_err(|e| crate::repo::with_path(e, path))?;
-    f.seek(SeekFrom::Start(old_len)).map_err(io_err)?;
-    let mut out = AtomicFile::create(path).map_err(io_err)?;
-    out.write_all(&header).map_err(io_err)?;
-    std::io::copy(&mut BufReader::new(f).take(u64::MAX), &mut out).map_err(io_err)?;
-    out.commit().map_err(io_err)?;
-    Ok(true)
+    let work = run(repo, lock.as_ref(), &job, progress)?;
+    Ok(RewrapReport {
+        targets: rewrappers.iter().map(|r| r.target()).collect(),
+        work,
+    })
 }

@@ -1,339 +1,107 @@
-//! The engine shared by rewrap, reencrypt and prune: copy, rewrap or
-//! re-encrypt messages into new packs, then swap the index over and delete
-//! the old packs, in an order that never loses a message:
+//! The rewrite engine of prune, rewrap and reencrypt: retire packs, after
+//! writing what of them stays into new packs, in an order that never loses a
+//! chunk:
 //!
-//! 1. [`write_items`]: new packs, each fsynced and renamed into place;
-//! 2. [`commit`]: one new index file listing the new packs and every pack the
-//!    replaced index files list that stays (durable); then the replaced index
-//!    files are deleted; then the retired packs.
+//! 1. the chunks that stay go into new packs ([`Action::Copy`]: the message
+//!    byte for byte, same message ID and header; [`Action::Reseal`]: a *new*
+//!    message, new message ID, under the data key a [`Rekey`] gives), each
+//!    pack committed (durable) by the storage;
+//! 2. index files for the new packs (durable);
+//! 3. for every index file that lists a retired pack: one replacement
+//!    listing its other packs (durable), then the old file is deleted;
+//! 4. the retired packs are deleted: no index file lists them any more.
 //!
-//! Killed after 1, the new packs are unindexed garbage (prune removes them
-//! once older than its grace period). Killed during 2, a message may be
-//! listed at two places, each a complete copy; readers use either (see
-//! `repo/index.rs`), and the next rewrap or prune keeps one. A pack is
-//! deleted only once no index file lists it. Callers hold the exclusive lock.
+//! The caller's guard (the lock check, and for prune that no snapshot
+//! appeared) runs before anything is deleted. Killed after 1, the new packs
+//! are unindexed (prune removes them after its grace period); after 2 or
+//! during 3, chunks are listed at two places, each a complete copy (readers
+//! try either, the next run keeps one). Work goes in batches of about 16
+//! packs' worth, each committed on its own, so a killed run keeps the batches
+//! before. The writers run on the shared worker pool ([`crate::pool`]),
+//! which is as wide as the provider's and the storage's `max_in_flight`.
 
-use std::collections::{HashMap, HashSet};
-use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ops::Range;
 
-use super::rewrap::Rewrapper;
-use crate::envelope::{rewrap_header_with, Encryptor, MessageId};
+use crate::envelope::Header;
+use crate::pool::Pool;
 use crate::progress::Progress;
-use crate::repo::{Id, IndexEntry, IndexFile, Kind, Location, PackRecord, PackWriter, Repository};
-use crate::{Error, Result};
+use crate::repo::{
+    ChunkRecord, Compression, FileKey, Id, Index, IndexData, IndexedChunk, KeySetTable, PackRecord,
+    Repository,
+};
+use crate::Result;
 
-/// What to do with one message.
+/// What becomes of one chunk message that stays.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Copy its bytes unchanged.
+    /// Its bytes, unchanged.
     Copy,
-    /// New EDKs and header tag, body bytes unchanged, same message ID.
-    Rewrap,
-    /// Decrypt and encrypt again under a fresh data key: a new message ID.
-    Reencrypt,
+    /// A new message (new message ID) for its body, under the key the
+    /// engine's [`Rekey`] makes.
+    Reseal,
 }
 
 #[derive(Clone, Copy, Debug)]
-pub struct Item {
-    pub id: MessageId,
-    pub loc: Location,
+pub struct Item<'a> {
+    pub chunk: IndexedChunk<'a>,
     pub action: Action,
 }
 
-/// What [`write_items`] did.
-#[derive(Default)]
-pub struct Written {
-    /// The new packs, committed (not yet indexed).
-    pub packs: Vec<PackRecord>,
-    /// For each re-encrypted message: old ID, new ID.
-    pub renamed: Vec<(MessageId, MessageId)>,
-    /// Items that could not be read (the old message is damaged, or its key
-    /// cannot be used), with the reason; nothing was written for them.
-    pub failed: Vec<(Item, String)>,
-    /// Bytes of the new messages.
-    pub bytes: u64,
+/// A pack to retire and the chunk messages of it that stay (the others are
+/// dropped with it).
+#[derive(Clone, Debug)]
+pub struct PackJob<'a> {
+    pub pack: Id,
+    pub items: Vec<Item<'a>>,
 }
 
-impl Written {
-    /// Packs that held a failed item: they must not be retired.
-    pub fn packs_with_failures(&self) -> HashSet<Id> {
-        self.failed.iter().map(|(i, _)| i.loc.pack).collect()
-    }
-}
-
-/// A failure of one item (the old message) or of the repository (writing).
-enum Fail {
-    Item(String),
-    Repo(Error),
-}
-
-impl From<Error> for Fail {
-    fn from(e: Error) -> Fail {
-        Fail::Repo(e)
-    }
-}
-
-fn write_err(e: io::Error) -> Fail {
-    Fail::Repo(Error::io("writing a new pack", e))
-}
-
-/// The old message's file, positioned at `offset`.
-fn open_at(repo: &Repository, loc: &Location, offset: u64) -> std::result::Result<File, Fail> {
-    let path = repo.pack_path(&loc.pack);
-    let mut f = File::open(&path)
-        .map_err(|e| Fail::Item(format!("pack {} cannot be opened: {e}", loc.pack)))?;
-    f.seek(SeekFrom::Start(offset))
-        .map_err(|e| Fail::Item(format!("seeking in pack {}: {e}", loc.pack)))?;
-    Ok(f)
-}
-
-/// Copies exactly `n` bytes from `r` to `w`; a short source is the item's failure.
-fn copy_exact(
-    r: &mut impl Read,
-    w: &mut dyn Write,
-    n: u64,
-    pack: &Id,
-) -> std::result::Result<(), Fail> {
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut left = n;
-    while left > 0 {
-        let want = left.min(buf.len() as u64) as usize;
-        let got = match r.read(&mut buf[..want]) {
-            Ok(0) => {
-                return Err(Fail::Item(format!(
-                    "pack {pack} ends {left} bytes before the message does (truncated)"
-                )))
-            }
-            Ok(k) => k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Fail::Item(format!("reading pack {pack}: {e}"))),
-        };
-        w.write_all(&buf[..got]).map_err(write_err)?;
-        left -= got as u64;
-    }
-    Ok(())
-}
-
-/// Writes one item's new message into `w`: its ID and plaintext length.
-fn transform(
-    repo: &Repository,
-    rewrapper: Option<&dyn Rewrapper>,
-    item: &Item,
-    w: &mut dyn Write,
-) -> std::result::Result<(MessageId, u64, ()), Fail> {
-    let loc = &item.loc;
-    match item.action {
-        Action::Copy => {
-            let f = open_at(repo, loc, loc.offset)?;
-            copy_exact(&mut io::BufReader::new(f), w, loc.length, &loc.pack)?;
-            Ok((item.id, loc.plaintext_len, ()))
-        }
-        Action::Rewrap => {
-            let rw = rewrapper.expect("a rewrap item comes with a rewrapper");
-            let mut f = open_at(repo, loc, loc.offset)?.take(loc.length);
-            let (header, old_len, h) = rewrap_header_with(
-                &mut f,
-                repo.provider(),
-                &repo.decrypt_options(Kind::Object),
-                |edks, key, ctx| rw.new_edks(edks, key, ctx),
-            )
-            .map_err(|e| Fail::Item(e.to_string()))?;
-            if h.message_id.as_slice() != item.id.as_slice() {
-                return Err(Fail::Item(format!(
-                    "the message carries ID {}, not the one the index lists",
-                    hex::encode(&h.message_id)
-                )));
-            }
-            w.write_all(&header).map_err(write_err)?;
-            let body = open_at(repo, loc, loc.offset + old_len)?;
-            copy_exact(
-                &mut io::BufReader::new(body),
-                w,
-                loc.length - old_len,
-                &loc.pack,
-            )?;
-            Ok((item.id, loc.plaintext_len, ()))
-        }
-        Action::Reencrypt => {
-            let mut dec = repo
-                .decrypt_object_at(loc, &item.id)
-                .map_err(|e| Fail::Item(e.to_string()))?;
-            let mut enc = Encryptor::new(repo.provider(), &repo.encrypt_options(Kind::Object), w)
-                .map_err(|e| Fail::Repo(e.into()))?;
-            // Plaintext goes only into the new message; a frame that fails to
-            // authenticate ends the item before its final frame is written, and
-            // the pack writer cuts the partial message off.
-            let mut n = 0u64;
-            while let Some(frame) = dec.next_frame().map_err(|e| Fail::Item(e.to_string()))? {
-                enc.write_all(frame).map_err(write_err)?;
-                n += frame.len() as u64;
-            }
-            if n != loc.plaintext_len {
-                return Err(Fail::Item(format!(
-                    "decrypts to {n} bytes, the index says {}",
-                    loc.plaintext_len
-                )));
-            }
-            let (_, info) = enc.finish().map_err(|e| Fail::Repo(e.into()))?;
-            Ok((info.message_id, n, ()))
-        }
-    }
-}
-
-/// Writes every item into new packs, in parallel (one pack writer per
-/// worker). Stops at the first repository (write) error; items whose old
-/// message cannot be read are reported in [`Written::failed`].
-pub fn write_items(
-    repo: &Repository,
-    items: &[Item],
-    rewrapper: Option<&dyn Rewrapper>,
-    phase: &str,
-    progress: &dyn Progress,
-) -> Result<Written> {
-    if items.is_empty() {
-        return Ok(Written::default());
-    }
-    // One job per old pack, read front to back.
-    let mut jobs: Vec<Vec<Item>> = Vec::new();
-    let mut sorted = items.to_vec();
-    sorted.sort_by_key(|i| (i.loc.pack, i.loc.offset));
-    for it in sorted {
-        match jobs.last_mut() {
-            Some(j) if j[0].loc.pack == it.loc.pack => j.push(it),
-            _ => jobs.push(vec![it]),
-        }
-    }
-    let bytes: u64 = items.iter().map(|i| i.loc.length).sum();
-    progress.start(phase, Some(items.len() as u64), Some(bytes));
-    let next = AtomicUsize::new(0);
-    let abort = AtomicBool::new(false);
-    let large = repo.config().large_file_size;
-    let results: Mutex<Vec<Result<Written>>> = Mutex::new(Vec::new());
-    let worker = || -> Result<Written> {
-        let mut packs = PackWriter::new(repo);
-        let mut out = Written::default();
-        while !abort.load(Ordering::Relaxed) {
-            let Some(job) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                break;
-            };
-            for item in job {
-                let write = |w: &mut dyn Write| transform(repo, rewrapper, item, w);
-                let r = if item.loc.length >= large {
-                    packs.store_alone(write)
-                } else {
-                    packs.append(write)
-                };
-                match r {
-                    Ok((IndexEntry { id, length, .. }, ())) => {
-                        out.bytes += length;
-                        if id != item.id {
-                            out.renamed.push((item.id, id));
-                        }
-                    }
-                    Err(Fail::Item(why)) => {
-                        progress.warn(&format!("message {}: {why}", hex::encode(item.id)));
-                        out.failed.push((*item, why));
-                    }
-                    Err(Fail::Repo(e)) => {
-                        abort.store(true, Ordering::Relaxed);
-                        return Err(e);
-                    }
-                }
-                progress.advance(1, item.loc.length);
-            }
-        }
-        if abort.load(Ordering::Relaxed) {
-            return Ok(out);
-        }
-        out.packs = packs.finish()?;
-        Ok(out)
-    };
-    let workers = rayon::current_num_threads().clamp(1, jobs.len());
-    rayon::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|_| {
-                let r = worker();
-                results.lock().expect("no worker panics holding it").push(r);
-            });
-        }
-    });
-    progress.finish();
-    let mut all = Written::default();
-    for r in results.into_inner().expect("workers done") {
-        let w = r?;
-        all.packs.extend(w.packs);
-        all.renamed.extend(w.renamed);
-        all.failed.extend(w.failed);
-        all.bytes += w.bytes;
-    }
-    Ok(all)
-}
-
-/// What [`commit`] did.
+/// What [`rewrite_packs`] does.
 #[derive(Clone, Debug, Default)]
-pub struct Committed {
-    /// The index file written, if any.
-    pub written: Option<IndexFile>,
-    /// The index files deleted.
-    pub deleted: Vec<Id>,
-    pub packs_deleted: u64,
+pub struct RewritePlan<'a> {
+    pub packs: Vec<PackJob<'a>>,
+    /// Index files to write anew although none of their packs is retired
+    /// (rewrap, reencrypt: their message is under an old key version).
+    pub renew_index_files: Vec<Id>,
 }
 
-impl Committed {
-    /// `files` (the index files as they were) as they are now.
-    pub fn apply(&self, files: &mut Vec<IndexFile>) {
-        files.retain(|f| !self.deleted.contains(&f.id));
-        files.extend(self.written.clone());
+impl RewritePlan<'_> {
+    pub fn items(&self) -> u64 {
+        self.packs.iter().map(|p| p.items.len() as u64).sum()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.packs
+            .iter()
+            .flat_map(|p| &p.items)
+            .map(|i| i.chunk.location.length)
+            .sum()
     }
 }
 
-/// Makes `new_packs` part of the repository and removes `retired` packs:
-/// writes one index file listing the new packs and the surviving packs of
-/// every index file (of `files`, the current ones) that lists a retired pack,
-/// deletes those index files, then deletes the retired packs. Each step is
-/// durable before the next.
-pub fn commit(
-    repo: &Repository,
-    files: &[IndexFile],
-    new_packs: Vec<PackRecord>,
-    retired: &HashSet<Id>,
-) -> Result<Committed> {
-    let mut done = Committed::default();
-    let affected: Vec<&IndexFile> = files
-        .iter()
-        .filter(|f| f.packs.iter().any(|p| retired.contains(&p.id)))
-        .collect();
-    let mut listed: HashMap<Id, PackRecord> = HashMap::new();
-    for f in &affected {
-        for p in f.packs.iter().filter(|p| !retired.contains(&p.id)) {
-            listed.entry(p.id).or_insert_with(|| p.clone());
-        }
-    }
-    let mut packs = new_packs;
-    let mut survivors: Vec<PackRecord> = listed.into_values().collect();
-    survivors.sort_by_key(|p| p.id);
-    packs.extend(survivors);
-    if !packs.is_empty() {
-        let id = repo.write_index_file(&packs)?;
-        done.written = Some(IndexFile { id, packs });
-    }
-    for f in &affected {
-        repo.delete_index_file(&f.id)?;
-        done.deleted.push(f.id);
-    }
-    let mut retired: Vec<&Id> = retired.iter().collect();
-    retired.sort();
-    for id in retired {
-        match repo.delete_pack(id) {
-            Ok(()) => done.packs_deleted += 1,
-            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(done)
+/// Makes the data key (and its EDKs) of the new message for a chunk whose
+/// old message has `header`; the engine asks once per old data key.
+pub trait Rekey: Sync {
+    fn key_for(
+        &self,
+        repo: &Repository,
+        header: &Header,
+        compression: Compression,
+    ) -> Result<FileKey>;
+}
+
+/// Everything a rewrite needs besides the plan.
+pub struct Engine<'a> {
+    pub repo: &'a Repository,
+    pub index: &'a Index,
+    /// `index.by_pack()`, computed once by the caller.
+    pub by_pack: &'a [Vec<IndexedChunk<'a>>],
+    /// For [`Action::Reseal`] items.
+    pub rekey: Option<&'a dyn Rekey>,
+    pub phase: &'a str,
+    pub progress: &'a dyn Progress,
+    /// Bytes of chunk messages per batch; 0: 16 packs' worth.
+    pub batch_bytes: u64,
 }
 
 /// What [`rewrite_packs`] did.
@@ -341,83 +109,231 @@ pub fn commit(
 pub struct Outcome {
     pub packs_written: u64,
     pub packs_deleted: u64,
+    pub chunks_copied: u64,
+    pub chunks_resealed: u64,
+    /// Provider calls made for new data keys (one per old data key and batch).
+    pub data_keys: u64,
     pub bytes_written: u64,
-    /// Messages that could not be read (their packs were kept), with the reason.
+    pub index_files_written: u64,
+    pub index_files_deleted: u64,
+    /// Chunk messages that could not be read (their packs were kept), with the reason.
     pub failed: Vec<String>,
 }
 
-/// Packs to retire and what of them stays, for [`rewrite_packs`].
-pub struct Plan<'a> {
-    /// The packs to retire.
-    pub packs: Vec<Id>,
-    /// The messages of those packs that stay: copied, rewrapped or re-encrypted.
-    pub items: Vec<Item>,
-    /// For [`Action::Rewrap`] items.
-    pub rewrapper: Option<&'a dyn Rewrapper>,
-    /// Bytes of messages per batch; 0: 16 packs' worth.
-    pub batch_bytes: u64,
-    /// Progress phase name.
-    pub phase: &'a str,
+/// Splits packs into batches of about `bytes` of chunk messages each (at
+/// least one pack per batch). Pure.
+pub fn batches(packs: &[PackJob], bytes: u64) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut sum = 0u64;
+    for (i, p) in packs.iter().enumerate() {
+        sum += p.items.iter().map(|i| i.chunk.location.length).sum::<u64>();
+        if sum >= bytes {
+            out.push(start..i + 1);
+            start = i + 1;
+            sum = 0;
+        }
+    }
+    if start < packs.len() {
+        out.push(start..packs.len());
+    }
+    out
 }
 
-/// Retires the plan's packs, after writing its items into new packs. Works in
-/// batches, each committed on its own (so a killed run keeps the batches
-/// before). A pack with a message that could not be read is kept. `files`
-/// (the current index files) is kept up to date.
-pub fn rewrite_packs(
-    repo: &Repository,
-    files: &mut Vec<IndexFile>,
-    plan: Plan<'_>,
-    progress: &dyn Progress,
-) -> Result<Outcome> {
-    let batch_bytes = if plan.batch_bytes > 0 {
-        plan.batch_bytes
-    } else {
-        repo.config().pack_size.saturating_mul(16)
-    };
-    let mut packs = plan.packs;
-    packs.sort();
-    packs.dedup();
-    let mut items = plan.items;
-    items.sort_by_key(|i| (i.loc.pack, i.loc.offset));
-    let of = |pack: &Id| {
-        let start = items.partition_point(|i| i.loc.pack < *pack);
-        let end = items.partition_point(|i| i.loc.pack <= *pack);
-        start..end
-    };
-    let mut out = Outcome::default();
-    let mut start = 0;
-    while start < packs.len() {
-        let mut end = start;
-        let mut bytes = 0u64;
-        while end < packs.len() && (end == start || bytes < batch_bytes) {
-            bytes += items[of(&packs[end])]
-                .iter()
-                .map(|i| i.loc.length)
-                .sum::<u64>();
-            end += 1;
+/// Which index files list which packs (by number in the loaded index), as
+/// the rewrite changes them.
+struct IndexFiles {
+    files: BTreeMap<Id, Vec<u32>>,
+    pack_no: HashMap<Id, u32>,
+}
+
+impl IndexFiles {
+    fn of(index: &Index) -> IndexFiles {
+        let mut files: BTreeMap<Id, Vec<u32>> = BTreeMap::new();
+        let mut pack_no = HashMap::new();
+        for (no, p) in index.packs().iter().enumerate() {
+            pack_no.insert(p.id, no as u32);
+            for f in &p.files {
+                files.entry(*f).or_default().push(no as u32);
+            }
         }
-        let batch_items: Vec<Item> = packs[start..end]
-            .iter()
-            .flat_map(|p| items[of(p)].iter().copied())
-            .collect();
-        let written = write_items(repo, &batch_items, plan.rewrapper, plan.phase, progress)?;
-        let mut retire: HashSet<Id> = packs[start..end].iter().copied().collect();
-        for p in written.packs_with_failures() {
-            retire.remove(&p);
-        }
-        out.failed.extend(
-            written
-                .failed
-                .iter()
-                .map(|(i, why)| format!("message {}: {why}", hex::encode(i.id))),
-        );
-        out.packs_written += written.packs.len() as u64;
-        out.bytes_written += written.bytes;
-        let done = commit(repo, files, written.packs, &retire)?;
-        out.packs_deleted += done.packs_deleted;
-        done.apply(files);
-        start = end;
+        IndexFiles { files, pack_no }
     }
+}
+
+/// Retires the plan's packs after writing what stays of them (see the
+/// module docs); then renews the plan's index files that are still there.
+/// `guard` runs before anything is deleted; its error stops the rewrite
+/// there.
+pub fn rewrite_packs(
+    e: &Engine,
+    mut plan: RewritePlan,
+    guard: &dyn Fn() -> Result<()>,
+) -> Result<Outcome> {
+    plan.packs.sort_by_key(|p| p.pack);
+    for p in &mut plan.packs {
+        p.items.sort_by_key(|i| i.chunk.location.offset);
+    }
+    let pool = Pool::for_repo(e.repo)?;
+    let mut files = IndexFiles::of(e.index);
+    let mut out = Outcome::default();
+    let batch_bytes = match e.batch_bytes {
+        0 => e.repo.config().pack_size.saturating_mul(16),
+        n => n,
+    };
+    e.progress
+        .start(e.phase, Some(plan.items()), Some(plan.bytes()));
+    for range in batches(&plan.packs, batch_bytes) {
+        let jobs = &plan.packs[range];
+        let written = super::rewrite_write::write_batch(e, &pool, jobs)?;
+        out.packs_written += written.packs.len() as u64;
+        out.chunks_copied += written.copied;
+        out.chunks_resealed += written.resealed;
+        out.data_keys += written.data_keys;
+        out.bytes_written += written.packs.iter().map(|p| p.size).sum::<u64>();
+        out.failed.extend(written.failed);
+        let retired: HashSet<Id> = jobs
+            .iter()
+            .map(|j| j.pack)
+            .filter(|p| !written.failed_packs.contains(p))
+            .collect();
+        let new = IndexData::new(written.key_sets, written.packs);
+        commit(e, guard, &mut files, new, &retired, &[], &mut out)?;
+    }
+    e.progress.finish();
+    let renew = plan.renew_index_files;
+    commit(
+        e,
+        guard,
+        &mut files,
+        IndexData::default(),
+        &HashSet::new(),
+        &renew,
+        &mut out,
+    )?;
     Ok(out)
+}
+
+/// Steps 2 to 4 of the module docs for one batch.
+fn commit(
+    e: &Engine,
+    guard: &dyn Fn() -> Result<()>,
+    files: &mut IndexFiles,
+    new: IndexData,
+    retired: &HashSet<Id>,
+    renew: &[Id],
+    out: &mut Outcome,
+) -> Result<()> {
+    if !new.packs.is_empty() {
+        out.index_files_written += e.repo.save_index(new)?.len() as u64;
+    }
+    let retired_nos: HashSet<u32> = retired
+        .iter()
+        .filter_map(|id| files.pack_no.get(id).copied())
+        .collect();
+    let affected: Vec<Id> = files
+        .files
+        .iter()
+        .filter(|(f, packs)| renew.contains(f) || packs.iter().any(|p| retired_nos.contains(p)))
+        .map(|(f, _)| *f)
+        .collect();
+    let survivors: BTreeSet<u32> = affected
+        .iter()
+        .flat_map(|f| files.files[f].iter().copied())
+        .filter(|p| !retired_nos.contains(p))
+        .collect();
+    for part in listing(e, &survivors).split() {
+        let id = e.repo.save_index_file(&part)?;
+        let nos = part.packs.iter().map(|p| files.pack_no[&p.id]).collect();
+        files.files.insert(id, nos);
+        out.index_files_written += 1;
+    }
+    if affected.is_empty() && retired.is_empty() {
+        return Ok(());
+    }
+    guard()?;
+    for f in affected {
+        e.repo.delete_index_file(&f)?;
+        files.files.remove(&f);
+        out.index_files_deleted += 1;
+    }
+    let mut retired: Vec<&Id> = retired.iter().collect();
+    retired.sort();
+    for id in retired {
+        e.repo.delete_pack(id)?;
+        out.packs_deleted += 1;
+    }
+    Ok(())
+}
+
+/// The index data of packs that stay listed, rebuilt from the loaded index.
+fn listing(e: &Engine, packs: &BTreeSet<u32>) -> IndexData {
+    let mut sets = KeySetTable::default();
+    let records = packs
+        .iter()
+        .map(|&no| {
+            let p = &e.index.packs()[no as usize];
+            PackRecord {
+                id: p.id,
+                size: p.size,
+                chunks: e.by_pack[no as usize]
+                    .iter()
+                    .map(|c| ChunkRecord {
+                        id: c.id,
+                        offset: c.location.offset as u32,
+                        length: c.location.length as u32,
+                        raw_length: c.location.raw_length as u32,
+                        key_set: sets.number(c.key_set),
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    IndexData::new(sets.into_sets(), records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::{ChunkId, Location};
+
+    fn job(pack: u8, lengths: &[u64]) -> PackJob<'static> {
+        PackJob {
+            pack: Id([pack; 32]),
+            items: lengths
+                .iter()
+                .map(|&length| Item {
+                    chunk: IndexedChunk {
+                        id: ChunkId([pack; 32]),
+                        location: Location {
+                            pack: Id([pack; 32]),
+                            offset: 0,
+                            length,
+                            raw_length: length,
+                        },
+                        key_set: &[],
+                        key_set_no: 0,
+                        pack_no: 0,
+                    },
+                    action: Action::Copy,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn batches_hold_about_the_bytes_asked_and_every_pack_once() {
+        let packs = vec![
+            job(1, &[60, 50]),
+            job(2, &[]),
+            job(3, &[200]),
+            job(4, &[10]),
+            job(5, &[10]),
+        ];
+        assert_eq!(batches(&packs, 100), vec![0..1, 1..3, 3..5]);
+        assert_eq!(batches(&packs, 1000), vec![0..5]);
+        // An empty pack (only dropped chunks) rides with the next.
+        assert_eq!(batches(&packs, 1), vec![0..1, 1..3, 3..4, 4..5]);
+        assert!(batches(&[], 100).is_empty());
+    }
 }

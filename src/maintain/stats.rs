@@ -1,209 +1,295 @@
-//! `envarc stats`: the blast radius of every key version. For each key (CMK,
-//! transit key or raw key) and version that wrapped any data key in the
-//! repository: how many object messages (file contents) and bytes it
-//! protects, which snapshots refer to them, and how many snapshot manifests
-//! and index files it wraps. Reads headers only (no key is used).
+//! `envarc stats`: the blast radius of every key version. For each key
+//! (CMK, transit key, raw key, KMS key) and version that wraps anything in
+//! the repository: the chunks whose data keys it wraps (unique chunks,
+//! their bytes, the bytes of their messages), the files and snapshots that
+//! need one of those chunks, and the snapshot manifests, index files and the
+//! config it wraps; which version is current and which are retired (by the
+//! repository's config, or by the keyring).
+//!
+//! Chunk sharing widens the radius: a chunk first stored under file A's data
+//! key and later needed by file B is referenced, not stored again, so B's
+//! content partly sits under A's key, and B counts for the version that
+//! wraps A's key. A chunk stored twice (an interrupted rewrap) counts for
+//! the versions of both copies.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::Mutex;
 
-use rayon::prelude::*;
 use serde::Serialize;
 
-use super::headers::{scan, Scan};
-use super::keys::KeyVersion;
-use crate::envelope::MessageId;
+use super::messages::{scan, Others, Wrapped};
+use super::refs::{references, Visitor};
+use crate::pool::Pool;
 use crate::progress::Progress;
-use crate::repo::{EntryKind, Id, Repository};
-use crate::Result;
+use crate::repo::{Entry, EntryKind, Index, KeyVersion, Repository};
+use crate::{Error, Result};
 
 /// What one key version protects.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct VersionStats {
-    pub key: Option<KeyVersion>,
+    pub key: KeyVersion,
     /// Whether new data keys are wrapped by this version now.
     pub current: bool,
-    /// Object messages (stored file contents) whose data key it wraps; a
-    /// message stored twice (an interrupted rewrap) counts once per copy.
-    pub objects: u64,
-    /// Plaintext bytes of those messages.
-    pub plaintext_bytes: u64,
-    /// Bytes they take in the repository.
+    /// Who refuses it: `repository` (its config retired it), `keyring`
+    /// (retired, pending deletion or destroyed there).
+    pub retired: Vec<String>,
+    /// Unique chunks with a copy whose data key it wraps.
+    pub chunks: u64,
+    /// Their bytes (uncompressed).
+    pub chunk_bytes: u64,
+    /// Bytes of those copies' messages in the repository.
     pub stored_bytes: u64,
-    /// Snapshots with at least one file whose content it protects (hex IDs,
-    /// oldest first).
+    /// Files (distinct paths over all snapshots) that need one of them.
+    pub files: u64,
+    /// Snapshots with such a file (hex IDs, oldest first).
     pub snapshots: Vec<String>,
-    /// Snapshot manifests (file names and metadata) it wraps.
+    /// Snapshot manifests, index files and whether the config it wraps.
     pub manifests: u64,
     pub index_files: u64,
-    /// Whether it wraps the config's key check.
-    pub key_check: bool,
+    pub config: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Stats {
     /// Sorted by key, then version.
     pub versions: Vec<VersionStats>,
-    /// Distinct object messages.
-    pub objects: u64,
-    /// Object messages listed at more than one place.
+    /// Unique chunks, and chunks stored at more than one place.
+    pub chunks: u64,
     pub duplicated: u64,
     pub snapshots: u64,
-    /// Messages whose header could not be read, snapshots that could not be
-    /// listed (each with the reason).
+    /// Snapshots and headers that could not be read, with the reason.
     pub problems: Vec<String>,
 }
 
-/// Snapshots (oldest first), what refers to each message (positions in the
-/// snapshot list), and the snapshots that could not be read.
-type References = (Vec<Id>, HashMap<MessageId, Vec<u32>>, Vec<String>);
-
-/// Snapshots' references: message ID -> snapshot positions (in `order`).
-pub(crate) fn references(repo: &Repository, progress: &dyn Progress) -> Result<References> {
-    let (metas, failed) = repo.snapshots_lenient()?;
-    let order: Vec<Id> = metas.iter().map(|(id, _)| *id).collect();
-    let mut problems: Vec<String> = failed
-        .iter()
-        .map(|(id, e)| format!("snapshot {id} cannot be read: {e}"))
-        .collect();
-    progress.start("reading snapshots", Some(order.len() as u64), None);
-    let loaded: Vec<Result<Vec<MessageId>>> = order
-        .par_iter()
-        .map(|id| {
-            let mut ids = Vec::new();
-            let r = repo.load_snapshot_with(id, |e| {
-                if e.kind == EntryKind::File {
-                    ids.extend(e.content);
-                }
-                Ok(())
-            });
-            progress.advance(1, 0);
-            r.map(|_| ids)
-        })
-        .collect();
-    progress.finish();
-    let mut refs: HashMap<MessageId, Vec<u32>> = HashMap::new();
-    for (pos, r) in loaded.into_iter().enumerate() {
-        match r {
-            Ok(ids) => {
-                for m in ids {
-                    let v = refs.entry(m).or_default();
-                    if v.last() != Some(&(pos as u32)) {
-                        v.push(pos as u32);
-                    }
-                }
-            }
-            Err(e) => problems.push(format!("snapshot {} cannot be read: {e}", order[pos])),
+impl VersionStats {
+    fn new(key: KeyVersion) -> VersionStats {
+        VersionStats {
+            key,
+            current: false,
+            retired: Vec::new(),
+            chunks: 0,
+            chunk_bytes: 0,
+            stored_bytes: 0,
+            files: 0,
+            snapshots: Vec::new(),
+            manifests: 0,
+            index_files: 0,
+            config: false,
         }
     }
-    Ok((order, refs, problems))
 }
 
-/// Computes the blast radius of every key version. `is_current` says which
-/// versions wrap new data keys.
-pub fn stats(
-    repo: &Repository,
-    is_current: &dyn Fn(&KeyVersion) -> bool,
-    progress: &dyn Progress,
-) -> Result<Stats> {
+/// What the repository alone cannot tell: which versions are current and
+/// which the keyring refuses.
+pub struct KeyFacts<'a> {
+    pub is_current: &'a dyn Fn(&KeyVersion) -> bool,
+    pub keyring_retired: &'a [KeyVersion],
+}
+
+/// Numbers key versions so that a set of them is a bit mask.
+#[derive(Default)]
+struct Versions {
+    list: Vec<KeyVersion>,
+    no: HashMap<KeyVersion, u32>,
+}
+
+type Mask = u128;
+
+impl Versions {
+    fn add(&mut self, kv: &KeyVersion) -> Result<Mask> {
+        if let Some(n) = self.no.get(kv) {
+            return Ok(1 << n);
+        }
+        let n = self.list.len() as u32;
+        if n >= Mask::BITS {
+            return Err(Error::Other(format!(
+                "the repository uses more than {} key versions; stats cannot count them",
+                Mask::BITS
+            )));
+        }
+        self.list.push(kv.clone());
+        self.no.insert(kv.clone(), n);
+        Ok(1 << n)
+    }
+
+    fn mask(&mut self, set: &[KeyVersion]) -> Result<Mask> {
+        set.iter().try_fold(0, |m, kv| Ok(m | self.add(kv)?))
+    }
+}
+
+fn bits(mask: Mask) -> impl Iterator<Item = usize> {
+    (0..Mask::BITS as usize).filter(move |b| mask & (1 << b) != 0)
+}
+
+/// The per-snapshot half: which versions each snapshot and path needs.
+struct Needs<'a> {
+    index: &'a Index,
+    set_masks: &'a [Mask],
+    hasher: std::collections::hash_map::RandomState,
+    state: Mutex<(Vec<Mask>, HashMap<u64, Mask>)>,
+}
+
+impl Needs<'_> {
+    fn of(&self, e: &Entry) -> Mask {
+        e.chunks
+            .iter()
+            .flat_map(|c| self.index.copies(c))
+            .fold(0, |m, c| m | self.set_masks[c.key_set_no as usize])
+    }
+}
+
+#[derive(Default)]
+struct Needed {
+    snapshot: Mask,
+    files: Vec<(u64, Mask)>,
+}
+
+impl Visitor for Needs<'_> {
+    type Local = Needed;
+
+    fn entry(&self, local: &mut Needed, e: &Entry) {
+        if e.kind != EntryKind::File {
+            return;
+        }
+        let m = self.of(e);
+        if m != 0 {
+            local.snapshot |= m;
+            local.files.push((self.hasher.hash_one(&e.path), m));
+        }
+    }
+
+    fn snapshot_done(&self, pos: usize, local: Needed) {
+        let mut s = self.state.lock().expect("no panics holding it");
+        if s.0.len() <= pos {
+            s.0.resize(pos + 1, 0);
+        }
+        s.0[pos] = local.snapshot;
+        for (h, m) in local.files {
+            *s.1.entry(h).or_default() |= m;
+        }
+    }
+}
+
+/// Adds the chunk counts of the index to `rows`; returns (unique chunks,
+/// duplicated chunks).
+fn count_chunks(index: &Index, set_masks: &[Mask], rows: &mut [VersionStats]) -> (u64, u64) {
+    let (mut unique, mut duplicated) = (0, 0);
+    let mut chunks = index.chunks().peekable();
+    while let Some(first) = chunks.next() {
+        let mut mask = 0;
+        let mut copies = 0;
+        let mut c = first;
+        loop {
+            let m = set_masks[c.key_set_no as usize];
+            mask |= m;
+            copies += 1;
+            for b in bits(m) {
+                rows[b].stored_bytes += c.location.length;
+            }
+            match chunks.next_if(|n| n.id == first.id) {
+                Some(n) => c = n,
+                None => break,
+            }
+        }
+        unique += 1;
+        duplicated += u64::from(copies > 1);
+        for b in bits(mask) {
+            rows[b].chunks += 1;
+            rows[b].chunk_bytes += first.location.raw_length;
+        }
+    }
+    (unique, duplicated)
+}
+
+/// Adds what wraps the snapshots, index files and config (their versions
+/// are numbered already).
+fn count_others(others: &Others, v: &mut Versions, rows: &mut [VersionStats]) -> Result<()> {
+    let mut each = |w: &Wrapped, what: fn(&mut VersionStats)| -> Result<()> {
+        if let Ok(ks) = w {
+            for b in bits(v.mask(ks)?) {
+                what(&mut rows[b]);
+            }
+        }
+        Ok(())
+    };
+    for (_, w) in &others.snapshots {
+        each(w, |r| r.manifests += 1)?;
+    }
+    for (_, w) in &others.index_files {
+        each(w, |r| r.index_files += 1)?;
+    }
+    each(&others.config, |r| r.config = true)
+}
+
+/// Computes the blast radius of every key version.
+pub fn stats(repo: &Repository, facts: &KeyFacts, progress: &dyn Progress) -> Result<Stats> {
+    let pool = Pool::for_repo(repo)?;
     let index = repo.load_index()?;
-    let scan = scan(repo, &index, progress)?;
-    let (order, refs, mut problems) = references(repo, progress)?;
-    let mut by: BTreeMap<u32, (VersionStats, BTreeSet<u32>)> = BTreeMap::new();
-    fn entry<'a>(
-        by: &'a mut BTreeMap<u32, (VersionStats, BTreeSet<u32>)>,
-        scan: &Scan,
-        is_current: &dyn Fn(&KeyVersion) -> bool,
-        k: u32,
-    ) -> &'a mut (VersionStats, BTreeSet<u32>) {
-        by.entry(k).or_insert_with(|| {
-            let kv = scan.keys[k as usize].clone();
-            (
-                VersionStats {
-                    current: is_current(&kv),
-                    key: Some(kv),
-                    ..Default::default()
-                },
-                BTreeSet::new(),
-            )
-        })
+    let mut v = Versions::default();
+    let set_masks: Vec<Mask> = index
+        .key_sets()
+        .iter()
+        .map(|s| v.mask(s))
+        .collect::<Result<_>>()?;
+    let others = scan(repo, &pool, progress)?;
+    let wrapped = others
+        .snapshots
+        .iter()
+        .chain(&others.index_files)
+        .map(|(_, w)| w);
+    for ks in wrapped.chain([&others.config]).flatten() {
+        v.mask(ks)?;
     }
-    for o in &scan.objects {
-        let keys = match &o.keys {
-            Ok(k) => k,
-            Err(e) => {
-                problems.push(format!("message {}: {e}", hex::encode(o.id)));
-                continue;
-            }
-        };
-        for &k in keys {
-            let (v, snaps) = entry(&mut by, &scan, is_current, k);
-            v.objects += 1;
-            v.plaintext_bytes += o.loc.plaintext_len;
-            v.stored_bytes += o.loc.length;
-            if let Some(s) = refs.get(&o.id) {
-                snaps.extend(s.iter().copied());
-            }
-        }
+    for kv in repo.config().retired.iter().chain(facts.keyring_retired) {
+        v.add(kv)?;
     }
-    count_files(&scan, &mut problems, &mut |k, what| {
-        let (v, _) = entry(&mut by, &scan, is_current, k);
-        match what {
-            FileKind::Manifest => v.manifests += 1,
-            FileKind::Index => v.index_files += 1,
-            FileKind::KeyCheck => v.key_check = true,
+    let mut rows: Vec<VersionStats> = v.list.iter().cloned().map(VersionStats::new).collect();
+    count_others(&others, &mut v, &mut rows)?;
+    let (chunks, duplicated) = count_chunks(&index, &set_masks, &mut rows);
+    let needs = Needs {
+        index: &index,
+        set_masks: &set_masks,
+        hasher: Default::default(),
+        state: Mutex::new((Vec::new(), HashMap::new())),
+    };
+    let snaps = references(repo, &pool, &needs, progress)?;
+    let (snap_masks, paths) = needs.state.into_inner().expect("no panics holding it");
+    for m in paths.values() {
+        bits(*m).for_each(|b| rows[b].files += 1);
+    }
+    for (pos, (id, _)) in snaps.all.iter().enumerate() {
+        let m = snap_masks.get(pos).copied().unwrap_or(0);
+        bits(m).for_each(|b| rows[b].snapshots.push(id.to_hex()));
+    }
+    let retired = |kv: &KeyVersion| {
+        let mut by = Vec::new();
+        if repo.config().retired.contains(kv) {
+            by.push("repository".to_string());
         }
-    });
-    let mut versions: Vec<VersionStats> = by
-        .into_values()
-        .map(|(mut v, snaps)| {
-            v.snapshots = snaps
-                .into_iter()
-                .map(|p| order[p as usize].to_hex())
-                .collect();
-            v
-        })
-        .collect();
-    versions.sort_by(|a, b| a.key.cmp(&b.key));
+        if facts.keyring_retired.contains(kv) {
+            by.push("keyring".to_string());
+        }
+        by
+    };
+    for (row, kv) in rows.iter_mut().zip(&v.list) {
+        row.key = kv.clone();
+        row.current = (facts.is_current)(kv);
+        row.retired = retired(kv);
+    }
+    rows.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut problems = others.problems();
+    problems.extend(
+        snaps
+            .failed
+            .iter()
+            .map(|(id, e)| format!("snapshot {id} cannot be read: {e}")),
+    );
     Ok(Stats {
-        versions,
-        objects: index.len() as u64,
-        duplicated: index.duplicated() as u64,
-        snapshots: order.len() as u64,
+        versions: rows,
+        chunks,
+        duplicated,
+        snapshots: snaps.all.len() as u64,
         problems,
     })
-}
-
-enum FileKind {
-    Manifest,
-    Index,
-    KeyCheck,
-}
-
-fn count_files(scan: &Scan, problems: &mut Vec<String>, each: &mut dyn FnMut(u32, FileKind)) {
-    for (list, what) in [
-        (&scan.snapshots, "snapshot"),
-        (&scan.index_files, "index file"),
-    ] {
-        for f in list {
-            match &f.keys {
-                Ok(ks) => {
-                    for &k in ks {
-                        each(
-                            k,
-                            if what == "snapshot" {
-                                FileKind::Manifest
-                            } else {
-                                FileKind::Index
-                            },
-                        );
-                    }
-                }
-                Err(e) => problems.push(format!("{what} {}: {e}", f.id)),
-            }
-        }
-    }
-    match &scan.key_check {
-        Ok(ks) => ks.iter().for_each(|&k| each(k, FileKind::KeyCheck)),
-        Err(e) => problems.push(format!("key check: {e}")),
-    }
 }

@@ -275,16 +275,21 @@ impl OuterConfig {
         })
     }
 
-    /// Opens the sealed copy with `provider` (which must apply the claimed
-    /// key policy), then checks that every clear field equals it.
-    pub fn open(&self, provider: &dyn KeyProvider) -> Result<(Config, Secrets)> {
-        let header = crate::envelope::open_header(
+    /// The sealed message's header (not authenticated). Pure.
+    pub fn sealed_header(&self) -> Result<crate::envelope::Header> {
+        Ok(crate::envelope::open_header(
             &mut &self.sealed[..],
             CommitmentPolicy::RequireCommitment,
             &ReadLimits::default(),
         )
         .map_err(|e| invalid(format!("the sealed config: {e}")))?
-        .header;
+        .header)
+    }
+
+    /// Opens the sealed copy with `provider` (which must apply the claimed
+    /// key policy), then checks that every clear field equals it.
+    pub fn open(&self, provider: &dyn KeyProvider) -> Result<(Config, Secrets)> {
+        let header = self.sealed_header()?;
         self.claimed
             .policy()
             .check(&header.edks)

@@ -100,6 +100,31 @@ impl IndexData {
     }
 }
 
+/// A table of key sets that chunk records point into, built as records are
+/// added (the [`IndexData::key_sets`] of an index file being written).
+#[derive(Default)]
+pub struct KeySetTable {
+    sets: Vec<Vec<KeyVersion>>,
+    numbers: HashMap<Vec<KeyVersion>, u32>,
+}
+
+impl KeySetTable {
+    /// The number of `set` in the table, added if new.
+    pub fn number(&mut self, set: &[KeyVersion]) -> u32 {
+        if let Some(n) = self.numbers.get(set) {
+            return *n;
+        }
+        let n = self.sets.len() as u32;
+        self.sets.push(set.to_vec());
+        self.numbers.insert(set.to_vec(), n);
+        n
+    }
+
+    pub fn into_sets(self) -> Vec<Vec<KeyVersion>> {
+        self.sets
+    }
+}
+
 /// Where a chunk message lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Location {
@@ -117,6 +142,8 @@ pub struct IndexedChunk<'a> {
     pub location: Location,
     /// The key versions that wrap its data key.
     pub key_set: &'a [KeyVersion],
+    /// Its number in [`Index::key_sets`].
+    pub key_set_no: u32,
     /// Position of its pack in [`Index::packs`].
     pub pack_no: u32,
 }
@@ -237,6 +264,7 @@ impl Index {
             id: ChunkId(s.id),
             location: self.location(s),
             key_set: &self.key_sets[s.key_set as usize],
+            key_set_no: s.key_set,
             pack_no: s.pack,
         }
     }
@@ -253,6 +281,16 @@ impl Index {
     /// Every copy of chunk `id`.
     pub fn locations(&self, id: &ChunkId) -> Vec<Location> {
         self.range(id).iter().map(|s| self.location(s)).collect()
+    }
+
+    /// Every copy of chunk `id`, with its key set.
+    pub fn copies(&self, id: &ChunkId) -> impl Iterator<Item = IndexedChunk<'_>> {
+        self.range(id).iter().map(|s| self.chunk(s))
+    }
+
+    /// The distinct key sets chunks point into.
+    pub fn key_sets(&self) -> &[Vec<KeyVersion>] {
+        &self.key_sets
     }
 
     /// Every copy of every chunk, by chunk ID.
@@ -307,13 +345,18 @@ impl Repository {
     /// Writes index files for `data` (split into files of bounded size);
     /// durable when this returns. Call after the packs are durable.
     pub fn save_index(&self, data: IndexData) -> Result<Vec<Id>> {
-        let mut ids = Vec::new();
-        for part in data.split() {
-            let id = Id::random();
-            self.write_message(&index_name(&id), Kind::Index, Some(&id), &part.encode())?;
-            ids.push(id);
-        }
-        Ok(ids)
+        data.split()
+            .iter()
+            .map(|part| self.save_index_file(part))
+            .collect()
+    }
+
+    /// Writes one index file holding `data` as it is (the caller keeps it
+    /// within [`IndexData::split`]'s bounds); durable when this returns.
+    pub fn save_index_file(&self, data: &IndexData) -> Result<Id> {
+        let id = Id::random();
+        self.write_message(&index_name(&id), Kind::Index, Some(&id), &data.encode())?;
+        Ok(id)
     }
 
     /// Reads and opens one index file.

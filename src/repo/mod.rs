@@ -118,11 +118,13 @@ pub use config::{
     key_fingerprint, Config, InitOptions, OuterConfig, Secrets, DEFAULT_PACK_SIZE, FORMAT_VERSION,
     MAX_FRAME_LENGTH,
 };
-pub use index::{index_name, Index, IndexBuilder, IndexData, IndexedChunk, IndexedPack, Location};
+pub use index::{
+    index_name, Index, IndexBuilder, IndexData, IndexedChunk, IndexedPack, KeySetTable, Location,
+};
 pub use keys::{describe_key, KeyPolicy, KeyRef, KeyVersion, PolicyProvider};
 pub use pack::{pack_name, ChunkRecord, FullPack, PackRecord, PackWriter};
 pub use pins::{Pin, PinStatus, Pins};
-pub use read::{FileKey, ObjectReader};
+pub use read::{FileKey, ObjectReader, OpenedChunk};
 pub use snapshot::{
     decode_manifest, encode_manifest, snapshot_name, Entry, EntryKind, SnapshotMeta, Summary, Time,
     SNAPSHOT_VERSION,
@@ -393,6 +395,26 @@ impl Repository {
         self.provider.set_policy(config.policy());
         self.config = config;
         Ok(())
+    }
+
+    /// Seals the config anew (generation + 1, a new message under a fresh
+    /// data key wrapped by the current key versions), settings unchanged:
+    /// rewrap's last step. Under the exclusive lock; the caller updates
+    /// its pin afterwards.
+    pub fn reseal_config(&mut self) -> Result<()> {
+        self.write_config(self.config.clone())
+    }
+
+    /// The header of the sealed config message as stored now: which key
+    /// versions wrap it. Not authenticated.
+    pub fn config_header(&self) -> Result<crate::envelope::Header> {
+        let bytes = self.storage.read("config").map_err(|e| {
+            Error::io(
+                format!("reading the config of {}", self.storage.location()),
+                e,
+            )
+        })?;
+        OuterConfig::parse(&bytes)?.sealed_header()
     }
 
     /// Records `keys` as the repository's key set (for envarc's own key

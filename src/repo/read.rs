@@ -6,8 +6,8 @@
 use std::io::{self, Read};
 
 use crate::envelope::{
-    open_header, CommitmentPolicy, DataKey, Decryptor, EncryptedDataKey, Encryptor, Header,
-    ReadLimits,
+    open_header, CommitmentPolicy, DataKey, Decryptor, EncryptedDataKey, EncryptionContext,
+    Encryptor, Header, ReadLimits,
 };
 use crate::{Error, Result};
 
@@ -89,6 +89,42 @@ pub struct FileKey {
     compression: Compression,
     /// The key versions that wrap it (for the index).
     pub key_set: Vec<KeyVersion>,
+}
+
+impl FileKey {
+    /// A data key that is already wrapped as `edks` (rewrap keeps a chunk's
+    /// data key and wraps it under the current version).
+    pub fn from_parts(
+        data_key: DataKey,
+        edks: Vec<EncryptedDataKey>,
+        compression: Compression,
+    ) -> FileKey {
+        let key_set = edks.iter().map(KeyVersion::of).collect();
+        FileKey {
+            data_key,
+            edks,
+            compression,
+            key_set,
+        }
+    }
+}
+
+/// A chunk message opened by [`Repository::open_chunk_body`].
+pub struct OpenedChunk {
+    pub header: Header,
+    /// The plaintext of the message: the chunk as stored (a zstd frame, or
+    /// the chunk itself under compression `none`).
+    pub body: Vec<u8>,
+    /// What its context says: [`Compression::Off`] for `none`, else
+    /// [`Compression::Auto`] (the level does not matter to a stored body).
+    pub compression: Compression,
+}
+
+struct Decrypted {
+    header: Header,
+    compression: String,
+    body: Option<Vec<u8>>,
+    chunk: Vec<u8>,
 }
 
 impl Repository {
@@ -211,6 +247,38 @@ impl Repository {
     /// Opens one chunk message (its exact bytes) that the index lists for
     /// `id`, checking everything listed in the module docs.
     pub fn open_chunk(&self, message: &[u8], loc: &Location, id: &ChunkId) -> Result<Vec<u8>> {
+        Ok(self.decrypt_chunk(message, loc, id, false)?.chunk)
+    }
+
+    /// Opens a chunk message for the rewriters (rewrap, reencrypt), with the
+    /// same checks as [`Repository::open_chunk`]: its header, its body as
+    /// stored (compressed or not) and its compression, so that the body can
+    /// go into a new message without being compressed again.
+    pub fn open_chunk_body(
+        &self,
+        message: &[u8],
+        loc: &Location,
+        id: &ChunkId,
+    ) -> Result<OpenedChunk> {
+        let d = self.decrypt_chunk(message, loc, id, true)?;
+        let compression = match d.compression.as_str() {
+            "none" => Compression::Off,
+            _ => Compression::Auto,
+        };
+        Ok(OpenedChunk {
+            header: d.header,
+            body: d.body.expect("kept when asked"),
+            compression,
+        })
+    }
+
+    fn decrypt_chunk(
+        &self,
+        message: &[u8],
+        loc: &Location,
+        id: &ChunkId,
+        keep_body: bool,
+    ) -> Result<Decrypted> {
         let name = format!(
             "chunk {} in {} at {}",
             id.short(),
@@ -235,6 +303,7 @@ impl Repository {
         .map_err(|e| named(e, &name))?;
         let mut body = Vec::with_capacity(loc.raw_length as usize + 64);
         dec.copy_to(&mut body).map_err(|e| named(e, &name))?;
+        let kept = keep_body.then(|| body.clone());
         let chunk = compress::decode(&compression, body, loc.raw_length as usize)
             .map_err(|why| Error::Integrity(format!("{name}: {why}")))?;
         if self.chunker().id(&chunk) != *id {
@@ -242,7 +311,31 @@ impl Repository {
                 "{name}: its content does not match the chunk ID that refers to it (moved, swapped or replaced)"
             )));
         }
-        Ok(chunk)
+        Ok(Decrypted {
+            header,
+            compression,
+            body: kept,
+            chunk,
+        })
+    }
+
+    /// A new message for a chunk whose body ([`OpenedChunk::body`]) is
+    /// already in its stored form, under `key` (a new message ID every
+    /// time): for rewrap, which keeps a chunk's data key and wraps it anew,
+    /// and reencrypt, which gives it a fresh one.
+    pub fn reseal_chunk(&self, key: &FileKey, body: &[u8]) -> Result<Vec<u8>> {
+        let mut opts = self.encrypt_options(Kind::Chunk, None);
+        opts.context = self.chunk_context(key.compression);
+        let out = Vec::with_capacity(body.len() + body.len() / 1024 + 1024);
+        let mut enc = Encryptor::with_data_key(&key.data_key, key.edks.clone(), &opts, out)?;
+        io::Write::write_all(&mut enc, body).map_err(crate::envelope::from_io)?;
+        Ok(enc.finish()?.0)
+    }
+
+    /// The encryption context of a chunk message of `compression`: what
+    /// its EDKs are bound to.
+    pub fn chunk_context_of(&self, compression: Compression) -> EncryptionContext {
+        self.chunk_context(compression)
     }
 
     /// Reads chunk `id` at `loc`.
@@ -315,6 +408,31 @@ impl Repository {
         )
         .map(|_| ())
         .map_err(|e| named(e, &name))
+    }
+
+    /// The header of the message object `name` holds (an index file or a
+    /// snapshot), from its first bytes only: which keys wrap it, for stats,
+    /// rewrap and reencrypt. Not authenticated (no key is used); the key
+    /// policy is not applied, so that a message under a retired version can
+    /// still be named.
+    pub fn object_header(&self, name: &str) -> Result<Header> {
+        let limits = ReadLimits::default();
+        let io_err = |e| {
+            Error::io(
+                format!("reading {name} in {}", self.storage().location()),
+                e,
+            )
+        };
+        let size = self.storage().stat(name).map_err(io_err)?.size;
+        let want = size.min(limits.max_header_size as u64);
+        let prefix = self.storage().read_range(name, 0, want).map_err(io_err)?;
+        Ok(open_header(
+            &mut &prefix[..],
+            CommitmentPolicy::RequireCommitment,
+            &limits,
+        )
+        .map_err(|e| named(e, name))?
+        .header)
     }
 
     /// The header of a chunk message (for stats and rewrap: its EDKs).

@@ -336,6 +336,10 @@ impl Storage for LocalStorage {
         }
         Ok(out)
     }
+
+    fn remove_leftover(&self, leftover: &ObjectInfo) -> io::Result<()> {
+        LocalStorage::remove_leftover(self, leftover)
+    }
 }
 
 impl LocalStorage {

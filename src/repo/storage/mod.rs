@@ -148,6 +148,16 @@ pub trait Storage: Send + Sync {
     fn leftovers(&self) -> io::Result<Vec<ObjectInfo>> {
         Ok(Vec::new())
     }
+
+    /// Removes one temporary object [`Storage::leftovers`] listed (their
+    /// names are not object names, so [`Storage::delete`] refuses them).
+    /// Only under an exclusive lock, like `leftovers`.
+    fn remove_leftover(&self, leftover: &ObjectInfo) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("{} cannot remove {}", self.location(), leftover.name),
+        ))
+    }
 }
 
 /// Checks that an object name is one the repository writes: relative,

@@ -538,4 +538,8 @@ impl Storage for SftpStorage {
     fn leftovers(&self) -> io::Result<Vec<ObjectInfo>> {
         self.inner.walk("", "", true)
     }
+
+    fn remove_leftover(&self, leftover: &ObjectInfo) -> io::Result<()> {
+        SftpStorage::remove_leftover(self, leftover)
+    }
 }
