@@ -26,8 +26,13 @@ use super::{GlobalArgs, Output};
 /// The storage at a repository location (a folder, `s3:…`, `sftp:…`, as
 /// restic spells them; see [`crate::repo::storage::url`]): the only place
 /// the CLI makes one. Its `location()` is what pins record.
-pub fn open_storage(location: &str) -> Result<Box<dyn Storage>> {
-    crate::repo::storage::open(location)
+pub fn open_storage(location: impl AsRef<std::ffi::OsStr>) -> Result<Box<dyn Storage>> {
+    let l = location.as_ref();
+    match l.to_str() {
+        Some(url) => crate::repo::storage::open(url),
+        // Not UTF-8, so no URL: a folder.
+        None => crate::repo::storage::url::open_local(std::path::Path::new(l)),
+    }
 }
 
 /// The repository and the key that opens it.
