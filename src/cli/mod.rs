@@ -2,6 +2,7 @@
 //! command group. The only place that prints, and the only user of indicatif.
 
 mod backup;
+mod copy;
 pub mod crypt;
 mod demo;
 mod demo_check;
@@ -98,6 +99,9 @@ pub enum Command {
     Restore(restore::RestoreArgs),
     /// List paths added, removed and changed between two snapshots.
     Diff(diff::DiffArgs),
+    /// Copy snapshots from another repository (--from-repo) into this one,
+    /// moving only the chunks it lacks (create it with `init --from-repo`).
+    Copy(copy::CopyArgs),
     /// Show, per key and key version, which chunks, files and snapshots it
     /// protects (the blast radius of each backing key).
     Stats(stats::StatsArgs),
@@ -131,6 +135,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Verify(a) => verify::verify(&out, &cli.global, a),
         Command::Restore(a) => restore::restore(&out, &cli.global, a),
         Command::Diff(a) => diff::diff(&out, &cli.global, a),
+        Command::Copy(a) => copy::copy(&out, &cli.global, a),
         Command::Stats(a) => stats::stats(&out, &cli.global, a),
         Command::Rewrap(a) => rewrap::rewrap(&out, &cli.global, a),
         Command::Reencrypt(a) => rewrap::reencrypt(&out, &cli.global, a),

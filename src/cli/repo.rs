@@ -93,7 +93,7 @@ impl RepoArgs {
 
 /// Opens with the pin check; `fingerprint`, when given, must be the key
 /// set's (`envarc trust --fingerprint`).
-fn open_pinned(
+pub(super) fn open_pinned(
     location: &str,
     key: &KeyArgs,
     g: &GlobalArgs,
@@ -169,6 +169,16 @@ pub struct InitArgs {
     pub chunk_min: Option<u64>,
     #[arg(long, value_name = "SIZE", value_parser = parse_size, hide = true)]
     pub chunk_max: Option<u64>,
+    /// Share this repository's chunk secrets and chunker (not its keys or
+    /// ID), so that `envarc copy --from-repo SRC` moves only missing chunks.
+    #[arg(long, value_name = "LOCATION", conflicts_with_all = ["chunk_size", "chunk_min", "chunk_max"])]
+    pub from_repo: Option<String>,
+    /// The raw AES key file of --from-repo, when it is not --raw-key-file.
+    #[arg(long, value_name = "FILE", requires = "from_repo")]
+    pub from_raw_key_file: Option<PathBuf>,
+    /// Accept --from-repo even if its keys or location differ from the pin.
+    #[arg(long, requires = "from_repo")]
+    pub trust_repository_keys: bool,
 }
 
 fn chunker_params(a: &InitArgs) -> Result<ChunkerParams> {
@@ -201,10 +211,25 @@ pub fn init(out: &Output, g: &GlobalArgs, a: InitArgs) -> Result<i32> {
         chunker: chunker_params(&a)?,
         compression: a.compression,
     };
+    let source = match &a.from_repo {
+        Some(from) => Some(super::copy::open_source(
+            from,
+            a.from_raw_key_file.as_ref(),
+            &a.key,
+            g,
+            out,
+            a.trust_repository_keys,
+            &mut None,
+        )?),
+        None => None,
+    };
     let (keys, provider) = init_keys(&a.key, g)?;
     let storage = open_storage(&a.repo)?;
     let at = storage.location();
-    let repo = Repository::init(storage, keys, provider, &opts)?;
+    let repo = match &source {
+        Some(src) => Repository::init_like(storage, keys, provider, &opts, src)?,
+        None => Repository::init(storage, keys, provider, &opts)?,
+    };
     let c = repo.config();
     let pins = Pins::default_location()?;
     pins.record(&at, c, true)?;
@@ -227,7 +252,17 @@ pub fn init(out: &Output, g: &GlobalArgs, a: InitArgs) -> Result<i32> {
         "pack_size": c.pack_size,
         "chunker": c.chunker,
         "compression": c.compression,
+        "chunk_secrets_of": source.as_ref().map(|s| s.config().id.clone()),
     }))?;
+    if let Some(src) = &source {
+        out.say(format!(
+            "it shares the chunk secrets and chunker of repository {} at {}: `envarc copy \
+             --from-repo {} --repo {at}` moves only the chunks it lacks",
+            src.config().id,
+            src.storage().location(),
+            src.storage().location()
+        ));
+    }
     Ok(crate::error::exit::OK)
 }
 
