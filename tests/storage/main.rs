@@ -14,8 +14,11 @@ mod moto;
 mod seaweedfs;
 #[path = "../util/sshd.rs"]
 mod sshd;
+#[path = "../util/mod.rs"]
+mod util;
 
 mod cases;
+mod cli;
 mod faults;
 mod locks;
 
