@@ -44,8 +44,14 @@ impl Cli {
             ("ENVARC_KEYRING".into(), self.keyring.clone().into()),
             ("ENVARC_PASSPHRASE".into(), PASSPHRASE.into()),
             ("ENVARC_ARGON2_PARAMS".into(), "m=1024,t=1,p=1".into()),
-            ("AWS_ACCESS_KEY_ID".into(), crate::seaweedfs::ACCESS_KEY.into()),
-            ("AWS_SECRET_ACCESS_KEY".into(), crate::seaweedfs::SECRET_KEY.into()),
+            (
+                "AWS_ACCESS_KEY_ID".into(),
+                crate::seaweedfs::ACCESS_KEY.into(),
+            ),
+            (
+                "AWS_SECRET_ACCESS_KEY".into(),
+                crate::seaweedfs::SECRET_KEY.into(),
+            ),
             ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
         ];
         if let Some(s) = crate::sshd_server() {
@@ -183,7 +189,12 @@ fn paths_of(v: &Value, key: &str) -> Vec<String> {
         .as_array()
         .unwrap_or_else(|| panic!("no {key} in {v}"))
         .iter()
-        .map(|p| p.as_str().or_else(|| p["path"].as_str()).unwrap().to_string())
+        .map(|p| {
+            p.as_str()
+                .or_else(|| p["path"].as_str())
+                .unwrap()
+                .to_string()
+        })
         .collect()
 }
 
@@ -198,7 +209,10 @@ fn cycle(label: &str, url: &str, copy_to: &str) {
     assert_eq!(first["errors"], 0, "{label}: {first}");
     let s1 = first["snapshot_id"].as_str().unwrap().to_string();
     let again = c.backup(url, "h");
-    assert_eq!(again["chunks_added"], 0, "{label}: unchanged re-backup {again}");
+    assert_eq!(
+        again["chunks_added"], 0,
+        "{label}: unchanged re-backup {again}"
+    );
     assert_eq!(again["files_changed"], 0, "{label}: {again}");
     assert_eq!(again["files_new"], 0, "{label}: {again}");
 
@@ -212,14 +226,22 @@ fn cycle(label: &str, url: &str, copy_to: &str) {
     assert_eq!(c.snapshot_ids(url).len(), 3, "{label}");
 
     let ls = c.ok(&c.on("ls", url, &[&s1]));
-    assert!(ls.contains("big.bin") && ls.contains("f002"), "{label}: {ls}");
+    assert!(
+        ls.contains("big.bin") && ls.contains("f002"),
+        "{label}: {ls}"
+    );
     let diff = c.json(&c.on("diff", url, &[&s1, &s3]));
     let text = diff.to_string();
     for p in ["new", "f001", "f002"] {
-        assert!(text.contains(&format!("/{p}")), "{label}: {p} not in {diff}");
+        assert!(
+            text.contains(&format!("/{p}")),
+            "{label}: {p} not in {diff}"
+        );
     }
     assert!(
-        paths_of(&diff, "removed").iter().any(|p| p.ends_with("/f002")),
+        paths_of(&diff, "removed")
+            .iter()
+            .any(|p| p.ends_with("/f002")),
         "{label}: {diff}"
     );
 
@@ -228,11 +250,19 @@ fn cycle(label: &str, url: &str, copy_to: &str) {
 
     // Two key versions in use; rewrap moves everything to the current one.
     let stats = c.json(&c.on("stats", url, &[]));
-    assert_eq!(stats["versions"].as_array().unwrap().len(), 2, "{label}: {stats}");
+    assert_eq!(
+        stats["versions"].as_array().unwrap().len(),
+        2,
+        "{label}: {stats}"
+    );
     let r = c.json(&c.on("rewrap", url, &[]));
     assert!(r["chunks"].as_u64().unwrap() > 0, "{label}: {r}");
     let stats = c.json(&c.on("stats", url, &[]));
-    assert_eq!(stats["versions"].as_array().unwrap().len(), 1, "{label}: {stats}");
+    assert_eq!(
+        stats["versions"].as_array().unwrap().len(),
+        1,
+        "{label}: {stats}"
+    );
     // reencrypt: the version in use, after one more rotation, moves out.
     c.ok(&["key", "rotate-on-demand", ALIAS]);
     let r = c.json(&c.on("reencrypt", url, &["--key-version", "alias/t/v2"]));
@@ -266,20 +296,41 @@ fn copy_local_into(label: &str, c: &Cli, dst: &str, unrelated: &str) {
     let local = c.dir.path().join("local");
     let local = local.to_str().unwrap();
     c.ok(&c.on("init", local, &["--key", ALIAS]));
-    let a = c.backup(local, "h")["snapshot_id"].as_str().unwrap().to_string();
+    let a = c.backup(local, "h")["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     std::fs::write(c.src.join("later"), util::random_bytes(77, 2_000_000)).unwrap();
-    let b = c.backup(local, "h")["snapshot_id"].as_str().unwrap().to_string();
+    let b = c.backup(local, "h")["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     c.ok(&c.on("init", dst, &["--key", ALIAS, "--from-repo", local]));
     let r = c.json(&c.on("copy", dst, &["--from-repo", local, &a]));
-    assert_eq!(r["copied"], Value::Array(vec![a.clone().into()]), "{label}: {r}");
+    assert_eq!(
+        r["copied"],
+        Value::Array(vec![a.clone().into()]),
+        "{label}: {r}"
+    );
     let first_chunks = r["chunks"].as_u64().unwrap();
     let r = c.json(&c.on("copy", dst, &["--from-repo", local]));
-    assert_eq!(r["copied"], Value::Array(vec![b.clone().into()]), "{label}: {r}");
-    assert_eq!(r["present"], Value::Array(vec![a.clone().into()]), "{label}: {r}");
+    assert_eq!(
+        r["copied"],
+        Value::Array(vec![b.clone().into()]),
+        "{label}: {r}"
+    );
+    assert_eq!(
+        r["present"],
+        Value::Array(vec![a.clone().into()]),
+        "{label}: {r}"
+    );
     // Only the new file's chunks travelled the second time.
     let second = r["chunks"].as_u64().unwrap();
-    assert!(second > 0 && second < first_chunks, "{label}: {second} vs {first_chunks}");
+    assert!(
+        second > 0 && second < first_chunks,
+        "{label}: {second} vs {first_chunks}"
+    );
     let r = c.json(&c.on("copy", dst, &["--from-repo", local]));
     assert_eq!(r["chunks"], 0, "{label}: {r}");
     assert_eq!(r["copied"], Value::Array(vec![]), "{label}: {r}");
@@ -297,7 +348,10 @@ fn copy_local_into(label: &str, c: &Cli, dst: &str, unrelated: &str) {
 
     let (code, _, err) = c.run(&c.on("copy", unrelated, &["--from-repo", local]));
     assert_eq!(code, 2, "{label}: {err}");
-    assert!(err.contains("init") && err.contains("--from-repo"), "{label}: {err}");
+    assert!(
+        err.contains("init") && err.contains("--from-repo"),
+        "{label}: {err}"
+    );
 }
 
 #[test]

@@ -19,6 +19,7 @@ mod util;
 
 mod cases;
 mod cli;
+mod cli_faults;
 mod faults;
 mod locks;
 
