@@ -22,6 +22,7 @@ mod repo_key;
 mod restore;
 mod rewrap;
 mod stats;
+mod unlock;
 mod verify;
 
 use std::path::PathBuf;
@@ -115,6 +116,9 @@ pub enum Command {
     Forget(forget::ForgetArgs),
     /// Remove data no snapshot refers to.
     Prune(forget::PruneArgs),
+    /// Remove the locks of processes that are gone (stale ones; every lock
+    /// with --remove-all).
+    Unlock(unlock::UnlockArgs),
     /// Show the rotation story end to end in a scratch folder: keyring, CMK,
     /// backups across two rotations, dedup, verify, restore, blast radius.
     Demo(demo::DemoArgs),
@@ -141,6 +145,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Reencrypt(a) => rewrap::reencrypt(&out, &cli.global, a),
         Command::Forget(a) => forget::forget(&out, &cli.global, a),
         Command::Prune(a) => forget::prune(&out, &cli.global, a),
+        Command::Unlock(a) => unlock::unlock(&out, &cli.global, a),
         Command::Demo(a) => demo::demo(&out, &cli.global, a),
     }
 }

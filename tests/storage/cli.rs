@@ -369,3 +369,57 @@ fn every_command_on_sftp() {
     };
     cycle("sftp", &t.url("cli-cycle"), &t.url("cli-copy"));
 }
+
+/// A lock left by a process on another host blocks prune (exit 6, naming
+/// `envarc unlock`); `unlock` keeps it while it may be live, removes it
+/// once stale or with --remove-all.
+#[test]
+fn unlock_removes_another_hosts_lock() {
+    let Some(t) = crate::weed_target() else {
+        return;
+    };
+    let url = t.url("cli-unlock");
+    let mut c = Cli::new();
+    c.env.push(("ENVARC_LOCK_STALE_AFTER".into(), "4".into()));
+    c.ok(&c.on("init", &url, &["--key", ALIAS]));
+    let store = t.open("cli-unlock");
+    let plant = |name: &str| {
+        let info = format!(
+            r#"{{"kind":"shared","pid":4242,"host":"elsewhere","time":"{}"}}"#,
+            time_now()
+        );
+        store.create(name, info.as_bytes()).unwrap();
+    };
+    plant("locks/aaaa");
+    let (code, _, err) = c.run(&c.on("prune", &url, &[]));
+    assert_eq!(code, 6, "{err}");
+    assert!(
+        err.contains("elsewhere") && err.contains("envarc unlock"),
+        "{err}"
+    );
+    let v = c.json(&["unlock", "-r", &url]);
+    assert_eq!(v["kept"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(crate::names(&*store, "locks/"), vec!["locks/aaaa"]);
+    let v = c.json(&["unlock", "-r", &url, "--remove-all"]);
+    assert_eq!(v["removed"].as_array().unwrap().len(), 1, "{v}");
+    assert!(crate::names(&*store, "locks/").is_empty());
+    c.ok(&c.on("prune", &url, &[]));
+
+    // Not refreshed for longer than ENVARC_LOCK_STALE_AFTER: stale.
+    plant("locks/bbbb");
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let v = c.json(&["unlock", "-r", &url]);
+    assert_eq!(v["removed"].as_array().unwrap().len(), 1, "{v}");
+    // A location without a repository is refused, not "unlocked".
+    let (code, _, err) = c.run(&["unlock", "-r", &t.url("cli-unlock-none")]);
+    assert_eq!(code, 2, "{err}");
+}
+
+/// Now, RFC 3339 in UTC (as lock objects record it).
+fn time_now() -> String {
+    time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
