@@ -31,8 +31,8 @@
 //! snapshot the destination has (and can open) is skipped, so an interrupted copy is run
 //! again and goes on; what an interrupted run stored without an index is
 //! removed by prune. Both repositories are locked (shared) for the run, and
-//! the destination's lock is checked before each step that makes data
-//! visible.
+//! the destination's lock is checked before each pack, the index and the
+//! snapshot.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,9 +69,8 @@ pub struct CopyReport {
     pub data_keys: u64,
 }
 
-/// Bytes of packs being committed at once (as a backup's
-/// [`crate::backup::UPLOAD_MEMORY`]).
-const COMMIT_MEMORY: u64 = 64 << 20;
+/// Bytes of packs being committed at once: a backup's bound.
+const COMMIT_MEMORY: u64 = crate::backup::UPLOAD_MEMORY;
 
 /// Copies snapshots from `src` to `dst`; see the module documentation.
 pub fn copy(
@@ -127,7 +126,7 @@ pub fn copy(
         dst_lock.check()?;
         let (meta, entries) = src.load_snapshot(&id)?;
         let jobs = missing(&entries, &dst_index, &mut claimed);
-        let run = Run::new(src, dst, &src_index, progress);
+        let run = Run::new(src, dst, &src_index, &dst_lock, progress);
         progress.start(
             &format!("copying snapshot {}", id.short()),
             Some(jobs.iter().map(|(_, c)| c.len() as u64).sum()),
@@ -246,6 +245,8 @@ struct Run<'a> {
     src: &'a Repository,
     dst: &'a Repository,
     src_index: &'a Index,
+    /// Checked before each pack goes up: never a pack beside a prune.
+    lock: &'a RepoLock,
     progress: &'a dyn Progress,
     writers: Mutex<Vec<PackWriter<'a>>>,
     committed: Mutex<Vec<PackRecord>>,
@@ -261,6 +262,7 @@ impl<'a> Run<'a> {
         src: &'a Repository,
         dst: &'a Repository,
         src_index: &'a Index,
+        lock: &'a RepoLock,
         progress: &'a dyn Progress,
     ) -> Run<'a> {
         let pack = dst.config().pack_size + u64::from(dst.chunker().params().max);
@@ -269,6 +271,7 @@ impl<'a> Run<'a> {
             src,
             dst,
             src_index,
+            lock,
             progress,
             writers: Mutex::new(Vec::new()),
             committed: Mutex::new(Vec::new()),
@@ -344,6 +347,7 @@ impl<'a> Run<'a> {
     }
 
     fn commit(&self, pack: FullPack) -> Result<()> {
+        self.lock.check()?;
         let record = self.commits.run(|| pack.commit())?;
         self.committed
             .lock()
@@ -367,6 +371,7 @@ impl<'a> Run<'a> {
             })
             .collect();
         let commits = &self.commits;
+        self.lock.check()?;
         let last: Vec<PackRecord> = std::thread::scope(|s| {
             let handles: Vec<_> = open
                 .into_iter()
