@@ -346,6 +346,21 @@ fn copy_local_into(label: &str, c: &Cli, dst: &str, unrelated: &str) {
     let st = c.json(&c.on("stats", dst, &[]));
     assert!(st["chunks"].as_u64().unwrap() > 0, "{label}: {st}");
 
+    // A snapshot name planted in DST (by whoever holds its store) does not
+    // make copy take the source's snapshot as copied.
+    std::fs::write(c.src.join("planted"), b"x").unwrap();
+    let d = c.backup(local, "h")["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let store = envarc::repo::storage::open_with(dst, &crate::test_options()).unwrap();
+    store
+        .create(&format!("snapshots/{d}"), b"not a snapshot")
+        .unwrap();
+    let (code, _, err) = c.run(&c.on("copy", dst, &["--from-repo", local]));
+    assert_eq!(code, 4, "{label}: {err}");
+    assert!(err.contains("does not open"), "{label}: {err}");
+
     let (code, _, err) = c.run(&c.on("copy", unrelated, &["--from-repo", local]));
     assert_eq!(code, 2, "{label}: {err}");
     assert!(
