@@ -19,6 +19,7 @@ pub mod repo;
 
 pub use error::{Error, Result};
 pub mod cli;
+pub mod copy;
 pub mod diff;
 pub mod fsutil;
 pub mod restore;

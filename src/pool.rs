@@ -27,6 +27,18 @@ impl Pool {
         Pool::with_threads(threads)
     }
 
+    /// Threads for a pipeline whose workers send no requests to the store
+    /// (a backup: its packs are sent by threads of their own): the cores, or
+    /// the key provider's `max_in_flight`, whichever is larger.
+    pub fn for_cpu_and_keys(repo: &Repository) -> Result<Pool> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Pool::with_threads(
+            cores
+                .max(repo.provider().max_in_flight())
+                .clamp(1, MAX_THREADS),
+        )
+    }
+
     pub fn with_threads(threads: usize) -> Result<Pool> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)

@@ -17,7 +17,7 @@ use std::collections::HashSet;
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use rayon::prelude::*;
@@ -62,8 +62,12 @@ pub struct Ctx<'a> {
     pub threads: usize,
     seen: Mutex<HashSet<ChunkId>>,
     writers: Mutex<Vec<PackWriter<'a>>>,
-    /// Full packs go to a thread of their own to be committed (fsync).
-    committer: std::sync::mpsc::Sender<FullPack>,
+    /// Full packs go to threads of their own to be committed (fsync, or
+    /// the upload to a remote store); a bounded queue.
+    committer: std::sync::mpsc::SyncSender<FullPack>,
+    /// Raised when a pack could not be committed: the run is lost, the
+    /// workers stop at their next chunk.
+    pub stop: &'a AtomicBool,
     key_sets: Mutex<Vec<Vec<KeyVersion>>>,
     chunks_added: AtomicU64,
     bytes_added: AtomicU64,
@@ -79,7 +83,8 @@ impl<'a> Ctx<'a> {
         compression: Compression,
         threads: usize,
         progress: &'a dyn Progress,
-        committer: std::sync::mpsc::Sender<FullPack>,
+        committer: std::sync::mpsc::SyncSender<FullPack>,
+        stop: &'a AtomicBool,
     ) -> Ctx<'a> {
         Ctx {
             repo,
@@ -90,6 +95,7 @@ impl<'a> Ctx<'a> {
             seen: Mutex::new(HashSet::new()),
             writers: Mutex::new(Vec::new()),
             committer,
+            stop,
             key_sets: Mutex::new(Vec::new()),
             chunks_added: AtomicU64::new(0),
             bytes_added: AtomicU64::new(0),
@@ -110,13 +116,21 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// Commits every open pack; returns the index data for the packs it
-    /// committed (the committer thread returns the others).
+    /// Hands every open pack to the committers and closes their queue;
+    /// returns the index data so far (the packs themselves come back from
+    /// the committers).
     pub fn finish(self, summary: &mut Summary) -> Result<IndexData> {
         let mut packs: Vec<PackRecord> = Vec::new();
         for w in self.writers.into_inner().expect("no panics holding it") {
-            packs.extend(w.finish()?);
+            let (done, open) = w.detach();
+            packs.extend(done);
+            if let Some(p) = open.filter(|_| !self.stop.load(Ordering::SeqCst)) {
+                // A closed queue means every committer returned: its error
+                // is the one reported.
+                let _ = self.committer.send(p);
+            }
         }
+        drop(self.committer);
         summary.chunks_added = self.chunks_added.into_inner();
         summary.bytes_added = self.bytes_added.into_inner();
         summary.bytes_stored = self.bytes_stored.into_inner();
@@ -161,6 +175,9 @@ fn store_chunk(ctx: &Ctx, key: &LazyKey, data: &[u8]) -> Result<ChunkId> {
         ctx.deduplicated.fetch_add(1, Ordering::Relaxed);
         return Ok(id);
     }
+    if ctx.stop.load(Ordering::SeqCst) {
+        return Err(stopped());
+    }
     let (file_key, key_set) = key.get(ctx)?;
     let message = ctx.repo.seal_chunk(file_key, data)?;
     let taken = ctx.writers.lock().expect("no panics holding it").pop();
@@ -168,9 +185,7 @@ fn store_chunk(ctx: &Ctx, key: &LazyKey, data: &[u8]) -> Result<ChunkId> {
     let added = w.add_detached(id, &message, data.len() as u32, *key_set);
     ctx.writers.lock().expect("no panics holding it").push(w);
     if let Some(full) = added? {
-        ctx.committer.send(full).map_err(|_| {
-            Error::Other("writing packs stopped (see the error of the pack that failed)".into())
-        })?;
+        ctx.committer.send(full).map_err(|_| stopped())?;
     }
     ctx.chunks_added.fetch_add(1, Ordering::Relaxed);
     ctx.bytes_added
@@ -178,6 +193,11 @@ fn store_chunk(ctx: &Ctx, key: &LazyKey, data: &[u8]) -> Result<ChunkId> {
     ctx.bytes_stored
         .fetch_add(message.len() as u64, Ordering::Relaxed);
     Ok(id)
+}
+
+/// The workers' error once a pack failed (the committer reports the cause).
+fn stopped() -> Error {
+    Error::Other("writing packs stopped (see the error of the pack that failed)".into())
 }
 
 /// Chunks of `data` (whole when `eof`), as offsets; the rest is left over.

@@ -2,6 +2,7 @@
 //! command group. The only place that prints, and the only user of indicatif.
 
 mod backup;
+mod copy;
 pub mod crypt;
 mod demo;
 mod demo_check;
@@ -23,6 +24,7 @@ mod repo_key;
 mod restore;
 mod rewrap;
 mod stats;
+mod unlock;
 mod verify;
 
 use std::path::PathBuf;
@@ -100,6 +102,9 @@ pub enum Command {
     Restore(restore::RestoreArgs),
     /// List paths added, removed and changed between two snapshots.
     Diff(diff::DiffArgs),
+    /// Copy snapshots from another repository (--from-repo) into this one,
+    /// moving only the chunks it lacks (create it with `init --from-repo`).
+    Copy(copy::CopyArgs),
     /// Show, per key and key version, which chunks, files and snapshots it
     /// protects (the blast radius of each backing key).
     Stats(stats::StatsArgs),
@@ -113,6 +118,9 @@ pub enum Command {
     Forget(forget::ForgetArgs),
     /// Remove data no snapshot refers to.
     Prune(forget::PruneArgs),
+    /// Remove the locks of processes that are gone (stale ones; every lock
+    /// with --remove-all).
+    Unlock(unlock::UnlockArgs),
     /// Show the rotation story end to end in a scratch folder: keyring, CMK,
     /// backups across two rotations, dedup, verify, restore, blast radius.
     Demo(demo::DemoArgs),
@@ -137,11 +145,13 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Verify(a) => verify::verify(&out, &cli.global, a),
         Command::Restore(a) => restore::restore(&out, &cli.global, a),
         Command::Diff(a) => diff::diff(&out, &cli.global, a),
+        Command::Copy(a) => copy::copy(&out, &cli.global, a),
         Command::Stats(a) => stats::stats(&out, &cli.global, a),
         Command::Rewrap(a) => rewrap::rewrap(&out, &cli.global, a),
         Command::Reencrypt(a) => rewrap::reencrypt(&out, &cli.global, a),
         Command::Forget(a) => forget::forget(&out, &cli.global, a),
         Command::Prune(a) => forget::prune(&out, &cli.global, a),
+        Command::Unlock(a) => unlock::unlock(&out, &cli.global, a),
         Command::Demo(a) => demo::demo(&out, &cli.global, a),
         Command::Completions(a) => docs::completions(a),
         Command::Man(a) => docs::man(a),

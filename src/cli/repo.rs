@@ -5,15 +5,16 @@
 
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use base64::Engine;
 use serde_json::json;
 
 use crate::envelope::{Suite, DEFAULT_FRAME_LENGTH};
+use crate::repo::storage::Location;
 use crate::repo::{
-    ChunkerParams, Compression, Entry, EntryKind, InitOptions, LocalStorage, PinStatus, Pins,
-    Repository, SnapshotMeta, Storage, Unopened, DEFAULT_PACK_SIZE,
+    ChunkerParams, Compression, Entry, EntryKind, InitOptions, PinStatus, Pins, Repository,
+    SnapshotMeta, Storage, Unopened, DEFAULT_PACK_SIZE,
 };
 use crate::{Error, Result};
 
@@ -22,21 +23,25 @@ use super::fmt::{fmt_bytes, lossy, parse_size};
 use super::repo_key::{init_keys, repo_provider, KeyringCache};
 use super::{GlobalArgs, Output};
 
-/// The storage at a repository location: the only place the CLI makes one.
-/// (A local folder now; remote URLs come in through `storage::open`.)
-pub fn open_storage(location: &Path) -> Result<Box<dyn Storage>> {
-    let abs = std::path::absolute(location)
-        .map_err(|e| Error::io(format!("resolving {}", location.display()), e))?;
-    let abs = std::fs::canonicalize(&abs).unwrap_or(abs);
-    Ok(Box::new(LocalStorage::new(abs)))
+/// The storage at a repository location (a folder, `s3:…`, `sftp:…`, as
+/// restic spells them; see [`crate::repo::storage::url`]): the only place
+/// the CLI makes one. Its `location()` is what pins record.
+pub fn open_storage(location: impl AsRef<std::ffi::OsStr>) -> Result<Box<dyn Storage>> {
+    let l = location.as_ref();
+    match l.to_str() {
+        Some(url) => crate::repo::storage::open(url),
+        // Not UTF-8, so no URL: a folder.
+        None => crate::repo::storage::url::open_local(std::path::Path::new(l)),
+    }
 }
 
 /// The repository and the key that opens it.
 #[derive(clap::Args, Clone, Debug)]
 pub struct RepoArgs {
-    /// Repository location (a folder).
-    #[arg(short = 'r', long, env = "ENVARC_REPOSITORY", value_name = "DIR")]
-    pub repo: PathBuf,
+    /// Repository location: a folder, s3:https://HOST/BUCKET/PREFIX,
+    /// s3:s3.amazonaws.com/BUCKET/PREFIX or sftp:USER@HOST:/PATH.
+    #[arg(short = 'r', long, env = "ENVARC_REPOSITORY", value_name = "LOCATION")]
+    pub repo: String,
     #[command(flatten)]
     pub key: KeyArgs,
     /// Accept a repository whose key set, config generation or location
@@ -75,19 +80,21 @@ impl RepoArgs {
         Ok((repo, keyring))
     }
 
-    /// (device, inode) of a local repository folder, which backups leave out.
+    /// (device, inode) of a local repository folder, which backups leave
+    /// out; `None` for a remote one.
     pub fn local_dir_id(&self) -> Option<(u64, u64)> {
         use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(&self.repo)
-            .ok()
-            .map(|m| (m.dev(), m.ino()))
+        match crate::repo::storage::url::parse(&self.repo).ok()? {
+            Location::Local(p) => std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino())),
+            _ => None,
+        }
     }
 }
 
 /// Opens with the pin check; `fingerprint`, when given, must be the key
 /// set's (`envarc trust --fingerprint`).
-fn open_pinned(
-    location: &Path,
+pub(super) fn open_pinned(
+    location: &str,
     key: &KeyArgs,
     g: &GlobalArgs,
     out: &Output,
@@ -135,9 +142,11 @@ fn open_pinned(
 
 #[derive(clap::Args)]
 pub struct InitArgs {
-    /// Location to create the repository in (an absent or empty folder).
-    #[arg(short = 'r', long, env = "ENVARC_REPOSITORY", value_name = "DIR")]
-    pub repo: PathBuf,
+    /// Location to create the repository in: an absent or empty folder, or
+    /// an empty prefix of an existing S3 bucket (s3:https://HOST/BUCKET/PREFIX),
+    /// or an SFTP folder (sftp:USER@HOST:/PATH).
+    #[arg(short = 'r', long, env = "ENVARC_REPOSITORY", value_name = "LOCATION")]
+    pub repo: String,
     #[command(flatten)]
     pub key: KeyArgs,
     /// Content cipher of every message.
@@ -160,6 +169,16 @@ pub struct InitArgs {
     pub chunk_min: Option<u64>,
     #[arg(long, value_name = "SIZE", value_parser = parse_size, hide = true)]
     pub chunk_max: Option<u64>,
+    /// Share this repository's chunk secrets and chunker (not its keys or
+    /// ID), so that `envarc copy --from-repo SRC` moves only missing chunks.
+    #[arg(long, value_name = "LOCATION", conflicts_with_all = ["chunk_size", "chunk_min", "chunk_max"])]
+    pub from_repo: Option<String>,
+    /// The raw AES key file of --from-repo, when it is not --raw-key-file.
+    #[arg(long, value_name = "FILE", requires = "from_repo")]
+    pub from_raw_key_file: Option<PathBuf>,
+    /// Accept --from-repo even if its keys or location differ from the pin.
+    #[arg(long, requires = "from_repo")]
+    pub trust_repository_keys: bool,
 }
 
 fn chunker_params(a: &InitArgs) -> Result<ChunkerParams> {
@@ -192,10 +211,25 @@ pub fn init(out: &Output, g: &GlobalArgs, a: InitArgs) -> Result<i32> {
         chunker: chunker_params(&a)?,
         compression: a.compression,
     };
+    let source = match &a.from_repo {
+        Some(from) => Some(super::copy::open_source(
+            from,
+            a.from_raw_key_file.as_ref(),
+            &a.key,
+            g,
+            out,
+            a.trust_repository_keys,
+            &mut None,
+        )?),
+        None => None,
+    };
     let (keys, provider) = init_keys(&a.key, g)?;
     let storage = open_storage(&a.repo)?;
     let at = storage.location();
-    let repo = Repository::init(storage, keys, provider, &opts)?;
+    let repo = match &source {
+        Some(src) => Repository::init_like(storage, keys, provider, &opts, src)?,
+        None => Repository::init(storage, keys, provider, &opts)?,
+    };
     let c = repo.config();
     let pins = Pins::default_location()?;
     pins.record(&at, c, true)?;
@@ -218,15 +252,25 @@ pub fn init(out: &Output, g: &GlobalArgs, a: InitArgs) -> Result<i32> {
         "pack_size": c.pack_size,
         "chunker": c.chunker,
         "compression": c.compression,
+        "chunk_secrets_of": source.as_ref().map(|s| s.config().id.clone()),
     }))?;
+    if let Some(src) = &source {
+        out.say(format!(
+            "it shares the chunk secrets and chunker of repository {} at {}: `envarc copy \
+             --from-repo {} --repo {at}` moves only the chunks it lacks",
+            src.config().id,
+            src.storage().location(),
+            src.storage().location()
+        ));
+    }
     Ok(crate::error::exit::OK)
 }
 
 #[derive(clap::Args)]
 pub struct TrustArgs {
-    /// Repository location.
-    #[arg(short = 'r', long, env = "ENVARC_REPOSITORY", value_name = "DIR")]
-    pub repo: PathBuf,
+    /// Repository location (a folder, s3:…, sftp:…).
+    #[arg(short = 'r', long, env = "ENVARC_REPOSITORY", value_name = "LOCATION")]
+    pub repo: String,
     #[command(flatten)]
     pub key: KeyArgs,
     /// Trust only if the key set has this fingerprint (as `envarc trust`

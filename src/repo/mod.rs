@@ -321,24 +321,71 @@ impl Repository {
         provider: Box<dyn KeyProvider>,
         opts: &InitOptions,
     ) -> Result<Repository> {
+        Repository::create(storage, keys, provider, opts, Secrets::generate())
+    }
+
+    /// Like [`Repository::init`], but with `like`'s chunk-ID MAC key and
+    /// chunker (secret and parameters): a chunk has the same ID in both,
+    /// so `envarc copy` moves only the chunks the new one lacks. The
+    /// repository ID, keys and every other setting are its own.
+    pub fn init_like(
+        storage: Box<dyn Storage>,
+        keys: Vec<KeyRef>,
+        provider: Box<dyn KeyProvider>,
+        opts: &InitOptions,
+        like: &Repository,
+    ) -> Result<Repository> {
+        let opts = InitOptions {
+            chunker: like.config.chunker,
+            ..opts.clone()
+        };
+        Repository::create(storage, keys, provider, &opts, like.secrets.clone())
+    }
+
+    fn create(
+        storage: Box<dyn Storage>,
+        keys: Vec<KeyRef>,
+        provider: Box<dyn KeyProvider>,
+        opts: &InitOptions,
+        secrets: Secrets,
+    ) -> Result<Repository> {
         let existing = storage
             .list("")
             .map_err(|e| Error::io(format!("listing {}", storage.location()), e))?;
-        if !existing.is_empty() {
-            return Err(Error::Usage(format!(
+        let not_empty = || {
+            Error::Usage(format!(
                 "{} is not empty; choose a new or empty location for the repository",
                 storage.location()
-            )));
+            ))
+        };
+        if !existing.is_empty() {
+            return Err(not_empty());
         }
         let config = Config::new(keys, opts)?;
-        let secrets = Secrets::generate();
         let provider = PolicyProvider::new(provider, config.policy());
         // Sealing is the key check: a key that does not work creates nothing.
         let bytes = config::seal(&config, &secrets, &provider)?;
-        storage
-            .create("config", &bytes)
-            .map_err(|e| Error::io(format!("writing the config of {}", storage.location()), e))?;
+        match storage.create("config", &bytes) {
+            Ok(()) => {}
+            // Another init got there first (the create is conditional).
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(not_empty()),
+            Err(e) => {
+                return Err(Error::io(
+                    format!("writing the config of {}", storage.location()),
+                    e,
+                ))
+            }
+        }
         Ok(Repository::assemble(storage, config, secrets, provider))
+    }
+
+    /// Whether `other` names chunks as this repository does (the same
+    /// chunk-ID MAC key and chunker): what `envarc copy` needs.
+    pub fn shares_chunk_ids_with(&self, other: &Repository) -> bool {
+        use subtle::ConstantTimeEq;
+        let (a, b) = (&self.secrets, &other.secrets);
+        let same = a.mac_key.ct_eq(&b.mac_key) & a.chunker_key.ct_eq(&b.chunker_key);
+        bool::from(same) && self.config.chunker == other.config.chunker
     }
 
     /// Lets [`Repository::lock`] wait up to `wait` for a conflicting lock to

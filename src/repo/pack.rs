@@ -56,8 +56,9 @@ struct OpenPack {
 }
 
 /// A pack that reached its target size, written but not yet committed:
-/// [`FullPack::commit`] makes it durable (fsync, rename). Pipelines hand it
-/// to a thread of its own so that the fsync overlaps the next chunks' work.
+/// [`FullPack::commit`] makes it durable (fsync and rename, or the upload
+/// to a remote store). Pipelines hand it to threads of their own so that
+/// the fsync or upload overlaps the next chunks' work.
 pub struct FullPack(OpenPack);
 
 impl FullPack {
@@ -161,6 +162,13 @@ impl<'r> PackWriter<'r> {
     /// Bytes in packs written so far (committed or open).
     pub fn bytes(&self) -> u64 {
         self.done.iter().map(|p| p.size).sum::<u64>() + self.open.as_ref().map_or(0, |p| p.len)
+    }
+
+    /// The packs this writer committed, and its open pack (if any) for the
+    /// caller to commit: a pipeline hands it to the threads that commit its
+    /// full packs, so that the last packs are sent side by side too.
+    pub fn detach(self) -> (Vec<PackRecord>, Option<FullPack>) {
+        (self.done, self.open.map(FullPack))
     }
 
     /// Commits the open pack; returns every pack this writer committed, all

@@ -92,6 +92,11 @@ pub struct FileKey {
 }
 
 impl FileKey {
+    /// The compression its context names (every chunk under it has it).
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
     /// A data key that is already wrapped as `edks` (rewrap keeps a chunk's
     /// data key and wraps it under the current version).
     pub fn from_parts(

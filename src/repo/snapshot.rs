@@ -289,6 +289,15 @@ impl Repository {
     /// refers to are durable.
     pub fn save_snapshot(&self, meta: &SnapshotMeta, entries: &[Entry]) -> Result<Id> {
         let id = Id::random();
+        self.save_snapshot_as(&id, meta, entries)?;
+        Ok(id)
+    }
+
+    /// Writes a new snapshot under a given ID (`envarc copy` keeps the
+    /// source's), durably; an `Io` error of kind `AlreadyExists` if the
+    /// repository has it. Call only after its data and index are durable.
+    pub fn save_snapshot_as(&self, id: &Id, meta: &SnapshotMeta, entries: &[Entry]) -> Result<()> {
+        let id = *id;
         let name = snapshot_name(&id);
         let storage = self.storage();
         let w = storage
@@ -306,7 +315,7 @@ impl Repository {
             .map_err(|e| io_err(e.into_error()))?
             .commit()
             .map_err(io_err)?;
-        Ok(id)
+        Ok(())
     }
 
     /// Writes a new message for snapshot `id` (same ID, new message ID and

@@ -14,6 +14,8 @@ use crate::util::seaweedfs;
 use crate::util::sshd;
 
 mod cases;
+mod cli;
+mod cli_faults;
 mod faults;
 mod locks;
 

@@ -28,8 +28,18 @@ pub fn envarc() -> assert_cmd::Command {
         "ENVARC_REPOSITORY",
         "XDG_CONFIG_HOME",
         "ENVARC_PINS",
+        "ENVARC_SSH_CONFIG",
+        "ENVARC_REMOTE_TIMEOUT",
+        "ENVARC_LOCK_STALE_AFTER",
     ] {
         cmd.env_remove(var);
+    }
+    // No AWS setting of the host (credentials, profile, region, endpoint)
+    // reaches a test; the remote tests set their own.
+    for (var, _) in std::env::vars_os() {
+        if var.to_string_lossy().starts_with("AWS_") {
+            cmd.env_remove(var);
+        }
     }
     // Repository pins of this test process, never the user's own.
     cmd.env("ENVARC_PINS", pins_file());

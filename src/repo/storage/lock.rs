@@ -48,7 +48,8 @@ pub struct LockInfo {
 }
 
 impl LockInfo {
-    fn describe(&self) -> String {
+    /// "an exclusive lock of pid P on HOST since TIME".
+    pub fn describe(&self) -> String {
         format!(
             "{} lock of pid {} on {} since {}",
             match self.kind {
@@ -224,6 +225,39 @@ pub fn list_locks(
         }
     }
     Ok(out)
+}
+
+/// `envarc unlock`: removes the stale locks (as [`acquire`] would), or with
+/// `all` every lock, live or not (for holders the user knows are gone).
+/// Returns the removed locks and those left (live, so kept).
+pub fn remove_locks(
+    storage: &dyn Storage,
+    all: bool,
+    progress: &dyn Progress,
+) -> Result<(Vec<LockInfo>, Vec<LockInfo>)> {
+    let (mut removed, mut kept) = (Vec::new(), Vec::new());
+    for (object, info) in list_locks(storage, None, progress)? {
+        if !all && !storage.lock_is_stale(&object, &info) {
+            kept.push(info);
+            continue;
+        }
+        match storage.delete(&object.name) {
+            Ok(()) => removed.push(info),
+            // Its holder released it meanwhile.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Error::io(
+                    format!(
+                        "removing the lock {} in {}",
+                        object.name,
+                        storage.location()
+                    ),
+                    e,
+                ))
+            }
+        }
+    }
+    Ok((removed, kept))
 }
 
 /// Removes stale locks (when `can_remove`), fails on a conflicting live one.

@@ -36,9 +36,13 @@ mod runtime;
 #[cfg(feature = "remote")]
 pub mod s3;
 #[cfg(feature = "remote")]
+mod s3_error;
+#[cfg(feature = "remote")]
 pub mod sftp;
 #[cfg(feature = "remote")]
 mod sftp_conn;
+#[cfg(feature = "remote")]
+mod spool;
 pub mod url;
 
 use std::io::{self, Write};
@@ -73,7 +77,8 @@ pub trait ObjectWriter: Write + Send {
 }
 
 /// A held lock object. Dropping it removes the lock (and stops its refresh).
-pub trait HeldLock: Send {
+/// `Sync`, so that the threads of a pipeline can [`HeldLock::check`] it.
+pub trait HeldLock: Send + Sync {
     /// `Err` once the lock can no longer be trusted: its refresh failed for
     /// too long, or another process removed it (remote stores). A flock'd
     /// local lock cannot be lost while its holder lives.

@@ -7,8 +7,10 @@
 //!   random token in its metadata (`x-amz-meta-envarc-token`): when a retried
 //!   create meets an existing object, the token tells our own earlier attempt
 //!   (whose answer was lost) from another writer's object.
-//! - Objects up to [`PART`] bytes are one PUT; larger ones are uploaded in
-//!   parts of [`PART`] bytes, so a writer holds at most two parts in memory.
+//! - A writer spools the object locally ([`super::spool`]) and sends it on
+//!   commit: up to [`PUT_MAX`] bytes as one PUT (holding the object in
+//!   memory while it is sent), larger ones as a multipart upload of
+//!   [`PART`]-byte parts read back one at a time (holding one part).
 //! - Every request is retried on 5xx, 429, connection errors and timeouts
 //!   (OpenDAL's retry layer, with [`super::retry::RetryPolicy`]'s bounds), and
 //!   each attempt is bounded by the request timeout.
@@ -28,11 +30,17 @@ use opendal::Operator;
 
 use super::refresh_lock::{is_stale, LockObjects, LockTiming, RefreshedLock};
 use super::runtime;
+use super::s3_error::to_io;
+use super::spool::{Spool, SpoolReader};
 use super::url::{RemoteOptions, S3Location};
 use super::{check_name, HeldLock, LockInfo, ObjectInfo, ObjectWriter, Storage};
 
 /// Part size of multipart uploads (S3's minimum is 5 MiB).
 pub const PART: usize = 8 << 20;
+
+/// Largest object sent in one PUT (a pack of the default 16 MiB and its
+/// last chunk is one request, not five).
+pub const PUT_MAX: usize = 3 * PART;
 
 /// The user metadata key of the create token.
 const TOKEN: &str = "envarc-token";
@@ -49,6 +57,8 @@ pub struct S3Storage {
 struct Inner {
     op: Operator,
     location: String,
+    /// Tries of a retried request, for messages.
+    attempts: usize,
 }
 
 /// The region of `loc`: from the AWS environment, else from an AWS host
@@ -94,7 +104,7 @@ impl S3Storage {
         let location = super::Location::S3(loc.clone()).to_string();
         let _rt = runtime::enter()?;
         let op = Operator::new(b)
-            .map_err(|e| to_io(&location, "configuring", "", e))?
+            .map_err(|e| to_io(&location, "configuring", "", p.attempts, e))?
             .layer(
                 TimeoutLayer::new()
                     .with_timeout(opts.timeout)
@@ -109,47 +119,19 @@ impl S3Storage {
                     .with_jitter(),
             );
         Ok(S3Storage {
-            inner: Arc::new(Inner { op, location }),
+            inner: Arc::new(Inner {
+                op,
+                location,
+                attempts: p.attempts,
+            }),
             timing: opts.lock.clone(),
         })
     }
 }
 
-/// An OpenDAL error as an `io::Error` that names the object and the store.
-fn to_io(location: &str, what: &str, name: &str, e: opendal::Error) -> io::Error {
-    use opendal::ErrorKind as K;
-    let kind = match e.kind() {
-        K::NotFound => io::ErrorKind::NotFound,
-        K::PermissionDenied => io::ErrorKind::PermissionDenied,
-        K::AlreadyExists | K::ConditionNotMatch => io::ErrorKind::AlreadyExists,
-        K::RangeNotSatisfied => io::ErrorKind::UnexpectedEof,
-        K::ConfigInvalid => io::ErrorKind::InvalidInput,
-        K::Unsupported => io::ErrorKind::Unsupported,
-        K::RateLimited => io::ErrorKind::QuotaExceeded,
-        _ if e.to_string().contains("timeout") => io::ErrorKind::TimedOut,
-        _ => io::ErrorKind::Other,
-    };
-    let advice = match e.kind() {
-        K::ConfigInvalid if e.to_string().contains("NoSuchBucket") => {
-            "; the bucket does not exist: create it first (envarc does not create buckets)"
-        }
-        K::PermissionDenied => {
-            "; check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE) \
-             and the bucket policy"
-        }
-        _ => "",
-    };
-    let name = if name.is_empty() {
-        String::new()
-    } else {
-        format!(" {name}")
-    };
-    io::Error::new(kind, format!("{what}{name} in {location}: {e}{advice}"))
-}
-
 impl Inner {
     fn err(&self, what: &str, name: &str, e: opendal::Error) -> io::Error {
-        to_io(&self.location, what, name, e)
+        to_io(&self.location, what, name, self.attempts, e)
     }
 
     fn stat(&self, name: &str) -> io::Result<opendal::Metadata> {
@@ -160,7 +142,7 @@ impl Inner {
     }
 
     /// A conditional create of `data` under `name`, tagged with `token`.
-    fn put_new(&self, name: &str, data: Vec<u8>, token: &str) -> io::Result<()> {
+    fn put_new(&self, name: &str, data: opendal::Buffer, token: &str) -> io::Result<()> {
         let (op, n) = (self.op.clone(), name.to_string());
         let opts = create_options(token);
         let r = runtime::run(async move { Ok(op.write_options(&n, data, opts).await) })?;
@@ -217,88 +199,72 @@ impl LockObjects for Inner {
     }
 }
 
-/// Buffers up to one part; past that, streams parts into a multipart upload
-/// that is completed (conditionally) on commit and aborted on drop.
+/// Spools the object (see [`super::spool`]) and sends it on commit: one
+/// conditional PUT up to [`PUT_MAX`] bytes, else a multipart upload of
+/// [`PART`]-byte parts read back from the spool one at a time, completed
+/// conditionally, aborted on failure.
 struct S3Writer {
     inner: Arc<Inner>,
     name: String,
     token: String,
-    buf: Vec<u8>,
-    upload: Option<opendal::Writer>,
-    written: u64,
-}
-
-impl S3Writer {
-    /// Hands the full buffer to the multipart upload (started on first use).
-    fn push_part(&mut self) -> io::Result<()> {
-        let part = std::mem::replace(&mut self.buf, Vec::with_capacity(PART));
-        let upload = self.upload.take();
-        let (op, n, token) = (self.inner.op.clone(), self.name.clone(), self.token.clone());
-        let (w, r) = runtime::run(async move {
-            let mut w = match upload {
-                Some(w) => w,
-                None => {
-                    let opts = WriteOptions {
-                        chunk: Some(PART),
-                        concurrent: 1,
-                        ..create_options(&token)
-                    };
-                    match op.writer_options(&n, opts).await {
-                        Ok(w) => w,
-                        Err(e) => return Ok((None, Err(e))),
-                    }
-                }
-            };
-            let r = w.write(part).await;
-            Ok((Some(w), r))
-        })?;
-        self.upload = w;
-        r.map_err(|e| self.inner.err("uploading a part of", &self.name, e))
-    }
+    spool: Spool,
 }
 
 impl Write for S3Writer {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = data.len().min(PART - self.buf.len());
-        self.buf.extend_from_slice(&data[..n]);
-        self.written += n as u64;
-        if self.buf.len() == PART {
-            self.push_part()?;
-        }
-        Ok(n)
+        self.spool.write_all(data)?;
+        Ok(data.len())
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
 }
 
-impl ObjectWriter for S3Writer {
-    fn written(&self) -> u64 {
-        self.written
-    }
+/// Aborts a multipart upload, so that no part lingers (best effort: a
+/// bucket lifecycle rule for incomplete uploads catches the rest).
+fn abort(mut w: opendal::Writer) {
+    let _ = runtime::run(async move {
+        let _ = w.abort().await;
+        Ok(())
+    });
+}
 
-    fn commit(mut self: Box<Self>) -> io::Result<()> {
-        let Some(mut w) = self.upload.take() else {
-            let data = std::mem::take(&mut self.buf);
-            return self.inner.put_new(&self.name, data, &self.token);
+impl S3Writer {
+    fn multipart(self, mut parts: SpoolReader) -> io::Result<()> {
+        let (op, n) = (self.inner.op.clone(), self.name.clone());
+        let opts = WriteOptions {
+            chunk: Some(PART),
+            concurrent: 1,
+            ..create_options(&self.token)
         };
-        let last = std::mem::take(&mut self.buf);
-        let r = runtime::run(async move {
-            if !last.is_empty() {
-                if let Err(e) = w.write(last).await {
-                    let _ = w.abort().await;
-                    return Ok(Err(e));
+        let started = runtime::run(async move { Ok(op.writer_options(&n, opts).await) })?;
+        let mut w = started.map_err(|e| self.inner.err("starting the upload of", &self.name, e))?;
+        while parts.left() > 0 {
+            let part = match parts.next_body(PART) {
+                Ok(p) => p,
+                Err(e) => {
+                    abort(w);
+                    return Err(e);
                 }
+            };
+            let (back, r) = runtime::run(async move {
+                let r = w.write(part).await;
+                Ok((w, r))
+            })?;
+            w = back;
+            if let Err(e) = r {
+                abort(w);
+                return Err(self.inner.err("uploading a part of", &self.name, e));
             }
+        }
+        let (back, r) = runtime::run(async move {
             let r = w.close().await;
-            if r.is_err() {
-                let _ = w.abort().await;
-            }
-            Ok(r)
+            Ok((w, r))
         })?;
         match r {
             Ok(_) => Ok(()),
             Err(e) => {
+                abort(back);
                 let e = self.inner.err("completing the upload of", &self.name, e);
                 self.inner.settle(&self.name, &self.token, e)
             }
@@ -306,15 +272,18 @@ impl ObjectWriter for S3Writer {
     }
 }
 
-impl Drop for S3Writer {
-    fn drop(&mut self) {
-        // Not committed: abort the multipart upload so no part lingers.
-        if let Some(mut w) = self.upload.take() {
-            let _ = runtime::run(async move {
-                let _ = w.abort().await;
-                Ok(())
-            });
+impl ObjectWriter for S3Writer {
+    fn written(&self) -> u64 {
+        self.spool.len()
+    }
+
+    fn commit(mut self: Box<Self>) -> io::Result<()> {
+        let mut parts = std::mem::replace(&mut self.spool, Spool::new()).into_reader()?;
+        if parts.left() <= PUT_MAX as u64 {
+            let data = parts.next_body(PUT_MAX)?;
+            return self.inner.put_new(&self.name, data, &self.token);
         }
+        self.multipart(parts)
     }
 }
 
@@ -406,21 +375,19 @@ impl Storage for S3Storage {
             inner: self.inner.clone(),
             name: name.to_string(),
             token: crate::repo::Id::random().to_hex(),
-            buf: Vec::new(),
-            upload: None,
-            written: 0,
+            spool: Spool::new(),
         }))
     }
 
     fn create(&self, name: &str, data: &[u8]) -> io::Result<()> {
         check_name(name)?;
-        if data.len() > PART {
+        if data.len() > PUT_MAX {
             let mut w = self.create_writer(name)?;
             w.write_all(data)?;
             return w.commit();
         }
         let token = crate::repo::Id::random().to_hex();
-        self.inner.put_new(name, data.to_vec(), &token)
+        self.inner.put_new(name, data.to_vec().into(), &token)
     }
 
     fn replace(&self, name: &str, data: &[u8]) -> io::Result<()> {

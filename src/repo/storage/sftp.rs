@@ -1,9 +1,10 @@
 //! A repository in a folder on an SFTP server (OpenSSH's `sftp-server` or
 //! `internal-sftp`), reached with the system's `ssh` (see [`super::sftp_conn`]).
 //!
-//! Objects are written as on a local disk: to a temporary file beside the
-//! target (`.NAME.TOKEN.envarc-tmp`), in chunks of [`CHUNK`] bytes (a writer
-//! holds one chunk), fsynced (`fsync@openssh.com`), then hard-linked to
+//! A writer spools the object locally ([`super::spool`]); its commit writes
+//! it as on a local disk: to a temporary file beside the target
+//! (`.NAME.TOKEN.envarc-tmp`), in chunks of [`CHUNK`] bytes (holding one
+//! chunk), fsynced (`fsync@openssh.com`), then hard-linked to
 //! their name (`hardlink@openssh.com`: fails if the name exists, so nothing
 //! is overwritten) and the temporary name removed. A chunk write is retried
 //! at its offset, so a session lost mid-object costs one chunk. When a
@@ -28,6 +29,7 @@ use tokio::io::AsyncSeekExt;
 
 use super::refresh_lock::{is_stale, LockObjects, LockTiming, RefreshedLock};
 use super::sftp_conn::{is_failure, is_not_found, Connector, Session};
+use super::spool::Spool;
 use super::url::{RemoteOptions, SftpLocation};
 use super::{check_name, HeldLock, LockInfo, ObjectInfo, ObjectWriter, Storage};
 
@@ -356,64 +358,61 @@ impl LockObjects for Inner {
     }
 }
 
-/// Streams into a temporary file, one [`CHUNK`] at a time.
+/// Spools the object (see [`super::spool`]); on commit, sends it into a
+/// temporary file one [`CHUNK`] at a time and links it to its name.
 struct SftpWriter {
     inner: Arc<Inner>,
     name: String,
     tmp: String,
-    buf: Vec<u8>,
-    /// Bytes already acknowledged by the server.
-    sent: u64,
+    spool: Spool,
     hash: Sha256,
-    done: bool,
-}
-
-impl SftpWriter {
-    fn send(&mut self) -> io::Result<()> {
-        let chunk = Arc::new(std::mem::take(&mut self.buf));
-        self.inner.write_at(&self.tmp, self.sent, chunk.clone())?;
-        self.sent += chunk.len() as u64;
-        Ok(())
-    }
 }
 
 impl Write for SftpWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = data.len().min(CHUNK - self.buf.len());
-        self.buf.extend_from_slice(&data[..n]);
-        self.hash.update(&data[..n]);
-        if self.buf.len() == CHUNK {
-            self.send()?;
-        }
-        Ok(n)
+        self.spool.write_all(data)?;
+        self.hash.update(data);
+        Ok(data.len())
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
 }
 
-impl ObjectWriter for SftpWriter {
-    fn written(&self) -> u64 {
-        self.sent + self.buf.len() as u64
-    }
-
-    fn commit(mut self: Box<Self>) -> io::Result<()> {
-        if !self.buf.is_empty() || self.sent == 0 {
-            self.send()?;
+impl SftpWriter {
+    /// Sends the spooled bytes into the temporary file (an empty object
+    /// still creates it); returns how many.
+    fn send(&mut self) -> io::Result<u64> {
+        let mut parts = std::mem::replace(&mut self.spool, Spool::new()).into_reader()?;
+        let mut sent = 0u64;
+        loop {
+            let part = parts.next_part(CHUNK)?;
+            let n = part.len() as u64;
+            self.inner.write_at(&self.tmp, sent, Arc::new(part))?;
+            sent += n;
+            if parts.left() == 0 {
+                return Ok(sent);
+            }
         }
-        self.done = true;
-        let digest: [u8; 32] = std::mem::take(&mut self.hash).finalize().into();
-        let path = self.inner.path(&self.name)?;
-        self.inner
-            .link(&self.tmp, &path, &self.name, digest, self.sent)
     }
 }
 
-impl Drop for SftpWriter {
-    fn drop(&mut self) {
-        if !self.done && self.sent > 0 {
-            let _ = self.inner.remove_path(&self.tmp);
-        }
+impl ObjectWriter for SftpWriter {
+    fn written(&self) -> u64 {
+        self.spool.len()
+    }
+
+    fn commit(mut self: Box<Self>) -> io::Result<()> {
+        let sent = match self.send() {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = self.inner.remove_path(&self.tmp);
+                return Err(e);
+            }
+        };
+        let digest: [u8; 32] = std::mem::take(&mut self.hash).finalize().into();
+        let path = self.inner.path(&self.name)?;
+        self.inner.link(&self.tmp, &path, &self.name, digest, sent)
     }
 }
 
@@ -497,10 +496,8 @@ impl Storage for SftpStorage {
             inner: self.inner.clone(),
             name: name.to_string(),
             tmp,
-            buf: Vec::new(),
-            sent: 0,
+            spool: Spool::new(),
             hash: Sha256::new(),
-            done: false,
         }))
     }
 

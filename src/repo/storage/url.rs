@@ -158,7 +158,7 @@ pub fn open(url: &str) -> Result<Box<dyn Storage>> {
 pub fn open_with(url: &str, opts: &RemoteOptions) -> Result<Box<dyn Storage>> {
     let loc = parse(url)?;
     match loc {
-        Location::Local(p) => Ok(Box::new(LocalStorage::new(p))),
+        Location::Local(p) => open_local(&p),
         #[cfg(feature = "remote")]
         Location::S3(s) => super::s3::S3Storage::new(&s, opts)
             .map(|s| Box::new(s) as Box<dyn Storage>)
@@ -174,6 +174,19 @@ pub fn open_with(url: &str, opts: &RemoteOptions) -> Result<Box<dyn Storage>> {
             )))
         }
     }
+}
+
+/// The local folder `p` (a path, never parsed as a URL).
+pub fn open_local(p: &std::path::Path) -> Result<Box<dyn Storage>> {
+    Ok(Box::new(LocalStorage::new(absolute(p)?)))
+}
+
+/// `p` made absolute, symlinks resolved where it exists: one folder has one
+/// location, whichever way it was written (pins record it).
+fn absolute(p: &std::path::Path) -> Result<PathBuf> {
+    let abs =
+        std::path::absolute(p).map_err(|e| Error::io(format!("resolving {}", p.display()), e))?;
+    Ok(std::fs::canonicalize(&abs).unwrap_or(abs))
 }
 
 fn usage(url: &str, why: impl std::fmt::Display) -> Error {
