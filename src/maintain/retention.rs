@@ -78,9 +78,21 @@ pub struct GroupDecision {
     pub host: String,
     pub paths: Vec<String>,
     /// Newest first, each with why it is kept.
+    #[serde(serialize_with = "keep_as_hex")]
     pub keep: Vec<(Id, Vec<String>)>,
     /// Newest first.
+    #[serde(serialize_with = "ids_as_hex")]
     pub remove: Vec<Id>,
+}
+
+/// Snapshot IDs in `--json` output as the hex every listing shows, not as
+/// the 32 numbers of their bytes.
+fn ids_as_hex<S: serde::Serializer>(ids: &[Id], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(ids.iter().map(Id::to_hex))
+}
+
+fn keep_as_hex<S: serde::Serializer>(keep: &[(Id, Vec<String>)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(keep.iter().map(|(id, why)| (id.to_hex(), why)))
 }
 
 fn utc(meta: &SnapshotMeta) -> OffsetDateTime {

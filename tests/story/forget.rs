@@ -72,8 +72,19 @@ fn twelve_sundays_keep_daily_4_as_in_restics_documentation() {
     let mut want = kept.clone();
     want.extend(other.iter().cloned());
     assert_eq!(remaining(&s), want);
+    let mut kept_json = BTreeSet::new();
     for k in groups[0]["keep"].as_array().unwrap() {
         assert_eq!(k[1], serde_json::json!(["daily"]));
+        kept_json.insert(k[0].as_str().expect("a snapshot ID in hex").to_string());
+    }
+    assert_eq!(
+        kept_json, kept,
+        "--json names the kept snapshots by their IDs"
+    );
+    for id in groups[0]["remove"].as_array().unwrap() {
+        assert!(id
+            .as_str()
+            .is_some_and(|id| ids[..8].contains(&id.to_string())));
     }
 
     // Without --host, luigi's group keeps its newest (ties broken by ID).
