@@ -121,29 +121,34 @@ pub fn check_entries(meta: &SnapshotMeta, entries: &[Entry]) -> Vec<Refused> {
     refused
 }
 
+/// A plain entry of the given path and kind, for unit tests here and in the
+/// modules that read manifests.
+#[cfg(test)]
+pub(crate) fn test_entry(path: &str, kind: EntryKind) -> Entry {
+    use crate::repo::Time;
+    Entry {
+        path: path.as_bytes().to_vec(),
+        kind,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        mtime: Time::default(),
+        ctime: Time::default(),
+        size: 0,
+        inode: 0,
+        device: 0,
+        nlink: 1,
+        link_target: None,
+        chunks: Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_entry as entry;
     use super::*;
     use crate::pathmatch::ancestors;
     use crate::repo::{Summary, Time, SNAPSHOT_VERSION};
-
-    fn entry(path: &str, kind: EntryKind) -> Entry {
-        Entry {
-            path: path.as_bytes().to_vec(),
-            kind,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            mtime: Time::default(),
-            ctime: Time::default(),
-            size: 0,
-            inode: 0,
-            device: 0,
-            nlink: 1,
-            link_target: None,
-            chunks: Vec::new(),
-        }
-    }
 
     fn meta(roots: &[&str]) -> SnapshotMeta {
         SnapshotMeta {

@@ -67,25 +67,7 @@ impl Selection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repo::Time;
-
-    fn entry(path: &str, kind: EntryKind) -> Entry {
-        Entry {
-            path: path.as_bytes().to_vec(),
-            kind,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            mtime: Time::default(),
-            ctime: Time::default(),
-            size: 0,
-            inode: 0,
-            device: 0,
-            nlink: 1,
-            link_target: None,
-            chunks: Vec::new(),
-        }
-    }
+    use crate::repo::manifest::test_entry as entry;
 
     #[test]
     fn include_takes_folders_above_and_exclude_wins() {
