@@ -21,5 +21,6 @@ pub use error::{Error, Result};
 pub mod cli;
 pub mod diff;
 pub mod fsutil;
+pub mod interrupt;
 pub mod restore;
 pub mod verify;

@@ -22,7 +22,7 @@ use crate::repo::{
     Compression, Entry, EntryKind, FullPack, Id, LockKind, Repository, SnapshotMeta, Summary, Time,
     SNAPSHOT_VERSION,
 };
-use crate::Result;
+use crate::{Error, Result};
 
 pub use plan::{plan, unchanged, Job, Plan};
 use store::{Ctx, Outcome};
@@ -127,6 +127,7 @@ pub fn backup(
     };
     let mut scan = walk::scan(&roots, &walk_opts, progress);
     progress.finish();
+    crate::interrupt::check()?;
 
     let mut summary = Summary {
         skipped: scan.skipped,
@@ -174,14 +175,21 @@ pub fn backup(
             .collect();
         let ctx = Ctx::new(repo, &index, compression, pool.threads(), progress, tx);
         let outcomes = pool.install(|| store::store_all(&ctx, &plan.jobs, &scan.entries));
-        let mut data = ctx.finish(&mut summary)?;
+        let mut data = match outcomes {
+            Err(Error::Interrupted(_)) => ctx.abandon(),
+            _ => ctx.finish(&mut summary)?,
+        };
         for c in committers {
             data.packs
                 .extend(c.join().expect("the pack committers do not panic")?);
         }
-        Ok((outcomes?, data))
+        Ok((outcomes, data))
     })?;
     progress.finish();
+    let outcomes = match outcomes {
+        Err(Error::Interrupted(_)) => return Err(interrupted(repo, index_data)),
+        o => o?,
+    };
     let keep = apply(
         outcomes,
         &plan.jobs,
@@ -211,6 +219,25 @@ pub fn backup(
     };
     let id = repo.save_snapshot(&meta, &entries)?;
     Ok(report(summary, Some(id), errors))
+}
+
+/// The error of a backup stopped by a signal, after indexing the packs it
+/// had made durable: the next backup then reuses their chunks instead of
+/// writing them again (and prune need not collect them).
+fn interrupted(repo: &Repository, data: crate::repo::IndexData) -> Error {
+    let packs = data.packs.len();
+    let bytes: u64 = data.packs.iter().map(|p| p.size).sum();
+    if packs == 0 {
+        return Error::Interrupted("nothing saved (no snapshot written)".into());
+    }
+    match repo.save_index(data) {
+        Ok(_) => Error::Interrupted(format!(
+            "no snapshot saved; the {packs} data pack(s) already written ({bytes} bytes) are indexed, so the next backup reuses them"
+        )),
+        Err(e) => Error::Interrupted(format!(
+            "no snapshot saved; indexing the {packs} data pack(s) already written failed ({e}): `envarc prune` removes them"
+        )),
+    }
 }
 
 /// Threads that commit full packs (more measured no faster on one disk).
