@@ -42,6 +42,9 @@ pub enum Error {
     Io { context: String, source: io::Error },
     #[error("{0}")]
     Other(String),
+    /// A signal stopped the run; the message says what was saved.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
 }
 
 impl Error {
@@ -67,6 +70,7 @@ impl Error {
             Error::Locked(_) => exit::LOCKED,
             Error::Integrity(_) => exit::INTEGRITY,
             Error::Io { .. } | Error::Other(_) => exit::FAILURE,
+            Error::Interrupted(_) => exit::INTERRUPTED,
         }
     }
 

@@ -22,5 +22,6 @@ pub mod cli;
 pub mod copy;
 pub mod diff;
 pub mod fsutil;
+pub mod interrupt;
 pub mod restore;
 pub mod verify;

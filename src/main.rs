@@ -9,6 +9,11 @@ fn main() -> ExitCode {
     let code = match envarc::cli::run(cli) {
         Ok(code) => code,
         Err(e) if e.is_broken_pipe() => envarc::error::exit::OK,
+        // Not an error of the run: the user asked it to stop.
+        Err(e @ envarc::Error::Interrupted(_)) => {
+            eprintln!("envarc: {e}");
+            e.exit_code()
+        }
         Err(e) => {
             eprintln!("envarc: error: {e}");
             e.exit_code()

@@ -23,7 +23,7 @@ use crate::repo::{
     Compression, Entry, EntryKind, FullPack, Id, LockKind, RepoLock, Repository, SnapshotMeta,
     Summary, Time, SNAPSHOT_VERSION,
 };
-use crate::Result;
+use crate::{Error, Result};
 
 pub use plan::{plan, unchanged, Job, Plan};
 use store::{Ctx, Outcome};
@@ -129,6 +129,7 @@ pub fn backup(
     };
     let mut scan = walk::scan(&roots, &walk_opts, progress);
     progress.finish();
+    crate::interrupt::check()?;
 
     let mut summary = Summary {
         skipped: scan.skipped,
@@ -196,7 +197,12 @@ pub fn backup(
             stop.store(true, Ordering::SeqCst); // no use sending the rest
         }
         // The open packs go to the committers too; then the queue closes.
-        let data = ctx.finish(&mut summary);
+        // Interrupted, they are dropped instead (their temporary objects
+        // remove themselves) and the durable ones are indexed below.
+        let data = match &outcomes {
+            Err(Error::Interrupted(_)) => Ok(ctx.abandon()),
+            _ => ctx.finish(&mut summary),
+        };
         let committed: Result<Vec<_>> = threads
             .into_iter()
             .map(|c| c.join().expect("the pack committers do not panic"))
@@ -205,10 +211,13 @@ pub fn backup(
     });
     // A failed pack is the cause of the workers' "stopped" error: first.
     let committed = committed?;
-    let outcomes = stored?;
     let mut index_data = index_data?;
     index_data.packs.extend(committed.into_iter().flatten());
     progress.finish();
+    let outcomes = match stored {
+        Err(Error::Interrupted(_)) => return Err(interrupted(repo, index_data)),
+        o => o?,
+    };
     let keep = apply(
         outcomes,
         &plan.jobs,
@@ -242,6 +251,25 @@ pub fn backup(
     check_lock(lock.as_ref())?;
     let id = repo.save_snapshot(&meta, &entries)?;
     Ok(report(summary, Some(id), errors))
+}
+
+/// The error of a backup stopped by a signal, after indexing the packs it
+/// had made durable: the next backup then reuses their chunks instead of
+/// writing them again (and prune need not collect them).
+fn interrupted(repo: &Repository, data: crate::repo::IndexData) -> Error {
+    let packs = data.packs.len();
+    let bytes: u64 = data.packs.iter().map(|p| p.size).sum();
+    if packs == 0 {
+        return Error::Interrupted("nothing saved (no snapshot written)".into());
+    }
+    match repo.save_index(data) {
+        Ok(_) => Error::Interrupted(format!(
+            "no snapshot saved; the {packs} data pack(s) already written ({bytes} bytes) are indexed, so the next backup reuses them"
+        )),
+        Err(e) => Error::Interrupted(format!(
+            "no snapshot saved; indexing the {packs} data pack(s) already written failed ({e}): `envarc prune` removes them"
+        )),
+    }
 }
 
 /// Most bytes of packs being committed at once. A remote commit holds its

@@ -116,6 +116,17 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// Drops the open packs (their temporary objects remove themselves) after
+    /// an interrupt; returns the key sets, for the index of the packs the
+    /// committer thread already made durable.
+    pub fn abandon(self) -> IndexData {
+        drop(self.writers);
+        IndexData::new(
+            self.key_sets.into_inner().expect("no panics holding it"),
+            Vec::new(),
+        )
+    }
+
     /// Hands every open pack to the committers and closes their queue;
     /// returns the index data so far (the packs themselves come back from
     /// the committers).
@@ -168,6 +179,7 @@ impl LazyKey {
 
 /// Names a chunk and stores it unless the repository has it.
 fn store_chunk(ctx: &Ctx, key: &LazyKey, data: &[u8]) -> Result<ChunkId> {
+    crate::interrupt::check()?;
     let id = ctx.repo.chunker().id(data);
     let known =
         ctx.index.contains(&id) || !ctx.seen.lock().expect("no panics holding it").insert(id);

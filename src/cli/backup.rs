@@ -125,12 +125,11 @@ pub fn backup(out: &Output, g: &GlobalArgs, a: BackupArgs) -> Result<i32> {
     if r.errors.is_empty() {
         Ok(exit::OK)
     } else {
-        if r.snapshot.is_some() {
-            out.warn(format!(
-                "{} entries could not be backed up (listed above); the snapshot was saved without them",
-                r.errors.len()
-            ));
-        }
+        let detail = match r.snapshot {
+            Some(_) => ": not backed up (each named above); the snapshot was saved without them",
+            None => ": could not be read (each named above)",
+        };
+        out.failed(r.errors.len(), detail);
         Ok(exit::PARTIAL)
     }
 }

@@ -80,7 +80,7 @@ fn from_source(e: Error, location: &str) -> Error {
             context: say(context),
             source,
         },
-        e @ Error::Envelope(_) => e,
+        e @ (Error::Envelope(_) | Error::Interrupted(_)) => e,
     }
 }
 

@@ -73,6 +73,9 @@ pub struct EncryptArgs {
     /// Output file; stdout when absent or "-". With --recursive, a folder.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    /// Replace an existing output file (refused otherwise).
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub dir: super::dircrypt::DirArgs,
 }
@@ -107,6 +110,9 @@ pub struct DecryptArgs {
     /// some output, so check the exit status before using it.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    /// Replace an existing output file (refused otherwise).
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub dir: super::dircrypt::DirArgs,
 }
@@ -233,6 +239,45 @@ impl EarlyWriteback<'_> {
 
 /// Runs `body` against the output: stdout, or an [`AtomicFile`] that is
 /// committed only if `body` succeeds (so a failure leaves OUT untouched).
+/// Refuses to replace an existing output file unless `--force`, and to
+/// write a binary message to a terminal unless `-o -` asks for it.
+fn check_output(p: &Option<PathBuf>, force: bool, binary: bool) -> Result<()> {
+    use std::io::IsTerminal;
+    match p {
+        None if binary && io::stdout().is_terminal() => Err(Error::Usage(
+            "refusing to write an encrypted message (binary) to the terminal: pass -o FILE, \
+             redirect stdout, or pass -o - to write it there anyway"
+                .into(),
+        )),
+        Some(path) if !is_stdio(p) && !force && path.symlink_metadata().is_ok() => {
+            Err(Error::Usage(format!(
+                "{} exists; pass --force to replace it, or -o another path",
+                path.display()
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A first byte that is no message format version means the input is not
+/// a message at all (a plaintext file, a wrong path): say that.
+fn not_a_message(input: &Option<PathBuf>, e: Error) -> Error {
+    match e {
+        Error::Envelope(crate::envelope::Error::UnsupportedVersion(b)) if b > 2 => {
+            let name = match input {
+                Some(p) if p.as_os_str() != "-" => p.display().to_string(),
+                _ => "the input".into(),
+            };
+            Error::Other(format!(
+                "{name} is not an encrypted message (its first byte is {b:#04x}; an AWS \
+                 Encryption SDK message starts with 0x02, or 0x01 in format 1): pass the \
+                 .enc file, or check that it was written by `envarc encrypt`"
+            ))
+        }
+        e => e,
+    }
+}
+
 fn with_output(
     p: &Option<PathBuf>,
     body: impl FnOnce(&mut (dyn Write + Send)) -> Result<()>,
@@ -313,6 +358,7 @@ pub fn encrypt(out: &Output, g: &GlobalArgs, a: EncryptArgs) -> Result<i32> {
         let io = (&a.input, &a.output);
         return super::dircrypt::encrypt(out, &a.dir, io, provider.as_ref(), opts);
     }
+    check_output(&a.output, a.force, true)?;
     let input = open_input(&a.input)?;
     let mut info = None;
     with_output(&a.output, |w| {
@@ -353,6 +399,7 @@ pub fn decrypt(out: &Output, g: &GlobalArgs, a: DecryptArgs) -> Result<i32> {
         let io = (&a.input, &a.output);
         return super::dircrypt::decrypt(out, &a.dir, io, provider.as_ref(), opts);
     }
+    check_output(&a.output, a.force, false)?;
     let input = open_input(&a.input)?;
     let mut plaintext_len = 0;
     let mut header = None;
@@ -361,7 +408,8 @@ pub fn decrypt(out: &Output, g: &GlobalArgs, a: DecryptArgs) -> Result<i32> {
         plaintext_len = n;
         header = Some(h);
         Ok(())
-    })?;
+    })
+    .map_err(|e| not_a_message(&a.input, e))?;
     let h = header.expect("set on success");
     out.json(&serde_json::json!({
         "MessageId": hex::encode(&h.message_id),

@@ -138,11 +138,36 @@ fn print_prune(out: &Output, r: &PruneReport, grace: Duration) {
             plural(r.packs_kept_mostly_used, "pack", "packs")
         ));
     }
-    if r.packs_kept_recent > 0 {
+    let young = [
+        (
+            r.packs_kept_recent,
+            "pack with unused data",
+            "packs with unused data",
+        ),
+        (
+            r.unindexed_packs_kept_recent,
+            "pack no index lists",
+            "packs no index lists",
+        ),
+        (
+            r.temporary_files_kept_recent,
+            "temporary file",
+            "temporary files",
+        ),
+    ];
+    let young: Vec<String> = young
+        .iter()
+        .filter(|(n, ..)| *n > 0)
+        .map(|(n, one, many)| plural(*n, one, many))
+        .collect();
+    if !young.is_empty() {
+        // Why `free` may read 0 B right after an interrupted backup.
         out.say(format!(
-            "  kept {} with unused data: younger than the grace period ({})",
-            plural(r.packs_kept_recent, "pack", "packs"),
-            fmt_duration(grace)
+            "  kept {} ({}): younger than the grace period ({}), as a running backup may still need them; freeable in {} (a prune then, or `--grace 0` when no backup runs)",
+            young.join(", "),
+            fmt_bytes(r.bytes_kept_recent),
+            fmt_duration(grace),
+            approx(r.kept_recent_freeable_in_s),
         ));
     }
     if !r.missing_packs.is_empty() {
@@ -221,4 +246,13 @@ pub fn prune(out: &Output, g: &GlobalArgs, a: PruneArgs) -> Result<i32> {
     out.json(&r)?;
     print_prune(out, &r, a.grace);
     Ok(code)
+}
+
+/// A wait as a person reads it: seconds under two minutes, else whole
+/// minutes rounded up (so "freeable in 59m" is never early).
+fn approx(secs: u64) -> String {
+    match secs {
+        0..=119 => format!("{secs}s"),
+        s => format!("{}m", s.div_ceil(60)),
+    }
 }

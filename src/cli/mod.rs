@@ -50,7 +50,8 @@ pub struct GlobalArgs {
     /// Print machine-readable JSON on stdout instead of the human summary.
     #[arg(long, global = true)]
     pub json: bool,
-    /// Print nothing but errors; no progress display.
+    /// Print nothing but errors, warnings that matter and each entry that
+    /// failed (with a closing "N entries failed"); no progress display.
     #[arg(short, long, global = true)]
     pub quiet: bool,
     /// The keyring file [default: $XDG_CONFIG_HOME/envarc/keyring, else ~/.config/envarc/keyring].

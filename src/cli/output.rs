@@ -1,5 +1,5 @@
 //! How commands talk to the user: a human line on stderr-free stdout, JSON with
-//! `--json`, nothing with `--quiet`; progress bars only on a terminal.
+//! `--json`, with `--quiet` only errors and per-file failures; progress bars only on a terminal.
 
 use std::io::{IsTerminal, Write};
 
@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::progress_bar::{Bar, WarningsOnly};
 use super::GlobalArgs;
-use crate::progress::{Progress, Silent};
+use crate::progress::Progress;
 
 pub struct Output {
     pub json: bool,
@@ -39,6 +39,23 @@ impl Output {
         }
     }
 
+    /// A warning that matters even to a quiet nightly job (a flag that did
+    /// nothing, a keyring inside the backed-up tree): shown whatever the
+    /// verbosity.
+    pub fn alert(&self, line: impl AsRef<str>) {
+        eprintln!("envarc: warning: {}", line.as_ref());
+    }
+
+    /// The last line of a run that exits 3 or 4, on stderr whatever the
+    /// verbosity, so a journal always says how much went wrong.
+    pub fn failed(&self, n: usize, detail: impl AsRef<str>) {
+        eprintln!(
+            "envarc: {} failed{}",
+            super::fmt::plural(n as u64, "entry", "entries"),
+            detail.as_ref()
+        );
+    }
+
     /// The JSON document of a command, pretty-printed, when --json is on.
     pub fn json<T: Serialize>(&self, value: &T) -> crate::Result<()> {
         if self.json {
@@ -50,12 +67,11 @@ impl Output {
         Ok(())
     }
 
-    /// A progress sink: a bar on a terminal; elsewhere (or with --json) only
-    /// warnings, on stderr; nothing with --quiet.
+    /// A progress sink: a bar on a terminal; elsewhere (or with --json or
+    /// --quiet) only warnings, on stderr: each names a file that failed, which
+    /// a quiet job's log must still say.
     pub fn progress(&self) -> Box<dyn Progress> {
-        if self.quiet {
-            Box::new(Silent)
-        } else if self.tty && !self.json {
+        if self.tty && !self.json && !self.quiet {
             Box::new(Bar::new())
         } else {
             Box::new(WarningsOnly)

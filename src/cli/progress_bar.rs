@@ -3,7 +3,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressFinish, ProgressStyle};
 
 use crate::progress::Progress;
 
@@ -62,6 +62,9 @@ impl Progress for Bar {
                 pb
             }
         };
+        // A run that ends in an error (or an interrupt) drops the bar
+        // without `finish`: clear it then too, so no half line is left.
+        let pb = pb.with_finish(ProgressFinish::AndClear);
         pb.set_prefix(phase.to_string());
         pb.enable_steady_tick(Duration::from_millis(200));
         let state = State {

@@ -77,6 +77,9 @@ impl RepoArgs {
         if let Some(w) = g.retry_lock {
             repo.set_lock_wait(w);
         }
+        // Past the prompts: from here a Ctrl-C stops the run between steps,
+        // so it removes its lock and temporary files (see crate::interrupt).
+        crate::interrupt::install();
         Ok((repo, keyring))
     }
 

@@ -10,7 +10,7 @@ use crate::repo::EntryKind;
 use crate::restore::{restore as run_restore, Action, RestoreOptions, RestoreReport};
 use crate::{Error, Result};
 
-use super::fmt::fmt_bytes;
+use super::fmt::{fmt_bytes, plural};
 use super::repo::RepoArgs;
 use super::{GlobalArgs, Output};
 
@@ -82,7 +82,18 @@ pub fn restore(out: &Output, g: &GlobalArgs, a: RestoreArgs) -> Result<i32> {
         if a.dry_run && !out.quiet {
             print_plan(&r)?;
         }
-        print_summary(out, &r);
+        print_summary(out, &r, &a.overwrite);
+    }
+    let nothing = r.files + r.dirs + r.symlinks + r.skipped == 0 && r.errors.is_empty();
+    if !a.include.is_empty() && nothing {
+        // A typo in --include must not pass for a successful restore.
+        out.alert(format!(
+            "--include {} matched nothing in snapshot {}; `envarc ls -r REPO {}` lists its paths (each entry is stored under its absolute path)",
+            a.include.join(" --include "),
+            &r.snapshot[..8.min(r.snapshot.len())],
+            &r.snapshot[..8.min(r.snapshot.len())],
+        ));
+        return Ok(r.exit_code().max(crate::error::exit::PARTIAL));
     }
     Ok(r.exit_code())
 }
@@ -107,35 +118,45 @@ fn print_plan(r: &RestoreReport) -> Result<()> {
     o.flush().map_err(io_err)
 }
 
-fn print_summary(out: &Output, r: &RestoreReport) {
+fn print_summary(out: &Output, r: &RestoreReport, overwrite: &str) {
     let verb = if r.dry_run {
         "would restore"
     } else {
         "restored"
     };
     out.say(format!(
-        "{verb} {} files ({}), {} dirs, {} symlinks into {} in {:.1} s",
-        r.files,
+        "{verb} {} ({}), {}, {} into {} in {:.1} s",
+        plural(r.files, "file", "files"),
         fmt_bytes(r.bytes),
-        r.dirs,
-        r.symlinks,
+        plural(r.dirs, "dir", "dirs"),
+        plural(r.symlinks, "symlink", "symlinks"),
         r.target.display(),
         r.duration_ms as f64 / 1000.0
     ));
     if r.skipped > 0 {
+        let advice = match overwrite {
+            "never" => "pass --overwrite if-changed or always to replace them",
+            // if-changed kept only entries whose size and mtime match.
+            _ => "their size and mtime match the snapshot; pass --overwrite always to replace them anyway",
+        };
         out.say(format!(
-            "{} existing entries {} as they are; pass --overwrite if-changed or always to replace them",
-            r.skipped,
-            if r.dry_run { "would be left" } else { "were left" }
+            "{} {} as they are; {advice}",
+            plural(r.skipped, "existing entry", "existing entries"),
+            match (r.dry_run, r.skipped == 1) {
+                (true, _) => "would be left",
+                (false, true) => "was left",
+                (false, false) => "were left",
+            }
         ));
     }
     if !r.errors.is_empty() {
         let integrity = r.errors.iter().filter(|e| e.integrity).count();
-        out.warn(format!(
-            "{} entries were not restored ({} of them because of damaged or unsafe data; `envarc verify --read-data` tells more); the causes are listed above",
+        out.failed(
             r.errors.len(),
-            integrity
-        ));
+            format!(
+                ": not restored ({integrity} of them because of damaged or unsafe data; `envarc verify --read-data` tells more); each is named above"
+            ),
+        );
     }
 }
 

@@ -6,7 +6,7 @@ use crate::repo::Repository;
 use crate::verify::{verify as run_verify, Problem, ReadData, VerifyOptions, VerifyReport};
 use crate::{Error, Result};
 
-use super::fmt::fmt_bytes;
+use super::fmt::{fmt_bytes, plural};
 use super::repo::RepoArgs;
 use super::{GlobalArgs, Output};
 
@@ -99,6 +99,10 @@ fn print(out: &Output, r: &VerifyReport) {
             "" => p.kind.to_string(),
             id => format!("{} {id}", p.kind),
         };
+        if out.quiet {
+            // Quiet hides stdout's report; the journal must still name it.
+            eprintln!("envarc: error: {what} ({}): {}", p.class, p.error);
+        }
         out.say(format!("error: {what} ({}): {}", p.class, p.error));
         out.say(format!("  consequence: {}", p.consequence));
         for rf in &p.references {
@@ -131,14 +135,16 @@ fn print(out: &Output, r: &VerifyReport) {
         ));
     } else {
         out.say(format!(
-            "{} problems found; see each one's consequence above",
-            r.problems.len()
+            "{} found; see each one's consequence above",
+            plural(r.problems.len() as u64, "problem", "problems")
         ));
     }
-    if r.exit_code() != exit::OK && out.quiet {
-        eprintln!(
-            "envarc: verify found {} problems; run without --quiet for details",
-            r.problems.len()
-        );
+    if r.exit_code() != exit::OK {
+        let detail = if out.quiet {
+            " verification; run without --quiet for each one's consequence"
+        } else {
+            " verification; see each one's consequence above"
+        };
+        out.failed(r.problems.len(), detail);
     }
 }

@@ -103,6 +103,7 @@ pub fn renew_snapshots(
     let mut done = 0;
     let mut failed = Vec::new();
     for id in ids {
+        crate::interrupt::check()?;
         lock.check()?;
         match repo.load_snapshot(id) {
             Ok((meta, entries)) => {

@@ -81,6 +81,15 @@ pub struct PruneReport {
     pub bytes_freed: u64,
     /// Packs with unused data left alone: younger than the grace period.
     pub packs_kept_recent: u64,
+    /// Packs no index lists and temporary objects left alone: younger than
+    /// the grace period (a running backup may still be writing them).
+    pub unindexed_packs_kept_recent: u64,
+    pub temporary_files_kept_recent: u64,
+    /// Bytes all of those would free once old enough.
+    pub bytes_kept_recent: u64,
+    /// Seconds until the last of them is older than the grace period (a
+    /// prune then frees them); 0 when nothing was kept for its age.
+    pub kept_recent_freeable_in_s: u64,
     /// Packs with some unused data left alone because most of it is in use
     /// (repacking them would copy more than it frees).
     pub packs_kept_mostly_used: u64,
@@ -94,6 +103,24 @@ pub struct PruneReport {
     pub missing_packs: Vec<String>,
     /// Chunks that could not be copied (their packs were kept).
     pub failed: Vec<String>,
+}
+
+/// Records an object kept because it is younger than the grace period.
+fn kept_recent(
+    r: &mut PruneReport,
+    modified: Option<SystemTime>,
+    bytes: u64,
+    grace: Duration,
+    now: SystemTime,
+) {
+    r.bytes_kept_recent += bytes;
+    let left = match modified {
+        Some(m) => (m + grace).duration_since(now).unwrap_or_default(),
+        None => grace,
+    };
+    // Round up: "freeable in 0 s" would read as "now".
+    let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+    r.kept_recent_freeable_in_s = r.kept_recent_freeable_in_s.max(secs);
 }
 
 fn older_than(modified: Option<SystemTime>, grace: Duration, now: SystemTime) -> bool {
@@ -182,6 +209,7 @@ pub fn plan<'a>(
         }
         if !older_than(file.modified, opts.grace, now) {
             report.packs_kept_recent += 1;
+            kept_recent(&mut report, file.modified, dead_bytes, opts.grace, now);
             continue;
         }
         if !live.is_empty() {
@@ -209,6 +237,12 @@ pub fn plan<'a>(
         });
     }
     let indexed: HashSet<Id> = index.packs().iter().map(|p| p.id).collect();
+    for p in stored.values() {
+        if !indexed.contains(&p.id) && !older_than(p.modified, opts.grace, now) {
+            report.unindexed_packs_kept_recent += 1;
+            kept_recent(&mut report, p.modified, p.size, opts.grace, now);
+        }
+    }
     let mut unindexed: Vec<PackFile> = stored
         .values()
         .filter(|p| !indexed.contains(&p.id) && older_than(p.modified, opts.grace, now))
@@ -272,8 +306,12 @@ pub fn prune_locked(
     let stored: HashMap<Id, PackFile> = repo.list_packs()?.into_iter().map(|p| (p.id, p)).collect();
     let now = SystemTime::now();
     let p = plan(&index, &by_pack, &used, &stored, now, opts);
-    let leftovers = leftovers(repo, opts.grace, now)?;
+    let (leftovers, young) = leftovers(repo, opts.grace, now)?;
     let mut report = p.report;
+    report.temporary_files_kept_recent = young.len() as u64;
+    for o in &young {
+        kept_recent(&mut report, o.modified, o.size, opts.grace, now);
+    }
     report.snapshots = snaps.all.len() as u64;
     report.temporary_files_deleted = leftovers.len() as u64;
     report.bytes_freed += leftovers.iter().map(|o| o.size).sum::<u64>();
@@ -282,6 +320,7 @@ pub fn prune_locked(
     };
     let known: HashSet<Id> = snaps.all.iter().map(|(id, _)| *id).collect();
     let guard = || -> Result<()> {
+        crate::interrupt::check()?;
         lock.check()?;
         no_new_snapshots(repo, &known)
     };
@@ -311,8 +350,13 @@ pub fn prune_locked(
     Ok(report)
 }
 
-/// Temporary objects of interrupted writers older than the grace period.
-fn leftovers(repo: &Repository, grace: Duration, now: SystemTime) -> Result<Vec<ObjectInfo>> {
+/// Temporary objects of interrupted writers: those older than the grace
+/// period, and the younger ones (kept: their writer may still be running).
+fn leftovers(
+    repo: &Repository,
+    grace: Duration,
+    now: SystemTime,
+) -> Result<(Vec<ObjectInfo>, Vec<ObjectInfo>)> {
     let all = repo.storage().leftovers().map_err(|e| {
         Error::io(
             format!("listing temporary objects in {}", repo.storage().location()),
@@ -321,6 +365,5 @@ fn leftovers(repo: &Repository, grace: Duration, now: SystemTime) -> Result<Vec<
     })?;
     Ok(all
         .into_iter()
-        .filter(|o| older_than(o.modified, grace, now))
-        .collect())
+        .partition(|o| older_than(o.modified, grace, now)))
 }

@@ -201,7 +201,10 @@ pub fn run(
     let Some(lock) = lock else {
         return Ok(report);
     };
-    let guard = || lock.check();
+    let guard = || -> Result<()> {
+        crate::interrupt::check()?;
+        lock.check()
+    };
     let engine = Engine {
         repo,
         index: &index,

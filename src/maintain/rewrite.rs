@@ -184,6 +184,7 @@ pub fn rewrite_packs(
     e.progress
         .start(e.phase, Some(plan.items()), Some(plan.bytes()));
     for range in batches(&plan.packs, batch_bytes) {
+        crate::interrupt::check()?;
         let jobs = &plan.packs[range];
         let written = super::rewrite_write::write_batch(e, &pool, jobs)?;
         out.packs_written += written.packs.len() as u64;

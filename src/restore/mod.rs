@@ -238,6 +238,12 @@ pub fn restore(
             progress,
         };
         write_all(&ctx, &items, &mut report);
+        if crate::interrupt::requested() {
+            return Err(Error::Interrupted(format!(
+                "{} restored, nothing half-written left; the same command continues (it keeps what is there)",
+                plural_files(report.files)
+            )));
+        }
         if let Err(e) = safe_fs::sync_target(&target) {
             // Everything is in place, but maybe not on stable storage yet.
             let err = RestoreError {
@@ -313,4 +319,9 @@ fn dry_run(
         });
     }
     Ok(())
+}
+
+/// `1 file`, `2 files` (the library's own, as it cannot use the CLI's).
+fn plural_files(n: u64) -> String {
+    format!("{n} {}", if n == 1 { "file" } else { "files" })
 }

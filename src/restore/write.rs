@@ -158,6 +158,7 @@ fn write_chunks(ctx: &Ctx, chunks: &[ChunkId], file: &mut std::fs::File) -> crat
     use std::io::Write;
     let mut n = 0u64;
     for window in chunks.chunks(WINDOW) {
+        crate::interrupt::check()?;
         let data: Vec<crate::Result<Vec<u8>>> = if window.len() == 1 {
             vec![ctx.repo.read_chunk(ctx.index, &window[0])]
         } else {
@@ -219,6 +220,9 @@ pub(super) fn write_all(ctx: &Ctx, items: &[Item], report: &mut RestoreReport) {
             .map_init(
                 || Worker { ctx, cached: None },
                 |w, it| {
+                    if crate::interrupt::requested() {
+                        return Outcome::Kept;
+                    }
                     ctx.progress.item(&lossy(&it.e.path));
                     let o = w.restore_file(it);
                     let n = if let Outcome::Restored(n) = o { n } else { 0 };
@@ -229,12 +233,20 @@ pub(super) fn write_all(ctx: &Ctx, items: &[Item], report: &mut RestoreReport) {
             .collect()
     });
     ctx.progress.finish();
+    let interrupted = crate::interrupt::requested();
     for (it, o) in files.iter().zip(outcomes) {
         match o {
+            // Failures after a signal are the signal's doing (a file cut
+            // short, its temporary file removed), not the file's.
+            Outcome::Failed(_) if interrupted => {}
             Outcome::Restored(_) => count(report, it.e),
             Outcome::Kept => report.skipped += 1,
             Outcome::Failed(err) => fail(report, err),
         }
+    }
+
+    if interrupted {
+        return;
     }
 
     // 3. Symlinks.

@@ -111,6 +111,9 @@ pub(super) fn check(
     let results: Vec<(ChunkId, Checked)> = by_pack
         .par_iter()
         .flat_map_iter(|copies| {
+            if crate::interrupt::requested() {
+                return Vec::new();
+            }
             let r = check_pack(repo, copies, packs.get(&copies[0].0.location.pack).copied());
             let bytes = r
                 .iter()

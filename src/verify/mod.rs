@@ -107,6 +107,8 @@ pub fn verify(
             progress,
         )
     });
+    // Chunks skipped after a signal are unchecked, not sound.
+    crate::interrupt::check()?;
     if !damaged.is_empty() {
         find_references(repo, &readable, &mut damaged);
     }

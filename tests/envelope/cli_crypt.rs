@@ -55,6 +55,7 @@ impl Fixture {
         let input = self.write(&format!("{name}.plain"), plaintext);
         self.cmd("encrypt")
             .args(extra)
+            .arg("--force")
             .arg(&input)
             .arg("-o")
             .arg(self.path(name))
@@ -395,7 +396,7 @@ fn tampered_message_exits_4_and_leaves_target_untouched() {
     f.write("out", b"previous content");
     let before = dir_names(f.dir.path());
     f.cmd("decrypt")
-        .args(["msg", "-o", "out"])
+        .args(["msg", "-o", "out", "--force"])
         .assert()
         .code(4)
         .stderr(predicate::str::contains("failed authentication"));
@@ -572,7 +573,7 @@ fn garbage_input_is_not_a_message() {
         .assert()
         .failure()
         .stderr(predicate::str::contains(
-            "unsupported message format version",
+            "the input is not an encrypted message",
         ));
     // Writing the message to an unwritable place fails cleanly too.
     let mut stdin_msg = Vec::new();
@@ -583,4 +584,42 @@ fn garbage_input_is_not_a_message() {
         .assert()
         .code(1)
         .stderr(predicate::str::contains("no/such/dir/out"));
+}
+
+/// Issue 19: a plaintext given to decrypt is named as such; an existing
+/// output is replaced only with --force.
+#[test]
+fn non_messages_and_existing_outputs_are_refused_clearly() {
+    let f = Fixture::new();
+    let notes = f.write("notes.txt", b"just some notes\n");
+    f.cmd("decrypt")
+        .arg(&notes)
+        .args(["-o", "out.txt"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "notes.txt is not an encrypted message",
+        ));
+    assert!(!f.path("out.txt").exists());
+
+    f.encrypt("notes.enc", b"secret notes\n", &[]);
+    let before = f.read("notes.enc");
+    f.cmd("encrypt")
+        .arg(&notes)
+        .args(["-o", "notes.enc"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("notes.enc exists; pass --force"));
+    assert_eq!(f.read("notes.enc"), before, "refused, yet replaced");
+    f.cmd("decrypt")
+        .args(["notes.enc", "-o", "notes.txt"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("notes.txt exists; pass --force"));
+    assert_eq!(f.read("notes.txt"), b"just some notes\n");
+    f.cmd("decrypt")
+        .args(["notes.enc", "-o", "notes.txt", "--force"])
+        .assert()
+        .success();
+    assert_eq!(f.read("notes.txt"), b"secret notes\n");
 }

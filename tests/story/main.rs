@@ -6,6 +6,7 @@ mod util;
 
 mod crash;
 mod demo;
+mod first_week;
 mod forget;
 mod no_retag;
 mod prune;

@@ -88,14 +88,14 @@ impl Ring {
     pub fn encrypt(&self, key: &str, name: &str, plain: &[u8]) -> String {
         let input = self.write(&format!("{name}.plain"), plain);
         let out = self.file(name).to_str().unwrap().to_string();
-        self.ok(&["encrypt", "--key", key, &input, "-o", &out]);
+        self.ok(&["encrypt", "--key", key, &input, "-o", &out, "--force"]);
         out
     }
 
     /// Decrypts a message file; returns the plaintext.
     pub fn decrypt(&self, msg: &str) -> Vec<u8> {
         let out = format!("{msg}.out");
-        let j = self.ok(&["decrypt", msg, "-o", &out]);
+        let j = self.ok(&["decrypt", msg, "-o", &out, "--force"]);
         assert_eq!(j["EncryptedDataKeys"].as_array().unwrap().len(), 1);
         fs::read(out).unwrap()
     }
