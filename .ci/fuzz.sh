@@ -4,6 +4,8 @@
 # SanitizerCoverage instrumentation (stable -C flags; no sanitizer runtime).
 #
 #   bash .ci/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
+#   bash .ci/fuzz.sh --build     (only build the harness; .ci/run does this
+#                                 early, at low priority, beside the tests)
 #
 # Defaults: 15 s for each of the targets listed in tests/fuzz/targets.rs.
 # The corpus lives in target/fuzz/corpus/<target> (seeded from the library
@@ -14,6 +16,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BUILD_ONLY=0
+if [ "${1:-}" = "--build" ]; then BUILD_ONLY=1; shift; fi
 SECS="${1:-15}"
 shift || true
 TRIPLE="$(rustc -vV | sed -n 's/^host: //p')"
@@ -31,6 +35,7 @@ export CARGO_TERM_COLOR=never
 echo "fuzz: building the harness (release, instrumented)"
 cargo build --release --manifest-path "$ROOT/tests/fuzz/Cargo.toml" \
     --target "$TRIPLE" --target-dir "$OUT" --bins
+[ "$BUILD_ONLY" -eq 0 ] || exit 0
 
 if [ "$#" -eq 0 ]; then
     set -- $(sed -n 's/^    ("\([a-z_]*\)", [a-z_]*),$/\1/p' "$ROOT/tests/fuzz/targets.rs")

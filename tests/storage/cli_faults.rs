@@ -68,6 +68,9 @@ fn seaweedfs_killed_mid_backup_then_the_rerun_completes() {
     let url = format!("s3:{}/kill-backup/repo", weed.s3_endpoint());
     let mut c = Cli::new();
     c.env.push(("ENVARC_REMOTE_TIMEOUT".into(), "2".into()));
+    // Against a dead server every request runs out of attempts; three keep
+    // the wait short (the default bound is the retry tests' to show).
+    c.env.push(("ENVARC_REMOTE_RETRIES".into(), "3".into()));
     // The killed backup's lock stays behind; prune goes on once it is stale.
     c.env.push(("ENVARC_LOCK_STALE_AFTER".into(), "10".into()));
     write_tree(&c.src, 3, 48 << 20);
@@ -82,6 +85,10 @@ fn seaweedfs_killed_mid_backup_then_the_rerun_completes() {
     weed.kill();
     let (code, err) = finish(child, Duration::from_secs(150));
     assert_ne!(code, 0, "a backup to a killed server succeeded: {err}");
+    assert!(
+        err.contains("after 3 attempts"),
+        "ENVARC_REMOTE_RETRIES=3 not honoured: {err}"
+    );
     assert!(!err.contains(crate::seaweedfs::SECRET_KEY), "{err}");
     eprintln!("backup to the killed server: exit {code}: {}", err.trim());
 
@@ -176,6 +183,8 @@ fn backups_through_a_faulty_proxy_complete_or_leave_no_snapshot() {
     );
     proxy.enabled.store(false, Ordering::SeqCst);
     let url = direct.replace(&port.to_string(), &proxy.port.to_string());
+    // Every request fails from here on: fail after 3 attempts, not 8.
+    c.env.push(("ENVARC_REMOTE_RETRIES".into(), "3".into()));
     std::fs::write(c.src.join("outage"), util::random_bytes(40, 24 << 20)).unwrap();
     let before = snapshot_count(&c, &direct);
     let store = open_with(&direct, &test_options()).unwrap();

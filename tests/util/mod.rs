@@ -47,9 +47,12 @@ pub fn envarc() -> assert_cmd::Command {
 }
 
 /// The pin file every command of this test process uses (tests of pins
-/// override it with their own).
+/// override it with their own). Under cargo's scratch folder for tests in
+/// target/, not the system's temporary folder: a process-wide file outlives
+/// every `TempDir`, and `cargo clean` is what removes these.
 pub fn pins_file() -> PathBuf {
-    std::env::temp_dir().join(format!("envarc-test-pins-{}.json", std::process::id()))
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("envarc-test-pins-{}.json", std::process::id()))
 }
 
 /// The `envarc` binary cargo built for these tests.

@@ -119,13 +119,27 @@ impl Default for RemoteOptions {
 
 impl RemoteOptions {
     /// The defaults, changed by `ENVARC_REMOTE_TIMEOUT` (seconds per request
-    /// attempt) and `ENVARC_LOCK_STALE_AFTER` (seconds after which a lock
+    /// attempt), `ENVARC_REMOTE_RETRIES` (attempts per request, the first
+    /// included: more for a flaky link, fewer to fail fast in a script) and
+    /// `ENVARC_LOCK_STALE_AFTER` (seconds after which a lock
     /// that was not refreshed is stale; it is refreshed six times as often;
     /// every host using the repository must use the same value).
     pub fn from_env() -> Result<RemoteOptions> {
         let mut o = RemoteOptions::default();
         if let Some(s) = secs_var("ENVARC_REMOTE_TIMEOUT")? {
             o.timeout = s;
+        }
+        if let Ok(v) = std::env::var("ENVARC_REMOTE_RETRIES") {
+            o.retry.attempts = v
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=100).contains(n))
+                .ok_or_else(|| {
+                    Error::Usage(format!(
+                        "ENVARC_REMOTE_RETRIES={v}: give a number of attempts from 1 to 100"
+                    ))
+                })?;
         }
         if let Some(s) = secs_var("ENVARC_LOCK_STALE_AFTER")? {
             o.lock = LockTiming::stale_after(s);
