@@ -68,6 +68,13 @@ fn quiet_runs_still_name_each_failure_and_count_them() {
     assert_eq!(o.status.code(), Some(4), "{err}");
     assert!(err.contains("envarc: error: chunk "), "{err}");
     assert!(err.contains("1 entry failed verification"), "{err}");
+    // Named once: not also as a warning before the error line.
+    let id = &err.split("envarc: error: chunk ").nth(1).unwrap()[..8];
+    assert_eq!(
+        err.lines().filter(|l| l.contains(id)).count(),
+        1,
+        "chunk {id} named more than once: {err}"
+    );
 }
 
 #[test]
