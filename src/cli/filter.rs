@@ -71,7 +71,7 @@ impl SnapshotFilter {
 impl Filter {
     /// Whether the snapshot passes every given criterion.
     pub fn matches(&self, m: &SnapshotMeta) -> bool {
-        let host = self.hosts.is_empty() || self.hosts.iter().any(|h| *h == m.host);
+        let host = self.hosts.is_empty() || self.hosts.contains(&m.host);
         let tags = self.tags.is_empty()
             || self
                 .tags

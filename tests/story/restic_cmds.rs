@@ -69,7 +69,7 @@ fn forget_removes_named_snapshots_all_or_nothing() {
         out.contains(&format!("removed snapshot {}", &b[..8])),
         "{out}"
     );
-    assert_eq!(ids(&s, &[]), [c.clone()]);
+    assert_eq!(ids(&s, &[]), std::slice::from_ref(&c));
     // With --prune, as the policy form.
     let v = s.json(&s.on_repo("forget", &["latest", "--prune", "--grace", "0"]));
     assert_eq!(v["forget"]["snapshots"][0], c.as_str());
@@ -215,7 +215,7 @@ fn tag_writes_a_new_sealed_snapshot_and_removes_the_old() {
     );
     assert_eq!(
         snapshot_files(&s),
-        [new.clone()],
+        std::slice::from_ref(&new),
         "the old snapshot is left"
     );
     assert_eq!(entries(&new), n);
