@@ -111,7 +111,8 @@ fn start_until_a_pack(s: &Story, args: &[&str], data: &Path) -> Child {
     let child = s.process(args).spawn().unwrap();
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(60) {
-        let packs = !names_under(data).is_empty();
+        // Durable: renamed into place (a temporary pack may still be empty).
+        let packs = names_under(data).iter().any(|n| !n.contains("envarc-tmp"));
         if packs {
             break;
         }
