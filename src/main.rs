@@ -2,10 +2,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = envarc::cli::Cli::parse();
+    let cli = envarc::cli::parse();
     let code = match envarc::cli::run(cli) {
         Ok(code) => code,
         Err(e) if e.is_broken_pipe() => envarc::error::exit::OK,

@@ -1,5 +1,6 @@
 //! `envarc backup`.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use serde_json::json;
@@ -51,10 +52,13 @@ pub struct BackupArgs {
 }
 
 pub fn backup(out: &Output, g: &GlobalArgs, a: BackupArgs) -> Result<i32> {
-    let repo = a.repo.open(g, out)?;
+    let (repo, keyring) = a.repo.open_with_keyring(g, out)?;
     let mut excludes = a.exclude.clone();
     for f in &a.exclude_file {
         excludes.extend(PathMatcher::read_file(f)?);
+    }
+    if !a.dry_run {
+        warn_secrets_inside(out, g, keyring.is_some(), &a.paths, &excludes)?;
     }
     let opts = BackupOptions {
         paths: a.paths.clone(),
@@ -132,4 +136,66 @@ pub fn backup(out: &Output, g: &GlobalArgs, a: BackupArgs) -> Result<i32> {
         out.failed(r.errors.len(), detail);
         Ok(exit::PARTIAL)
     }
+}
+
+/// The keyring in use and the files that unlock it, when they lie inside a
+/// path this backup saves and no --exclude leaves them out: a copy inside
+/// the repository they unlock is no copy at all (it cannot be decrypted
+/// without them), and restoring that folder later would put back an old
+/// keyring over the current one, without the backing keys made since.
+/// Shown even under -q: a nightly job's journal is where it is read.
+fn warn_secrets_inside(
+    out: &Output,
+    g: &GlobalArgs,
+    keyring_in_use: bool,
+    paths: &[PathBuf],
+    excludes: &[String],
+) -> Result<()> {
+    use crate::backup::walk::clean_absolute;
+    let mut secrets = Vec::new();
+    if keyring_in_use {
+        secrets.push(("the keyring", super::keyring_args::keyring_path(g)?));
+        if let Some(p) = &g.keyring_key_file {
+            secrets.push(("the keyring's key file", p.clone()));
+        }
+        if let Some(p) = &g.passphrase_file {
+            secrets.push(("the keyring's passphrase file", p.clone()));
+        }
+    }
+    let matcher = PathMatcher::new("--exclude", excludes)?;
+    for (what, path) in secrets {
+        let names = spellings(&clean_absolute(&path)?);
+        for root in paths {
+            let roots = spellings(&clean_absolute(root)?);
+            let inside = names.iter().find(|s| {
+                roots.iter().any(|r| s.starts_with(r)) && !matcher.covers(s.as_os_str().as_bytes())
+            });
+            if let Some(s) = inside {
+                out.alert(format!(
+                    "{what} {} is inside {}, which this backup saves: a copy in the repository it \
+                     unlocks cannot be decrypted without it, and restoring {} later would put back \
+                     an old copy over the current one; add `--exclude {}` and keep a copy of the \
+                     keyring and what unlocks it somewhere else (another machine, a password manager)",
+                    path.display(),
+                    root.display(),
+                    root.display(),
+                    s.display()
+                ));
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A path as the user named it and, when it exists, with symlinks resolved
+/// (the walk saves names as given, but `/etc` may be reached as a link).
+fn spellings(p: &std::path::Path) -> Vec<PathBuf> {
+    let mut v = vec![p.to_path_buf()];
+    if let Ok(c) = p.canonicalize() {
+        if c != p {
+            v.push(c);
+        }
+    }
+    v
 }

@@ -22,13 +22,19 @@ pub struct KeyArgs {
     /// (arn:aws:kms:…, aws-kms:alias/NAME). Repeat it to wrap each data key
     /// under every key given, so that any one of them decrypts. To decrypt,
     /// none is needed (the message names its keys); given, only those are used.
-    #[arg(long, value_name = "KEY", conflicts_with = "raw_key_file")]
+    #[arg(
+        help_heading = "Key provider",
+        long,
+        value_name = "KEY",
+        conflicts_with = "raw_key_file"
+    )]
     pub key: Vec<String>,
     /// A file holding a raw AES wrapping key (16, 24 or 32 bytes, as they are).
-    #[arg(long, value_name = "FILE")]
+    #[arg(help_heading = "Key provider", long, value_name = "FILE")]
     pub raw_key_file: Option<PathBuf>,
     /// Namespace (ESDK provider ID) of the raw wrapping key.
     #[arg(
+        help_heading = "Key provider",
         long,
         default_value = "envarc",
         value_name = "NS",
@@ -36,7 +42,12 @@ pub struct KeyArgs {
     )]
     pub key_namespace: String,
     /// Name of the raw wrapping key, as stored in each message.
-    #[arg(long, value_name = "NAME", requires = "raw_key_file")]
+    #[arg(
+        help_heading = "Key provider",
+        long,
+        value_name = "NAME",
+        requires = "raw_key_file"
+    )]
     pub key_name: Option<String>,
     /// Where the server of transit: keys is.
     #[command(flatten)]
@@ -169,7 +180,7 @@ const IO_BUFFER: usize = 64 * 1024;
 /// kernel to start writing it back, so the final fsync has little left to do.
 const WRITEBACK_STEP: u64 = 16 << 20;
 
-fn is_stdio(p: &Option<PathBuf>) -> bool {
+pub(super) fn is_stdio(p: &Option<PathBuf>) -> bool {
     p.as_deref().is_none_or(|p| p == Path::new("-"))
 }
 
@@ -241,7 +252,7 @@ impl EarlyWriteback<'_> {
 /// committed only if `body` succeeds (so a failure leaves OUT untouched).
 /// Refuses to replace an existing output file unless `--force`, and to
 /// write a binary message to a terminal unless `-o -` asks for it.
-fn check_output(p: &Option<PathBuf>, force: bool, binary: bool) -> Result<()> {
+pub(super) fn check_output(p: &Option<PathBuf>, force: bool, binary: bool) -> Result<()> {
     use std::io::IsTerminal;
     match p {
         None if binary && io::stdout().is_terminal() => Err(Error::Usage(
@@ -278,7 +289,7 @@ fn not_a_message(input: &Option<PathBuf>, e: Error) -> Error {
     }
 }
 
-fn with_output(
+pub(super) fn with_output(
     p: &Option<PathBuf>,
     body: impl FnOnce(&mut (dyn Write + Send)) -> Result<()>,
 ) -> Result<()> {

@@ -373,6 +373,14 @@ fn workdir(dir: &Option<PathBuf>) -> Result<(PathBuf, Option<tempfile::TempDir>)
 }
 
 pub fn demo(out: &Output, _g: &GlobalArgs, a: DemoArgs) -> Result<i32> {
+    if out.json {
+        // A walk-through for people: refuse rather than print nothing.
+        return Err(crate::Error::Usage(
+            "demo prints a walk-through for people and has no JSON output; run the commands \
+             it shows (backup, verify, stats, …) with --json"
+                .into(),
+        ));
+    }
     let (dir, _temp) = workdir(&a.dir)?;
     let keyring_path = dir.join("keyring");
     let mut opts = KeyringOptions::new(

@@ -5,9 +5,6 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use clap::CommandFactory;
-
-use super::Cli;
 use crate::error::exit;
 use crate::{Error, Result};
 
@@ -33,7 +30,7 @@ fn stdout_error(e: std::io::Error) -> Error {
 }
 
 pub fn completions(a: CompletionsArgs) -> Result<i32> {
-    let mut cmd = Cli::command();
+    let mut cmd = super::command();
     let mut buf = Vec::new();
     clap_complete::generate(a.shell, &mut cmd, "envarc", &mut buf);
     std::io::stdout()
@@ -44,7 +41,7 @@ pub fn completions(a: CompletionsArgs) -> Result<i32> {
 }
 
 pub fn man(a: ManArgs) -> Result<i32> {
-    let cmd = Cli::command();
+    let cmd = super::command();
     if let Some(dir) = a.output_dir {
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;

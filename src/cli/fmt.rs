@@ -3,24 +3,46 @@
 
 use std::time::Duration;
 
-/// Parses `30s`, `5m`, `2h`, `1d` or plain seconds.
+/// Parses `30s`, `5m`, `2h`, `1d`, `2w`, `1y` (365 days), plain seconds,
+/// or a sum of them (`1d12h`). `m` is minutes, as everywhere in envarc (not
+/// restic's months: write `30d`).
 pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration; write e.g. 30s, 5m, 2h or 1d"))?;
-    let mult = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return Err(format!("unknown unit in '{s}'; use s, m, h or d")),
-    };
-    n.checked_mul(mult)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("duration '{s}' is out of range"))
+    let bad = || format!("'{s}' is not a duration; write e.g. 30s, 5m, 2h, 7d, 2w, 1y or 1d12h");
+    if t.is_empty() {
+        return Err(bad());
+    }
+    let mut rest = t;
+    let mut total: u64 = 0;
+    while !rest.is_empty() {
+        let split = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let (num, after) = rest.split_at(split);
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_len);
+        let mult = match unit {
+            // A bare number is seconds, and only on its own.
+            "" if total == 0 && next.is_empty() => 1,
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86400,
+            "w" => 7 * 86400,
+            "y" => 365 * 86400,
+            "" => return Err(bad()),
+            _ => return Err(format!("unknown unit in '{s}'; use s, m, h, d, w or y")),
+        };
+        total = n
+            .checked_mul(mult)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(|| format!("duration '{s}' is out of range"))?;
+        rest = next;
+    }
+    Ok(Duration::from_secs(total))
 }
 
 /// `1h`, `90s`: a duration as [`parse_duration`] reads it.
@@ -100,5 +122,22 @@ mod tests {
             Ok(std::time::Duration::from_secs(7200))
         );
         assert_eq!(fmt_duration(std::time::Duration::from_secs(90)), "90s");
+    }
+
+    #[test]
+    fn durations_take_weeks_years_and_sums() {
+        let d = |s| parse_duration(s).map(|d| d.as_secs());
+        assert_eq!(d("90"), Ok(90));
+        assert_eq!(d("2w"), Ok(14 * 86400));
+        assert_eq!(d("1y"), Ok(365 * 86400));
+        assert_eq!(d("1d12h"), Ok(86400 + 12 * 3600));
+        assert_eq!(d("1h30m15s"), Ok(3600 + 1800 + 15));
+        assert!(d("").is_err());
+        assert!(d("1d12").is_err(), "a bare number after a unit");
+        assert!(d("5q").unwrap_err().contains("unknown unit"));
+        assert!(d("h").is_err());
+        assert!(d("99999999999999999y")
+            .unwrap_err()
+            .contains("out of range"));
     }
 }

@@ -8,7 +8,9 @@ use super::fmt::{fmt_bytes, fmt_duration, parse_duration, plural};
 use super::repo::RepoArgs;
 use super::{GlobalArgs, Output};
 use crate::error::exit;
-use crate::maintain::forget::{forget as run_forget, ForgetReport};
+use crate::maintain::forget::{
+    forget as run_forget, forget_named as run_forget_named, ForgetReport,
+};
 use crate::maintain::prune::{prune as run_prune, PruneOptions, PruneReport};
 use crate::maintain::retention::{Count, Policy};
 use crate::repo::{Id, Repository, SnapshotMeta};
@@ -18,6 +20,10 @@ use crate::Result;
 pub struct ForgetArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
+    /// Snapshots to remove (IDs, unique prefixes or `latest`), instead of a
+    /// --keep-* policy. All are checked before any is removed.
+    #[arg(value_name = "SNAP")]
+    pub snapshots: Vec<String>,
     /// Keep the N most recent snapshots ('unlimited': all).
     #[arg(long, value_name = "N")]
     pub keep_last: Option<Count>,
@@ -41,9 +47,13 @@ pub struct ForgetArgs {
     /// untagged snapshots); repeatable.
     #[arg(long, value_name = "TAGS")]
     pub keep_tag: Vec<String>,
-    /// Only consider snapshots of this host (others are left alone).
-    #[arg(long, value_name = "HOST")]
-    pub host: Option<String>,
+    /// Keep every snapshot taken less than DURATION before the newest of its
+    /// group (e.g. 7d, 2w, 1y = 365 days, 1d12h; m is minutes).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub keep_within: Option<Duration>,
+    /// Which snapshots the policy considers (others are left alone).
+    #[command(flatten)]
+    pub filter: super::filter::SnapshotFilter,
     /// Run prune afterwards.
     #[arg(long)]
     pub prune: bool,
@@ -202,9 +212,8 @@ fn do_prune(
     Ok((r, code))
 }
 
-pub fn forget(out: &Output, g: &GlobalArgs, a: ForgetArgs) -> Result<i32> {
-    let repo = a.repo.open(g, out)?;
-    let policy = Policy {
+fn policy_of(a: &ForgetArgs) -> Policy {
+    Policy {
         last: a.keep_last,
         hourly: a.keep_hourly,
         daily: a.keep_daily,
@@ -216,28 +225,83 @@ pub fn forget(out: &Output, g: &GlobalArgs, a: ForgetArgs) -> Result<i32> {
             .iter()
             .map(|t| t.split(',').map(|s| s.trim().to_string()).collect())
             .collect(),
-    };
+        within: a.keep_within,
+    }
+}
+
+pub fn forget(out: &Output, g: &GlobalArgs, a: ForgetArgs) -> Result<i32> {
+    let policy = policy_of(&a);
+    if !a.snapshots.is_empty() {
+        return forget_named(out, g, a, &policy);
+    }
+    let filter = a.filter.build()?;
+    let repo = a.repo.open(g, out)?;
     let metas = repo.snapshots_lenient()?.0;
     let progress = out.progress();
     let r = run_forget(
         &repo,
         &policy,
-        a.host.as_deref(),
+        &|m| filter.matches(m),
         a.dry_run,
         progress.as_ref(),
     )?;
     drop(progress);
+    if r.groups.is_empty() && !filter.is_empty() {
+        // A filter that matches nothing would otherwise end in silence.
+        out.alert(format!(
+            "no snapshot matches {}: nothing to remove (list them with `envarc snapshots`)",
+            filter.describe()
+        ));
+    }
     print_forget(out, &r, &metas);
+    finish(out, &repo, &a, json!(r))
+}
+
+/// The end of every forget: the prune it asked for, the JSON, the exit code.
+fn finish(out: &Output, repo: &Repository, a: &ForgetArgs, r: serde_json::Value) -> Result<i32> {
     let mut code = exit::OK;
     let mut pruned = None;
     if a.prune {
-        let (p, c) = do_prune(out, &repo, a.dry_run, a.grace)?;
+        let (p, c) = do_prune(out, repo, a.dry_run, a.grace)?;
         print_prune(out, &p, a.grace);
         code = c;
         pruned = Some(p);
     }
     out.json(&json!({ "forget": r, "prune": pruned }))?;
     Ok(code)
+}
+
+/// `forget SNAP…`: the named snapshots, with nothing of a policy.
+fn forget_named(out: &Output, g: &GlobalArgs, a: ForgetArgs, policy: &Policy) -> Result<i32> {
+    if !policy.is_empty() || !a.filter.is_empty() {
+        return Err(crate::Error::Usage(
+            "give either snapshots to remove or a --keep-* policy (with --host/--tag/--path), \
+             not both (nothing was removed)"
+                .into(),
+        ));
+    }
+    let repo = a.repo.open(g, out)?;
+    let progress = out.progress();
+    let r = run_forget_named(&repo, &a.snapshots, a.dry_run, progress.as_ref())?;
+    drop(progress);
+    let verb = if r.dry_run { "would remove" } else { "removed" };
+    for (id, meta) in &r.snapshots {
+        let about = match meta {
+            Some(m) => format!(
+                "{}  host {}  {}",
+                m.time.to_rfc3339(),
+                m.host,
+                m.paths
+                    .iter()
+                    .map(|p| super::fmt::lossy(p))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+            None => "(cannot be read)".into(),
+        };
+        out.say(format!("{verb} snapshot {}  {about}", id.short()));
+    }
+    finish(out, &repo, &a, json!(r))
 }
 
 pub fn prune(out: &Output, g: &GlobalArgs, a: PruneArgs) -> Result<i32> {

@@ -76,18 +76,18 @@ pub fn check_specs(specs: &[String]) -> Result<()> {
 #[derive(clap::Args, Clone, Debug)]
 pub struct TransitArgs {
     /// OpenBao/Vault address for transit keys [default: $BAO_ADDR, then $VAULT_ADDR].
-    #[arg(long, value_name = "URL")]
+    #[arg(help_heading = "OpenBao/Vault transit", long, value_name = "URL")]
     pub transit_addr: Option<String>,
     /// Mount path of the transit engine [default: transit; on decrypt, the
     /// mount stored in the message].
-    #[arg(long, value_name = "PATH")]
+    #[arg(help_heading = "OpenBao/Vault transit", long, value_name = "PATH")]
     pub transit_mount: Option<String>,
     /// PEM file of CA certificates that sign the server's TLS certificate
     /// [default: $BAO_CACERT, then $VAULT_CACERT, else the Mozilla roots].
-    #[arg(long, value_name = "FILE")]
+    #[arg(help_heading = "OpenBao/Vault transit", long, value_name = "FILE")]
     pub transit_ca_file: Option<PathBuf>,
     /// Seconds one request to the transit server may take.
-    #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(help_heading = "OpenBao/Vault transit", long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub transit_timeout: u64,
 }
 

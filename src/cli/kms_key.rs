@@ -16,14 +16,14 @@ pub const AWS_KMS: &str = "aws-kms";
 pub struct KmsArgs {
     /// AWS KMS endpoint URL for every region (a VPC endpoint, a test server)
     /// [default: $AWS_ENDPOINT_URL_KMS, $AWS_ENDPOINT_URL, the profile's, else AWS's].
-    #[arg(long, value_name = "URL")]
+    #[arg(help_heading = "AWS KMS", long, value_name = "URL")]
     pub kms_endpoint: Option<String>,
     /// Seconds one try of a request to AWS KMS may take.
-    #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(help_heading = "AWS KMS", long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub kms_timeout: u64,
     /// Most requests to AWS KMS in flight at once (a backup of many small
     /// files makes one per file); lower it to leave request quota to others.
-    #[arg(long, default_value_t = 16, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    #[arg(help_heading = "AWS KMS", long, default_value_t = 16, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub kms_max_in_flight: u32,
 }
 

@@ -10,6 +10,8 @@ mod demo_tree;
 mod diff;
 mod dircrypt;
 mod docs;
+mod dump;
+mod filter;
 pub mod fmt;
 mod forget;
 mod key;
@@ -24,6 +26,7 @@ mod repo_key;
 mod restore;
 mod rewrap;
 mod stats;
+mod tag;
 mod unlock;
 mod verify;
 
@@ -55,22 +58,28 @@ pub struct GlobalArgs {
     #[arg(short, long, global = true)]
     pub quiet: bool,
     /// The keyring file [default: $XDG_CONFIG_HOME/envarc/keyring, else ~/.config/envarc/keyring].
-    #[arg(long, global = true, env = "ENVARC_KEYRING", value_name = "PATH")]
+    #[arg(
+        help_heading = "Keyring",
+        long,
+        global = true,
+        env = "ENVARC_KEYRING",
+        value_name = "PATH"
+    )]
     pub keyring: Option<PathBuf>,
     /// Read the keyring passphrase from FILE (one trailing newline is ignored).
     /// Other sources: ENVARC_PASSPHRASE, else a terminal prompt.
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(help_heading = "Keyring", long, global = true, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
     /// Run CMD with `sh -c` and use what it prints as the keyring passphrase.
-    #[arg(long, global = true, value_name = "CMD")]
+    #[arg(help_heading = "Keyring", long, global = true, value_name = "CMD")]
     pub passphrase_command: Option<String>,
     /// Unlock the keyring with a 32-byte key file instead of a passphrase (for
     /// unattended jobs; a new keyring created with it is locked by it).
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(help_heading = "Keyring", long, global = true, value_name = "FILE")]
     pub keyring_key_file: Option<PathBuf>,
     /// When the repository is locked by another process, retry for up to
     /// DURATION (e.g. 30s, 10m, 1h) before giving up with exit code 6.
-    #[arg(long, global = true, value_name = "DURATION", value_parser = fmt::parse_duration)]
+    #[arg(help_heading = "Locking", long, global = true, value_name = "DURATION", value_parser = fmt::parse_duration)]
     pub retry_lock: Option<std::time::Duration>,
 }
 
@@ -97,6 +106,11 @@ pub enum Command {
     Trust(repo::TrustArgs),
     /// List the entries of a snapshot.
     Ls(repo::LsArgs),
+    /// Write one file of a snapshot to stdout (or -o FILE).
+    Dump(dump::DumpArgs),
+    /// Add, remove or set the tags of snapshots (each changed snapshot is
+    /// written anew under a new ID).
+    Tag(tag::TagArgs),
     /// Check that every snapshot can be restored (--read-data: authenticate all data).
     Verify(verify::VerifyArgs),
     /// Restore a snapshot into a folder.
@@ -129,6 +143,43 @@ pub enum Command {
     Completions(docs::CompletionsArgs),
     /// Print the manual page (roff), or write one page per command.
     Man(docs::ManArgs),
+    /// restic's name for `verify`: says so.
+    #[command(hide = true, disable_help_flag = true)]
+    Check(CheckArgs),
+}
+
+/// Whatever follows `envarc check`: only to point to `verify`.
+#[derive(clap::Args)]
+pub struct CheckArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    rest: Vec<String>,
+}
+
+/// The command line as parsed: [`Cli`] with what derive cannot say. On the
+/// commands of an existing repository `--key` is hidden: its key set was
+/// fixed at `init`, so the flag only draws a warning when it names another
+/// key (see `repo::open_pinned`); `init`, `encrypt` and `decrypt` show it.
+pub fn command() -> clap::Command {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .filter(|c| {
+            let has = |id: &str| c.get_arguments().any(|a| a.get_id() == id);
+            c.get_name() != "init" && has("repo") && has("key")
+        })
+        .map(|c| c.get_name().to_string())
+        .collect();
+    for name in names {
+        cmd = cmd.mut_subcommand(name, |c| c.mut_arg("key", |a| a.hide(true)));
+    }
+    cmd
+}
+
+/// Parses the process's arguments with [`command`] (exits on a usage error, as clap does).
+pub fn parse() -> Cli {
+    use clap::FromArgMatches;
+    let matches = command().get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 /// Runs a command and returns the exit code for a run that did not fail outright.
@@ -142,6 +193,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Backup(a) => backup::backup(&out, &cli.global, a),
         Command::Snapshots(a) => repo::snapshots(&out, &cli.global, a),
         Command::Ls(a) => repo::ls(&out, &cli.global, a),
+        Command::Dump(a) => dump::dump(&out, &cli.global, a),
+        Command::Tag(a) => tag::tag(&out, &cli.global, a),
         Command::Trust(a) => repo::trust(&out, &cli.global, a),
         Command::Verify(a) => verify::verify(&out, &cli.global, a),
         Command::Restore(a) => restore::restore(&out, &cli.global, a),
@@ -156,5 +209,19 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Demo(a) => demo::demo(&out, &cli.global, a),
         Command::Completions(a) => docs::completions(a),
         Command::Man(a) => docs::man(a),
+        Command::Check(_) => Err(crate::Error::Usage(
+            "envarc has no `check`; use `envarc verify` (add --read-data to read every chunk)"
+                .into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap checks its definitions only in debug builds: check them here
+    /// too, in release test runs (duplicate flags, bad references, …).
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::command().debug_assert();
     }
 }

@@ -40,13 +40,19 @@ pub fn open_storage(location: impl AsRef<std::ffi::OsStr>) -> Result<Box<dyn Sto
 pub struct RepoArgs {
     /// Repository location: a folder, s3:https://HOST/BUCKET/PREFIX,
     /// s3:s3.amazonaws.com/BUCKET/PREFIX or sftp:USER@HOST:/PATH.
-    #[arg(short = 'r', long, env = "ENVARC_REPOSITORY", value_name = "LOCATION")]
+    #[arg(
+        help_heading = "Repository",
+        short = 'r',
+        long,
+        env = "ENVARC_REPOSITORY",
+        value_name = "LOCATION"
+    )]
     pub repo: String,
     #[command(flatten)]
     pub key: KeyArgs,
     /// Accept a repository whose key set, config generation or location
     /// differs from what this machine pinned (see `envarc trust`).
-    #[arg(long)]
+    #[arg(help_heading = "Repository", long)]
     pub trust_repository_keys: bool,
 }
 
@@ -122,6 +128,7 @@ pub(super) fn open_pinned(
     let provider = repo_provider(key, g, claimed, keyring)?;
     let repo = unopened.open(provider)?;
     let c = repo.config();
+    warn_foreign_keys(key, c, keyring.as_ref(), out);
     pins.record(&at, c, status == PinStatus::Accepted)?;
     match status {
         PinStatus::New => out.warn(format!(
@@ -141,6 +148,43 @@ pub(super) fn open_pinned(
         PinStatus::Known => {}
     }
     Ok(repo)
+}
+
+/// `--key` on a command of an existing repository selects nothing: the
+/// config fixes the key set at init. A key given that is not in that set
+/// is a no-op the user should hear about, even under `-q`.
+fn warn_foreign_keys(
+    key: &KeyArgs,
+    c: &crate::repo::Config,
+    keyring: Option<&crate::keyring::Keyring>,
+    out: &Output,
+) {
+    use super::repo_key::{KEYRING, TRANSIT};
+    for spec in &key.key {
+        let ours = if let Some(name) = spec.strip_prefix("transit:") {
+            c.keys
+                .iter()
+                .any(|k| k.provider == TRANSIT && k.key == name)
+        } else if super::kms_key::is_kms_spec(spec) {
+            let s = spec.trim_start_matches("aws-kms:");
+            // An AWS KMS alias resolves only with a call to KMS: not checked here.
+            s.starts_with("alias/") || c.keys.iter().any(|k| k.key == s || k.key.ends_with(s))
+        } else {
+            let id = keyring
+                .and_then(|r| r.provider(spec).ok())
+                .and_then(|p| p.key().map(|(id, _)| id.to_string()));
+            id.is_some_and(|id| c.keys.iter().any(|k| k.provider == KEYRING && k.key == id))
+        };
+        if !ours {
+            out.alert(format!(
+                "--key {spec} is not a key of this repository, so it does nothing here: the \
+                 repository's own key set ({}) is used, as it was fixed at `envarc init`; to keep \
+                 backups under {spec}, create a repository with `envarc init --key {spec}` (and \
+                 `envarc copy` snapshots into it)",
+                c.describe_keys()
+            ));
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -316,6 +360,8 @@ pub fn trust(out: &Output, g: &GlobalArgs, a: TrustArgs) -> Result<i32> {
 pub struct SnapshotsArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
+    #[command(flatten)]
+    pub filter: super::filter::SnapshotFilter,
 }
 
 fn snapshot_json(id: &crate::repo::Id, m: &SnapshotMeta) -> serde_json::Value {
@@ -335,8 +381,14 @@ fn snapshot_json(id: &crate::repo::Id, m: &SnapshotMeta) -> serde_json::Value {
 }
 
 pub fn snapshots(out: &Output, g: &GlobalArgs, a: SnapshotsArgs) -> Result<i32> {
+    let filter = a.filter.build()?;
     let repo = a.repo.open(g, out)?;
     let (all, failed) = repo.snapshots_lenient()?;
+    let any = !all.is_empty();
+    let all = filter.apply(all);
+    if any && all.is_empty() && !filter.is_empty() {
+        out.alert(format!("no snapshot matches {}", filter.describe()));
+    }
     for (id, e) in &failed {
         out.warn(format!("snapshot {id} cannot be read: {e}"));
     }
@@ -367,7 +419,11 @@ pub fn snapshots(out: &Output, g: &GlobalArgs, a: SnapshotsArgs) -> Result<i32> 
             paths.join(" ")
         ));
     }
-    out.say(format!("{} snapshots", all.len()));
+    out.say(super::fmt::plural(
+        all.len() as u64,
+        "snapshot",
+        "snapshots",
+    ));
     Ok(code)
 }
 

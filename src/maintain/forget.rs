@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::retention::{apply, GroupDecision, Policy};
 use crate::progress::Progress;
-use crate::repo::{LockKind, Repository};
+use crate::repo::{Id, LockKind, Repository, SnapshotMeta};
 use crate::{Error, Result};
 
 #[derive(Clone, Debug, Serialize)]
@@ -20,10 +20,12 @@ pub struct ForgetReport {
     pub unreadable: Vec<String>,
 }
 
+/// Applies `policy` to the snapshots `select` accepts (others are left
+/// alone, as restic's `--host/--tag/--path` do).
 pub fn forget(
     repo: &Repository,
     policy: &Policy,
-    host: Option<&str>,
+    select: &dyn Fn(&SnapshotMeta) -> bool,
     dry_run: bool,
     progress: &dyn Progress,
 ) -> Result<ForgetReport> {
@@ -42,7 +44,8 @@ pub fn forget(
         .iter()
         .map(|(id, e)| format!("snapshot {id} cannot be read and is left alone: {e}"))
         .collect();
-    let groups = apply(policy, &all, host);
+    let considered: Vec<_> = all.into_iter().filter(|(_, m)| select(m)).collect();
+    let groups = apply(policy, &considered, None);
     for g in &groups {
         if g.keep.is_empty() && !g.remove.is_empty() {
             return Err(Error::Usage(format!(
@@ -65,5 +68,68 @@ pub fn forget(
         groups,
         removed,
         unreadable,
+    })
+}
+
+/// What `forget SNAP…` removed.
+#[derive(Clone, Debug, Serialize)]
+pub struct NamedReport {
+    pub dry_run: bool,
+    /// Each snapshot named, once, with its metadata when it could be read
+    /// (an unreadable snapshot can be removed by its ID).
+    #[serde(serialize_with = "named_as_hex")]
+    pub snapshots: Vec<(Id, Option<SnapshotMeta>)>,
+    pub removed: u64,
+}
+
+fn named_as_hex<S: serde::Serializer>(
+    v: &[(Id, Option<SnapshotMeta>)],
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|(id, _)| id.to_hex()))
+}
+
+/// Removes the snapshots named by `specs` (IDs, unique prefixes, `latest`).
+/// Every name is resolved under the lock before anything is removed, so
+/// an unknown or ambiguous one removes nothing.
+pub fn forget_named(
+    repo: &Repository,
+    specs: &[String],
+    dry_run: bool,
+    progress: &dyn Progress,
+) -> Result<NamedReport> {
+    let _lock = if dry_run {
+        None
+    } else {
+        Some(repo.lock(LockKind::Exclusive, progress)?)
+    };
+    let mut ids: Vec<Id> = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let id = repo.resolve_snapshot(spec)?;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    let mut snapshots = Vec::with_capacity(ids.len());
+    for id in ids {
+        snapshots.push((id, repo.load_snapshot_meta(&id).ok()));
+    }
+    let mut removed = 0;
+    for (id, _) in &snapshots {
+        if crate::interrupt::requested() {
+            return Err(Error::Interrupted(format!(
+                "{removed} of the {} named snapshots were removed",
+                snapshots.len()
+            )));
+        }
+        if !dry_run {
+            repo.delete_snapshot(id)?;
+        }
+        removed += 1;
+    }
+    Ok(NamedReport {
+        dry_run,
+        snapshots,
+        removed,
     })
 }

@@ -12,6 +12,10 @@
 //! - `tag T` (T may be `a,b`: all of them): every snapshot with those tags,
 //!   not counted; an empty T matches snapshots without tags.
 //!
+//! - `within D`: every snapshot less than D older than the group's newest
+//!   (restic's `--keep-within`: relative to the newest, not to now, so a
+//!   host that stopped backing up keeps its last week).
+//!
 //! A snapshot kept by any rule is kept. Calendar periods are taken in UTC
 //! (restic uses the local time zone): the result does not depend on where or
 //! in which season `forget` runs, and a machine's nightly backup falls into
@@ -52,6 +56,8 @@ pub struct Policy {
     pub yearly: Option<Count>,
     /// Each: tags a snapshot must all have (empty: no tags at all).
     pub tags: Vec<Vec<String>>,
+    /// Keep snapshots taken less than this before the group's newest.
+    pub within: Option<std::time::Duration>,
 }
 
 impl Policy {
@@ -69,6 +75,7 @@ impl Policy {
         .iter()
         .all(|c| zero(c))
             && self.tags.is_empty()
+            && self.within.is_none_or(|d| d.is_zero())
     }
 }
 
@@ -159,9 +166,15 @@ pub fn apply_group(
     let mut last_bucket: [Option<i64>; 6] = [None; 6];
     let mut keep = Vec::new();
     let mut remove = Vec::new();
+    let newest = list.first().map_or(0, |(_, m)| m.time.as_nanos());
     for (pos, (id, meta)) in list.iter().enumerate() {
         let oldest = pos + 1 == list.len();
         let mut reasons = Vec::new();
+        if let Some(d) = policy.within.filter(|d| !d.is_zero()) {
+            if newest - meta.time.as_nanos() < d.as_nanos() as i128 {
+                reasons.push(format!("within {}", crate::cli::fmt::fmt_duration(d)));
+            }
+        }
         for t in &policy.tags {
             if has_tags(meta, t) {
                 reasons.push(format!("tags {}", t.join(",")));
@@ -430,6 +443,39 @@ mod tests {
         .is_empty());
         assert_eq!("unlimited".parse::<Count>(), Ok(Count::Unlimited));
         assert!("-1".parse::<Count>().is_err());
+    }
+
+    #[test]
+    fn keep_within_counts_back_from_the_newest_snapshot() {
+        let t = datetime!(2024-01-01 0:00 UTC);
+        let list = snaps(&[
+            t,
+            t + time::Duration::days(3),
+            t + time::Duration::days(8),
+            t + time::Duration::days(9) + time::Duration::hours(23),
+            t + time::Duration::days(10),
+        ]);
+        let policy = Policy {
+            within: Some(std::time::Duration::from_secs(7 * 86400)),
+            ..Default::default()
+        };
+        // Day 3 is exactly 7 days before day 10: not within (restic: "newer than").
+        assert_eq!(
+            kept_times(&policy, &list),
+            [
+                "2024-01-09T00:00:00Z",
+                "2024-01-10T23:00:00Z",
+                "2024-01-11T00:00:00Z"
+            ]
+        );
+        let (keep, _) = apply_group(&policy, &list);
+        assert_eq!(keep[0].1, ["within 7d"]);
+        assert!(!policy.is_empty());
+        assert!(Policy {
+            within: Some(std::time::Duration::ZERO),
+            ..Default::default()
+        }
+        .is_empty());
     }
 
     #[test]

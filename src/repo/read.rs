@@ -30,8 +30,11 @@ pub(crate) fn named(e: crate::envelope::Error, name: &str) -> Error {
             message: format!("{name}: {p}"),
         },
         E::Io(io) => Error::io(format!("reading {name}"), io),
-        e if e.is_integrity() => Error::Integrity(format!("{name}: {e}")),
-        e => Error::Other(format!("{name}: {e}")),
+        e @ E::Invalid(_) => Error::Other(format!("{name}: {e}")),
+        // Besides failed checks, a repository object over a read limit, of an
+        // unknown version or suite is not what envarc wrote there: damage
+        // (exit 4, "corrupt" in verify), not a message to let through.
+        e => Error::Integrity(format!("{name}: {e}")),
     }
 }
 

@@ -434,11 +434,33 @@ impl Repository {
             [] | [_] => Err(Error::Usage(format!(
                 "no snapshot matches '{spec}'; list them with `envarc snapshots`"
             ))),
-            _ => Err(Error::Usage(format!(
-                "'{spec}' matches {} snapshots; give more digits of the ID",
-                matches.len()
-            ))),
+            _ => {
+                let mut shown: Vec<String> = matches
+                    .iter()
+                    .take(8)
+                    .map(|id| id.to_hex()[..16].to_string())
+                    .collect();
+                if matches.len() > shown.len() {
+                    shown.push("…".into());
+                }
+                Err(Error::Usage(format!(
+                    "'{spec}' matches {} snapshots ({}); give more digits of the ID",
+                    matches.len(),
+                    shown.join(", ")
+                )))
+            }
         }
+    }
+
+    /// Writes `meta` and `entries` as a new snapshot (a new ID, so a new
+    /// name and a fresh message bound to it), then deletes snapshot `old`:
+    /// for changes that make it another snapshot (`envarc tag`, as restic
+    /// does), unlike [`Self::replace_snapshot`], which keeps the ID. Under
+    /// the exclusive lock; a crash in between leaves both, never neither.
+    pub fn resave_snapshot(&self, old: &Id, meta: &SnapshotMeta, entries: &[Entry]) -> Result<Id> {
+        let new = self.save_snapshot(meta, entries)?;
+        self.delete_snapshot(old)?;
+        Ok(new)
     }
 
     /// Deletes a snapshot; durable when this returns.

@@ -156,8 +156,7 @@ pub(super) fn check(
         report.chunks_read += 1;
         report.bytes_read += n;
     }
-    for p in damaged.values() {
-        progress.warn(&format!("chunk {}: {}", &p.id[..8], p.error));
-    }
+    // No warning per damaged chunk here: each becomes a problem of the
+    // report, which names it once (on stdout, or on stderr under -q).
     damaged
 }

@@ -68,6 +68,13 @@ fn quiet_runs_still_name_each_failure_and_count_them() {
     assert_eq!(o.status.code(), Some(4), "{err}");
     assert!(err.contains("envarc: error: chunk "), "{err}");
     assert!(err.contains("1 entry failed verification"), "{err}");
+    // Named once: not also as a warning before the error line.
+    let id = &err.split("envarc: error: chunk ").nth(1).unwrap()[..8];
+    assert_eq!(
+        err.lines().filter(|l| l.contains(id)).count(),
+        1,
+        "chunk {id} named more than once: {err}"
+    );
 }
 
 #[test]
@@ -104,7 +111,8 @@ fn start_until_a_pack(s: &Story, args: &[&str], data: &Path) -> Child {
     let child = s.process(args).spawn().unwrap();
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(60) {
-        let packs = !names_under(data).is_empty();
+        // Durable: renamed into place (a temporary pack may still be empty).
+        let packs = names_under(data).iter().any(|n| !n.contains("envarc-tmp"));
         if packs {
             break;
         }
