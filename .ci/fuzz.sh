@@ -45,22 +45,40 @@ fi
 mkdir -p "$CORPUS"
 ENVARC_FUZZ_WRITE_SEEDS="$CORPUS" ENVARC_ESDK_VECTORS="$ROOT/fixtures/esdk-vectors" "$BIN/fuzz"
 
-status=0
-summary=""
-for t in "$@"; do
+# fuzz_one TARGET: one libFuzzer run; its log in $OUT/TARGET.log, its exit
+# status in $OUT/TARGET.rc.
+fuzz_one() {
+    local t=$1 rc=0
     mkdir -p "$CORPUS/$t" "$OUT/artifacts/$t"
     # Saved crashes join the corpus so their neighbourhood is explored too.
     if [ -d "$ROOT/fixtures/fuzz/$t" ]; then
         cp -n "$ROOT/fixtures/fuzz/$t/"* "$CORPUS/$t/" 2>/dev/null || true
     fi
-    log="$OUT/$t.log"
-    echo "fuzz: $t for ${SECS}s"
-    set +e
     ENVARC_FUZZ_TARGET="$t" "$BIN/fuzz" "$CORPUS/$t" \
         -max_total_time="$SECS" -max_len=16384 -timeout=10 -rss_limit_mb=2048 \
-        -print_final_stats=1 -artifact_prefix="$OUT/artifacts/$t/" >"$log" 2>&1
-    rc=$?
-    set -e
+        -print_final_stats=1 -artifact_prefix="$OUT/artifacts/$t/" >"$OUT/$t.log" 2>&1 || rc=$?
+    echo "$rc" >"$OUT/$t.rc"
+}
+
+# One libFuzzer process per core at a time (each is single-threaded).
+JOBS="$(nproc 2>/dev/null || echo 1)"
+running=0
+for t in "$@"; do
+    if [ "$running" -ge "$JOBS" ]; then
+        wait -n || true
+        running=$((running - 1))
+    fi
+    echo "fuzz: $t for ${SECS}s"
+    fuzz_one "$t" &
+    running=$((running + 1))
+done
+wait
+
+status=0
+summary=""
+for t in "$@"; do
+    log="$OUT/$t.log"
+    rc="$(cat "$OUT/$t.rc" 2>/dev/null || echo 1)"
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)
@@ -78,6 +96,6 @@ for t in "$@"; do
     summary="$summary$line"$'\n'
 done
 echo
-echo "fuzz: ${SECS}s per target, libFuzzer (coverage-guided), $(rustc --version)"
+echo "fuzz: ${SECS}s per target, $JOBS at a time, libFuzzer (coverage-guided), $(rustc --version)"
 printf '%s' "$summary"
 exit "$status"

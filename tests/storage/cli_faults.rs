@@ -92,6 +92,9 @@ fn seaweedfs_killed_mid_backup_then_the_rerun_completes() {
     assert!(!err.contains(crate::seaweedfs::SECRET_KEY), "{err}");
     eprintln!("backup to the killed server: exit {code}: {}", err.trim());
 
+    // The rerun gets the default retries: a restarted server takes a few
+    // seconds to answer again.
+    c.env.retain(|(k, _)| k != "ENVARC_REMOTE_RETRIES");
     weed.restart();
     assert!(
         c.snapshot_ids(&url).is_empty(),

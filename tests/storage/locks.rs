@@ -149,7 +149,13 @@ fn a_refreshed_lock_stays_live_and_a_removed_one_is_lost() {
         // Someone removes it (`envarc unlock` elsewhere): the holder notices
         // at its next refresh and must stop.
         b.delete(&obj.name).unwrap();
+        // At its next refresh: a few refresh periods, or longer while the
+        // server is slow to answer (moto under the other tests' load).
+        let until = std::time::Instant::now() + Duration::from_secs(30);
         std::thread::sleep(3 * test_options().lock.refresh);
+        while held.check().is_ok() && std::time::Instant::now() < until {
+            std::thread::sleep(test_options().lock.refresh);
+        }
         match held.check() {
             Err(Error::Locked(m)) => assert!(
                 m.contains("gone") && m.contains("run the command again"),

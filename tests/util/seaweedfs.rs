@@ -181,9 +181,11 @@ impl SeaweedFs {
         }
     }
 
-    /// Runs one `weed shell` command against this server.
+    /// Runs one `weed shell` command against this server, for at most
+    /// 20 s: a shell started while the master is still coming up can wait
+    /// for it forever.
     pub fn shell(&self, command: &str) -> Result<String, String> {
-        let out = Command::new(&self.bin)
+        let mut child = Command::new(&self.bin)
             .arg("shell")
             .arg(format!(
                 "-master=127.0.0.1:{}.{}",
@@ -193,15 +195,24 @@ impl SeaweedFs {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .and_then(|mut c| {
-                use std::io::Write;
-                c.stdin
-                    .take()
-                    .unwrap()
-                    .write_all(format!("{command}\n").as_bytes())?;
-                c.wait_with_output()
-            })
             .map_err(|e| e.to_string())?;
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin
+                .write_all(format!("{command}\n").as_bytes())
+                .map_err(|e| e.to_string())?;
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().map_err(|e| e.to_string())?.is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("`weed shell` ({command}) did not answer in 20 s"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
