@@ -514,21 +514,8 @@ impl Storage for SftpStorage {
     }
 
     fn create_lock(&self, name: &str, data: &[u8]) -> io::Result<Box<dyn HeldLock>> {
-        self.create(name, data)?;
         let objects: Arc<dyn LockObjects> = self.inner.clone();
-        match RefreshedLock::start(
-            objects,
-            name,
-            data,
-            self.timing.clone(),
-            self.inner.location.clone(),
-        ) {
-            Ok(l) => Ok(Box::new(l)),
-            Err(e) => {
-                let _ = self.inner.remove(name);
-                Err(e)
-            }
-        }
+        RefreshedLock::create(self, objects, name, data, &self.timing)
     }
 
     fn lock_is_stale(&self, object: &ObjectInfo, info: &LockInfo) -> bool {
