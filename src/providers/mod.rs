@@ -6,6 +6,8 @@
 //! - [`aws_kms`]: AWS KMS (`--key arn:aws:kms:…`, `--key aws-kms:alias/NAME`),
 //!   with the cargo feature `aws-kms` (on by default).
 //! - [`multi`]: several of the above per message (`--key A --key B`).
+//! - [`kind`]: the names of all four kinds (keyring, transit, AWS KMS, raw
+//!   AES) as the repository config records them.
 
 #[cfg(feature = "aws-kms")]
 pub mod aws_kms;
@@ -14,6 +16,7 @@ pub mod aws_kms_client;
 #[cfg(feature = "aws-kms")]
 mod aws_kms_errors;
 mod http;
+pub mod kind;
 pub mod multi;
 pub mod transit;
 mod transit_config;
@@ -24,6 +27,7 @@ pub use transit::{
 };
 pub use transit_config::{TransitConfig, DEFAULT_MOUNT as DEFAULT_TRANSIT_MOUNT};
 
+pub use kind::ProviderKind;
 pub use multi::MultiKeyProvider;
 #[cfg(feature = "aws-kms")]
 pub use {

@@ -425,7 +425,7 @@ mod tests {
     #[test]
     fn copies_are_kept_and_a_pack_listed_twice_counts_once() {
         let kv = vec![KeyVersion {
-            provider: "keyring".into(),
+            provider: crate::providers::ProviderKind::Keyring.into(),
             key: "k".into(),
             version: Some(1),
         }];
