@@ -95,12 +95,14 @@ pub trait KeyProvider: Send + Sync {
 /// iterator, so a provider's filters run as they did inline) and returns the
 /// first data key. When all fail, the error of the first attempt: the EDK
 /// the header lists first is the one its writer meant first, and later
-/// failures mostly repeat the same cause. With no candidate at all, `none()`
-/// (a provider's `NoMatchingKey` naming what it looked for).
+/// failures mostly repeat the same cause. With no candidate at all among
+/// `edks`, `NoMatchingKey` naming them and what the provider looked for
+/// (`tried`).
 pub fn unwrap_first<T>(
+    edks: &[EncryptedDataKey],
     candidates: impl IntoIterator<Item = T>,
     mut unwrap: impl FnMut(T) -> Result<DataKey, ProviderError>,
-    none: impl FnOnce() -> ProviderError,
+    tried: impl FnOnce() -> String,
 ) -> Result<DataKey, ProviderError> {
     let mut first_err = None;
     for c in candidates {
@@ -111,7 +113,10 @@ pub fn unwrap_first<T>(
             }
         }
     }
-    Err(first_err.unwrap_or_else(none))
+    Err(first_err.unwrap_or_else(|| ProviderError::NoMatchingKey {
+        found: describe_edks(edks),
+        tried: tried(),
+    }))
 }
 
 /// Describes EDKs for an error message: provider and key name, never bytes.

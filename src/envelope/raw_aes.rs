@@ -13,7 +13,7 @@ use aes_gcm::{aes::Aes192, Aes128Gcm, Aes256Gcm, AesGcm, Nonce};
 use rand::RngCore;
 use zeroize::Zeroizing;
 
-use super::provider::{describe_edks, unwrap_first, ProviderError};
+use super::provider::{unwrap_first, ProviderError};
 use super::{context, DataKey, EncryptedDataKey, EncryptionContext, KeyProvider};
 
 type Aes192Gcm = AesGcm<Aes192, U12>;
@@ -170,13 +170,12 @@ impl KeyProvider for RawAesKey {
         edks: &[EncryptedDataKey],
         ctx: &EncryptionContext,
     ) -> Result<DataKey, ProviderError> {
+        let candidates = edks.iter().filter(|e| self.matches(e));
         unwrap_first(
-            edks.iter().filter(|e| self.matches(e)),
+            edks,
+            candidates,
             |edk| self.unwrap(edk, ctx),
-            || ProviderError::NoMatchingKey {
-                found: describe_edks(edks),
-                tried: format!("{}:{}", self.namespace, self.name),
-            },
+            || format!("{}:{}", self.namespace, self.name),
         )
     }
 

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::cmk::{key_name, parse_key_name, KeySpec};
 use super::KeyringData;
-use crate::envelope::provider::{describe_edks, unwrap_first};
+use crate::envelope::provider::unwrap_first;
 use crate::envelope::raw_aes::key_name_of;
 use crate::envelope::{
     DataKey, EncryptedDataKey, EncryptionContext, KeyProvider, ProviderError, RawAesKey,
@@ -123,6 +123,7 @@ impl KeyProvider for KeyringProvider {
                 !self.only_bound || self.bound.as_ref().map(|b| b.key_id) == Some(*id)
             });
         unwrap_first(
+            edks,
             candidates,
             |(edk, name, id, version)| {
                 self.data
@@ -131,12 +132,9 @@ impl KeyProvider for KeyringProvider {
                     .and_then(|m| RawAesKey::new(PROVIDER_ID, name, m.expose()))
                     .and_then(|k| k.unwrap(edk, ctx))
             },
-            || ProviderError::NoMatchingKey {
-                found: describe_edks(edks),
-                tried: match (&self.bound, self.only_bound) {
-                    (Some(b), true) => format!("key {} of the keyring {}", b.key_id, self.label),
-                    _ => format!("the keyring {}", self.label),
-                },
+            || match (&self.bound, self.only_bound) {
+                (Some(b), true) => format!("key {} of the keyring {}", b.key_id, self.label),
+                _ => format!("the keyring {}", self.label),
             },
         )
     }

@@ -23,7 +23,7 @@ use zeroize::Zeroizing;
 
 use super::aws_kms_client::Kms;
 use super::aws_kms_errors::map_error;
-use crate::envelope::provider::{describe_edks, unwrap_first};
+use crate::envelope::provider::unwrap_first;
 use crate::envelope::{DataKey, EncryptedDataKey, EncryptionContext, KeyProvider, ProviderError};
 
 /// ESDK provider ID of KMS-wrapped data keys.
@@ -332,14 +332,12 @@ impl KeyProvider for AwsKmsProvider {
             })
             .filter(|(arn, _)| wanted.as_deref().is_none_or(|w| w == *arn));
         unwrap_first(
+            edks,
             candidates,
             |(arn, edk)| self.unwrap_one(arn, edk, ctx),
-            || ProviderError::NoMatchingKey {
-                found: describe_edks(edks),
-                tried: match &wanted {
-                    Some(arn) => format!("AWS KMS key {arn}"),
-                    None => "AWS KMS (the message has no EDK of a KMS key ARN)".into(),
-                },
+            || match &wanted {
+                Some(arn) => format!("AWS KMS key {arn}"),
+                None => "AWS KMS (the message has no EDK of a KMS key ARN)".into(),
             },
         )
     }

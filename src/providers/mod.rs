@@ -36,7 +36,8 @@ pub use {
 };
 
 /// Runs `f` (rayon parallel iterators that call `provider` once per item) on
-/// a pool of at least [`KeyProvider::max_in_flight`] threads, so that the
+/// a pool of at least
+/// [`KeyProvider::max_in_flight`](crate::envelope::KeyProvider::max_in_flight) threads, so that the
 /// round trips of a remote key service overlap; on the global pool (one
 /// thread per core) when that is enough, as for local keys.
 pub fn run_for_provider<R: Send>(

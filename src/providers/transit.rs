@@ -26,7 +26,7 @@ use zeroize::Zeroizing;
 
 use super::http::{Client, ClientConfig, Failure};
 use super::transit_config::{check_key_name, normalize_mount, TransitConfig, DEFAULT_MOUNT};
-use crate::envelope::provider::{describe_edks, unwrap_first};
+use crate::envelope::provider::unwrap_first;
 use crate::envelope::{
     context, DataKey, EncryptedDataKey, EncryptionContext, KeyProvider, ProviderError,
 };
@@ -490,15 +490,14 @@ impl KeyProvider for TransitProvider {
         edks: &[EncryptedDataKey],
         ctx: &EncryptionContext,
     ) -> Result<DataKey, ProviderError> {
+        let candidates = edks.iter().filter(|e| self.accepts(e));
         unwrap_first(
-            edks.iter().filter(|e| self.accepts(e)),
+            edks,
+            candidates,
             |edk| self.unwrap_one(edk, ctx),
-            || ProviderError::NoMatchingKey {
-                found: describe_edks(edks),
-                tried: match self.wrapping_key() {
-                    Some(k) => format!("{PROVIDER_ID}:{}/{}", k.mount, k.name),
-                    None => format!("any {PROVIDER_ID} key at {}", self.address()),
-                },
+            || match self.wrapping_key() {
+                Some(k) => format!("{PROVIDER_ID}:{}/{}", k.mount, k.name),
+                None => format!("any {PROVIDER_ID} key at {}", self.address()),
             },
         )
     }

@@ -139,7 +139,7 @@ impl fmt::Display for KeyVersion {
 /// or `{"provider": "keyring", "key": "<cmk-uuid>"}` or `{"provider": "aws-kms",
 /// "key": "<key ARN>"}` or `{"provider": "transit", "key": NAME, "mount": M}`.
 /// The CLI turns this (plus the key arguments of the command) into a
-/// [`KeyProvider`](crate::envelope::KeyProvider).
+/// [`KeyProvider`].
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct KeyRef {
     pub provider: String,

@@ -7,7 +7,7 @@
 //!   random token in its metadata (`x-amz-meta-envarc-token`): when a retried
 //!   create meets an existing object, the token tells our own earlier attempt
 //!   (whose answer was lost) from another writer's object.
-//! - A writer spools the object locally ([`super::spool`]) and sends it on
+//! - A writer spools the object locally (`super::spool`) and sends it on
 //!   commit: up to [`PUT_MAX`] bytes as one PUT (holding the object in
 //!   memory while it is sent), larger ones as a multipart upload of
 //!   [`PART`]-byte parts read back one at a time (holding one part).

@@ -1,7 +1,7 @@
 //! A repository in a folder on an SFTP server (OpenSSH's `sftp-server` or
-//! `internal-sftp`), reached with the system's `ssh` (see [`super::sftp_conn`]).
+//! `internal-sftp`), reached with the system's `ssh` (see `super::sftp_conn`).
 //!
-//! A writer spools the object locally ([`super::spool`]); its commit writes
+//! A writer spools the object locally (`super::spool`); its commit writes
 //! it as on a local disk: to a temporary file beside the target
 //! (`.NAME.TOKEN.envarc-tmp`), in chunks of [`CHUNK`] bytes (holding one
 //! chunk), fsynced (`fsync@openssh.com`), then hard-linked to
