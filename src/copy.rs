@@ -69,8 +69,8 @@ pub struct CopyReport {
     pub data_keys: u64,
 }
 
-/// Bytes of packs being committed at once: a backup's bound.
-const COMMIT_MEMORY: u64 = crate::backup::UPLOAD_MEMORY;
+/// Bytes of packs being committed at once: the bound a backup has too.
+const COMMIT_MEMORY: u64 = crate::repo::UPLOAD_MEMORY;
 
 /// Copies snapshots from `src` to `dst`; see the module documentation.
 pub fn copy(

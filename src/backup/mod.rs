@@ -272,19 +272,12 @@ fn interrupted(repo: &Repository, data: crate::repo::IndexData) -> Error {
     }
 }
 
-/// Most bytes of packs being committed at once. A remote commit holds its
-/// pack in memory while it is sent (see `storage::spool`), so this bounds
-/// the uploads' memory: 48 MiB, two packs of the default 16 MiB (plus the
-/// largest chunk) in flight. 64 MiB (three) measured no faster to SeaweedFS
-/// on loopback and took a 2 GiB backup's peak RSS past 128 MiB.
-pub const UPLOAD_MEMORY: u64 = 48 << 20;
-
 /// Threads that commit full packs: as many as the store serves at once
 /// (`max_in_flight`: one on a local disk, where more measured no faster),
-/// within [`UPLOAD_MEMORY`].
+/// within [`crate::repo::UPLOAD_MEMORY`].
 fn committers(repo: &Repository) -> usize {
     let pack = repo.config().pack_size + u64::from(repo.chunker().params().max);
-    let by_memory = usize::try_from(UPLOAD_MEMORY / pack.max(1)).unwrap_or(usize::MAX);
+    let by_memory = usize::try_from(crate::repo::UPLOAD_MEMORY / pack.max(1)).unwrap_or(usize::MAX);
     repo.storage().max_in_flight().min(by_memory).max(1)
 }
 

@@ -6,12 +6,13 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use crate::envelope::{
-    context, pipeline, CommitmentPolicy, DecryptOptions, EncryptOptions, EncryptionContext,
-    KeyProvider, RawAesKey, ReadLimits, Suite, DEFAULT_FRAME_LENGTH,
+    context, pipeline, CommitmentPolicy, DecryptOptions, EncryptOptions, KeyProvider, RawAesKey,
+    ReadLimits, Suite, DEFAULT_FRAME_LENGTH,
 };
 use crate::fsutil::AtomicFile;
 use crate::{Error, Result};
 
+use super::fmt::context_of;
 use super::{GlobalArgs, Output};
 
 /// Where the wrapping key comes from: the keyring (the default), or a raw key file.
@@ -193,18 +194,6 @@ fn open_input(p: &Option<PathBuf>) -> Result<Box<dyn Read + Send>> {
     let p = p.as_ref().unwrap();
     let f = File::open(p).map_err(|e| Error::io(format!("opening {}", p.display()), e))?;
     Ok(Box::new(f))
-}
-
-fn context_of(pairs: &[(String, String)]) -> Result<EncryptionContext> {
-    let mut ctx = EncryptionContext::new();
-    for (k, v) in pairs {
-        if ctx.insert(k.clone(), v.clone()).is_some() {
-            return Err(Error::Usage(format!(
-                "encryption context key '{k}' given twice"
-            )));
-        }
-    }
-    Ok(ctx)
 }
 
 /// A file being written that starts the kernel's writeback of each

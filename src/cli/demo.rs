@@ -21,7 +21,7 @@ use crate::keyring::{
 };
 use crate::maintain::KeyVersion;
 use crate::progress::Silent;
-use crate::repo::keys::KEYRING;
+use crate::providers::ProviderKind;
 use crate::repo::{ChunkId, EntryKind, Id, Index, InitOptions, KeyRef, Pins, Repository};
 use crate::{Error, Result};
 
@@ -148,7 +148,7 @@ impl Demo<'_> {
         ));
         let p = self.keyring.load()?.provider(&self.key_id)?;
         let key = KeyRef {
-            provider: KEYRING.into(),
+            provider: ProviderKind::Keyring.into(),
             key: self.key_id.clone(),
             params: Default::default(),
         };
@@ -315,7 +315,7 @@ impl Demo<'_> {
 
     fn stats(&self) -> Result<()> {
         let current = KeyVersion {
-            provider: KEYRING.into(),
+            provider: ProviderKind::Keyring.into(),
             key: self.key_id.clone(),
             version: Some(self.version()?),
         };

@@ -8,10 +8,12 @@ use serde_json::json;
 
 use super::fmt::{fmt_bytes, plural};
 use super::Output;
-use crate::dircrypt::stats::{DirStats, KeyVersion};
+use crate::dircrypt::stats::DirStats;
 use crate::dircrypt::{self, Direction, Overwrite, Request, Summary, DEFAULT_SUFFIX};
 use crate::envelope::{DecryptOptions, EncryptOptions, KeyProvider};
 use crate::error::exit;
+use crate::providers::ProviderKind;
+use crate::repo::KeyVersion;
 use crate::{Error, Result};
 
 /// Directory mode, shared by `encrypt` and `decrypt`.
@@ -177,12 +179,9 @@ fn summary_lines(dir: Direction, s: &Summary, secs: f64) -> Vec<String> {
 
 /// How a key is named in the report.
 fn label(k: &KeyVersion) -> String {
-    match k.provider.as_str() {
-        "keyring" => format!("keyring key {}", k.key),
-        "transit" => format!("transit key {}", k.key),
-        "raw-aes" => format!("raw AES key {}", k.key),
-        "aws-kms" => format!("AWS KMS key {}", k.key),
-        p => format!("{p} key {}", k.key),
+    match k.kind() {
+        Some(kind) => format!("{} {}", kind.key_noun(), k.key),
+        None => format!("{} key {}", k.provider, k.key),
     }
 }
 
@@ -200,9 +199,9 @@ fn render(dir: &Path, s: &DirStats) -> Vec<String> {
             lines.push(label(k));
             last = Some((&k.provider, &k.key));
         }
-        let name = match (k.version, k.provider.as_str()) {
+        let name = match (k.version, k.kind()) {
             (Some(n), _) => format!("v{n}"),
-            (None, "aws-kms") => "(rotated inside KMS)".into(),
+            (None, Some(ProviderKind::AwsKms)) => "(rotated inside KMS)".into(),
             (None, _) => "(no versions)".into(),
         };
         lines.push(format!(

@@ -3,6 +3,11 @@
 
 use std::time::Duration;
 
+use crate::envelope::EncryptionContext;
+use crate::{Error, Result};
+
+pub use crate::text::{fmt_duration, lossy, plural};
+
 /// Parses `30s`, `5m`, `2h`, `1d`, `2w`, `1y` (365 days), plain seconds,
 /// or a sum of them (`1d12h`). `m` is minutes, as everywhere in envarc (not
 /// restic's months: write `30d`).
@@ -45,17 +50,6 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     Ok(Duration::from_secs(total))
 }
 
-/// `1h`, `90s`: a duration as [`parse_duration`] reads it.
-pub fn fmt_duration(d: Duration) -> String {
-    match d.as_secs() {
-        0 => "0s".into(),
-        s if s % 86400 == 0 => format!("{}d", s / 86400),
-        s if s % 3600 == 0 => format!("{}h", s / 3600),
-        s if s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
-}
-
 /// Parses `16MiB`, `512k`, `1G` or plain bytes (binary units).
 pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
     let t = s.trim();
@@ -92,14 +86,18 @@ pub fn fmt_bytes(n: u64) -> String {
     }
 }
 
-/// A raw-byte path or name for display (invalid UTF-8 shown as U+FFFD).
-pub fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// `1 file`, `2 files`.
-pub fn plural(n: u64, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
+/// The encryption context of `-c KEY=VALUE` pairs; a key given twice is a
+/// usage error (which value was meant is not ours to guess).
+pub fn context_of(pairs: &[(String, String)]) -> Result<EncryptionContext> {
+    let mut ctx = EncryptionContext::new();
+    for (k, v) in pairs {
+        if ctx.insert(k.clone(), v.clone()).is_some() {
+            return Err(Error::Usage(format!(
+                "encryption context key '{k}' given twice"
+            )));
+        }
+    }
+    Ok(ctx)
 }
 
 #[cfg(test)]

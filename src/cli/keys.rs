@@ -10,14 +10,16 @@ use std::time::Duration;
 
 use super::crypt::KeyArgs;
 use super::keyring_args::load_keyring;
-use super::kms_key::{kms_from_spec, LazyKms, AWS_KMS};
+use super::kms_key::{kms_from_spec, LazyKms};
 use super::GlobalArgs;
 use crate::envelope::provider::describe_edks;
 use crate::envelope::{
     DataKey, EncryptedDataKey, EncryptionContext, KeyProvider, ProviderError, ReadLimits,
 };
 use crate::providers::multi::combine_errors;
-use crate::providers::{MultiKeyProvider, TransitConfig, TransitProvider, TRANSIT_PROVIDER_ID};
+use crate::providers::{
+    MultiKeyProvider, ProviderKind, TransitConfig, TransitProvider, TRANSIT_PROVIDER_ID,
+};
 use crate::{Error, Result};
 
 /// The provider for the command's `--key` specs (at least one): one member
@@ -187,8 +189,11 @@ impl KeyProvider for Keyless {
                 }),
             }
         }
-        let remote: [(&str, &dyn KeyProvider); 2] =
-            [(TRANSIT_PROVIDER_ID, &self.transit), (AWS_KMS, &self.kms)];
+        // AWS KMS EDKs carry the kind's name as their provider ID.
+        let remote: [(&str, &dyn KeyProvider); 2] = [
+            (TRANSIT_PROVIDER_ID, &self.transit),
+            (ProviderKind::AwsKms.as_str(), &self.kms),
+        ];
         for (id, provider) in remote {
             if has(id) {
                 match provider.decrypt_data_key(edks, ctx) {

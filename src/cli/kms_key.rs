@@ -4,11 +4,9 @@
 //! a KMS key is a clear usage error.
 
 use crate::envelope::{DataKey, EncryptedDataKey, EncryptionContext, KeyProvider, ProviderError};
+use crate::providers::ProviderKind;
 use crate::repo::KeyRef;
 use crate::{Error, Result};
-
-/// Provider kind recorded in a repository config for an AWS KMS key.
-pub const AWS_KMS: &str = "aws-kms";
 
 /// How to reach AWS KMS. Region, credentials and profile come from the usual
 /// AWS environment variables and `~/.aws/config` / `~/.aws/credentials`.
@@ -115,7 +113,7 @@ pub fn init_kms_key(spec: &str, args: &KmsArgs) -> Result<(KeyRef, Box<dyn KeyPr
         let p = imp::provider(spec, args)?;
         let arn = p.describe_key()?;
         let key = KeyRef {
-            provider: AWS_KMS.into(),
+            provider: ProviderKind::AwsKms.into(),
             key: arn.clone(),
             params: Default::default(),
         };

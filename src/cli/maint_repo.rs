@@ -5,10 +5,10 @@
 
 use super::keys::transit_provider;
 use super::repo::RepoArgs;
-use super::repo_key::{KEYRING, TRANSIT};
 use super::{GlobalArgs, Output};
 use crate::keyring::Keyring;
 use crate::maintain::rewrap::{KeyringRewrapper, Rewrapper, TransitRewrapper};
+use crate::providers::ProviderKind;
 use crate::repo::{describe_key, KeyRef, KeyVersion, Pins, Repository};
 use crate::{Error, Result};
 
@@ -20,7 +20,9 @@ pub struct Opened {
 }
 
 fn mount_of(k: &KeyRef) -> &str {
-    k.params.get("mount").map_or("transit", String::as_str)
+    k.params
+        .get("mount")
+        .map_or(crate::providers::DEFAULT_TRANSIT_MOUNT, String::as_str)
 }
 
 impl Opened {
@@ -29,12 +31,12 @@ impl Opened {
         Ok(Opened { repo, keyring })
     }
 
-    fn keys_of<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a KeyRef> + 'a {
+    fn keys_of(&self, kind: ProviderKind) -> impl Iterator<Item = &KeyRef> + '_ {
         self.repo
             .config()
             .keys
             .iter()
-            .filter(move |k| k.provider == kind)
+            .filter(move |k| k.kind() == Some(kind))
     }
 
     fn keyring(&self) -> Result<&Keyring> {
@@ -55,11 +57,11 @@ impl Opened {
     /// repository; other keys need none.
     pub fn rewrappers(&self, args: &RepoArgs) -> Result<Vec<Box<dyn Rewrapper>>> {
         let mut out: Vec<Box<dyn Rewrapper>> = Vec::new();
-        for k in self.keys_of(KEYRING) {
+        for k in self.keys_of(ProviderKind::Keyring) {
             let p = self.keyring()?.provider(&k.key)?;
             out.push(Box::new(KeyringRewrapper::new(p)?));
         }
-        for k in self.keys_of(TRANSIT) {
+        for k in self.keys_of(ProviderKind::Transit) {
             out.push(Box::new(self.transit_rewrapper(args, k)?));
         }
         Ok(out)
@@ -72,18 +74,18 @@ impl Opened {
     pub fn current(&self, args: &RepoArgs, out: &Output) -> Vec<KeyVersion> {
         let mut cur = Vec::new();
         for k in &self.repo.config().keys {
-            let kv = match k.provider.as_str() {
-                KEYRING => self
+            let kv = match k.kind() {
+                Some(ProviderKind::Keyring) => self
                     .keyring()
                     .and_then(|kr| kr.provider(&k.key))
                     .ok()
                     .and_then(|p| p.key())
                     .map(|(id, v)| KeyVersion {
-                        provider: KEYRING.into(),
+                        provider: ProviderKind::Keyring.into(),
                         key: id.to_string(),
                         version: Some(v),
                     }),
-                TRANSIT => match self.transit_rewrapper(args, k) {
+                Some(ProviderKind::Transit) => match self.transit_rewrapper(args, k) {
                     Ok(r) => Some(r.current().clone()),
                     Err(e) => {
                         out.warn(format!(
@@ -106,13 +108,13 @@ impl Opened {
         let Some(kr) = &self.keyring else {
             return Vec::new();
         };
-        self.keys_of(KEYRING)
+        self.keys_of(ProviderKind::Keyring)
             .flat_map(|k| {
                 kr.retired_versions(&k.key)
                     .unwrap_or_default()
                     .into_iter()
                     .map(|v| KeyVersion {
-                        provider: KEYRING.into(),
+                        provider: ProviderKind::Keyring.into(),
                         key: k.key.clone(),
                         version: Some(v),
                     })
@@ -128,21 +130,21 @@ impl Opened {
                 true => name.to_string(),
                 false => {
                     let mount = self
-                        .keys_of(TRANSIT)
+                        .keys_of(ProviderKind::Transit)
                         .find(|k| k.key == name)
-                        .map_or("transit", mount_of);
+                        .map_or(crate::providers::DEFAULT_TRANSIT_MOUNT, mount_of);
                     format!("{mount}/{name}")
                 }
             };
             return Ok(KeyVersion {
-                provider: TRANSIT.into(),
+                provider: ProviderKind::Transit.into(),
                 key: full,
                 version: None,
             });
         }
         match &self.keyring {
             Some(kr) => Ok(KeyVersion {
-                provider: KEYRING.into(),
+                provider: ProviderKind::Keyring.into(),
                 key: kr.resolve(key)?.to_string(),
                 version: None,
             }),
@@ -161,11 +163,11 @@ impl Opened {
             let a = kr.aliases_of(&id);
             (!a.is_empty()).then(|| a.join(", "))
         });
-        match (kv.provider.as_str(), aliases) {
-            (KEYRING, Some(a)) => format!("keyring key {} ({a})", kv.key),
-            (KEYRING, None) => format!("keyring key {}", kv.key),
-            (TRANSIT, _) => format!("transit key {}", kv.key),
-            (p, _) => format!("{p} key {}", kv.key),
+        match (kv.kind(), aliases) {
+            (Some(ProviderKind::Keyring), Some(a)) => format!("keyring key {} ({a})", kv.key),
+            (Some(ProviderKind::Keyring), None) => format!("keyring key {}", kv.key),
+            (Some(ProviderKind::Transit), _) => format!("transit key {}", kv.key),
+            (_, _) => format!("{} key {}", kv.provider, kv.key),
         }
     }
 

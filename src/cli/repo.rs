@@ -159,12 +159,12 @@ fn warn_foreign_keys(
     keyring: Option<&crate::keyring::Keyring>,
     out: &Output,
 ) {
-    use super::repo_key::{KEYRING, TRANSIT};
+    use crate::providers::ProviderKind;
     for spec in &key.key {
         let ours = if let Some(name) = spec.strip_prefix("transit:") {
             c.keys
                 .iter()
-                .any(|k| k.provider == TRANSIT && k.key == name)
+                .any(|k| k.kind() == Some(ProviderKind::Transit) && k.key == name)
         } else if super::kms_key::is_kms_spec(spec) {
             let s = spec.trim_start_matches("aws-kms:");
             // An AWS KMS alias resolves only with a call to KMS: not checked here.
@@ -173,7 +173,11 @@ fn warn_foreign_keys(
             let id = keyring
                 .and_then(|r| r.provider(spec).ok())
                 .and_then(|p| p.key().map(|(id, _)| id.to_string()));
-            id.is_some_and(|id| c.keys.iter().any(|k| k.provider == KEYRING && k.key == id))
+            id.is_some_and(|id| {
+                c.keys
+                    .iter()
+                    .any(|k| k.kind() == Some(ProviderKind::Keyring) && k.key == id)
+            })
         };
         if !ours {
             out.alert(format!(

@@ -8,17 +8,15 @@ use crate::envelope::{
     DataKey, EncryptedDataKey, EncryptionContext, KeyProvider, ProviderError, RawAesKey,
 };
 use crate::keyring::Keyring;
-use crate::providers::MultiKeyProvider;
+use crate::providers::{MultiKeyProvider, ProviderKind};
 use crate::repo::{describe_key, Config, KeyRef};
 use crate::{Error, Result};
 
 use super::crypt::{provider, KeyArgs};
 use super::keyring_args::load_keyring;
 use super::keys::{check_specs, transit_provider};
-use super::kms_key::{init_kms_key, is_kms_spec, repo_kms_provider, AWS_KMS};
+use super::kms_key::{init_kms_key, is_kms_spec, repo_kms_provider};
 use super::GlobalArgs;
-
-pub use crate::repo::keys::{KEYRING, RAW_AES, TRANSIT};
 
 /// The keyring, opened at most once per command for all the keys in it
 /// (and kept for the maintenance commands, which name keys by alias).
@@ -41,7 +39,7 @@ pub fn init_keys(args: &KeyArgs, g: &GlobalArgs) -> Result<(Vec<KeyRef>, Box<dyn
             .clone()
             .expect("provider() requires --key-name with --raw-key-file");
         let key = KeyRef {
-            provider: RAW_AES.into(),
+            provider: ProviderKind::RawAes.into(),
             key: name,
             params: [("namespace".to_string(), args.key_namespace.clone())].into(),
         };
@@ -84,9 +82,9 @@ fn init_spec(
             .transit
             .transit_mount
             .clone()
-            .unwrap_or_else(|| "transit".into());
+            .unwrap_or_else(|| crate::providers::DEFAULT_TRANSIT_MOUNT.into());
         let key = KeyRef {
-            provider: TRANSIT.into(),
+            provider: ProviderKind::Transit.into(),
             key: name.to_string(),
             params: [("mount".to_string(), mount)].into(),
         };
@@ -99,7 +97,7 @@ fn init_spec(
         .key()
         .ok_or_else(|| Error::Usage(format!("'{spec}' names no key that can encrypt")))?;
     let key = KeyRef {
-        provider: KEYRING.into(),
+        provider: ProviderKind::Keyring.into(),
         key: id.to_string(),
         params: Default::default(),
     };
@@ -151,8 +149,14 @@ fn key_provider(
     g: &GlobalArgs,
     cache: &mut KeyringCache,
 ) -> Result<Box<dyn KeyProvider>> {
-    match k.provider.as_str() {
-        RAW_AES => {
+    let Some(kind) = k.kind() else {
+        return Err(Error::Usage(format!(
+            "the repository's key is of provider '{}', which this envarc does not support",
+            k.provider
+        )));
+    };
+    match kind {
+        ProviderKind::RawAes => {
             let Some(path) = &args.raw_key_file else {
                 return Err(Error::Usage(format!(
                     "this repository's data keys are wrapped by {}; pass its key with --raw-key-file FILE",
@@ -174,18 +178,15 @@ fn key_provider(
             );
             Ok(Box::new(RawAesKey::new(namespace, &k.key, &material)?))
         }
-        KEYRING => Ok(Box::new(keyring(cache, g)?.provider(&k.key)?)),
-        AWS_KMS => repo_kms_provider(&k.key, &args.kms),
-        TRANSIT => {
+        ProviderKind::Keyring => Ok(Box::new(keyring(cache, g)?.provider(&k.key)?)),
+        ProviderKind::AwsKms => repo_kms_provider(&k.key, &args.kms),
+        ProviderKind::Transit => {
             let mut transit = args.transit.clone();
             if transit.transit_mount.is_none() {
                 transit.transit_mount = k.params.get("mount").cloned();
             }
             Ok(Box::new(transit_provider(&transit, Some(&k.key))?))
         }
-        other => Err(Error::Usage(format!(
-            "the repository's key is of provider '{other}', which this envarc does not support"
-        ))),
     }
 }
 

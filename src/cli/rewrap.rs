@@ -9,7 +9,7 @@ use crate::maintain::reencrypt::reencrypt as run_reencrypt;
 use crate::maintain::rekey::RekeyReport;
 use crate::maintain::rewrap::{rewrap as run_rewrap, RewrapOptions};
 use crate::maintain::KeyVersion;
-use crate::repo::keys::KEYRING;
+use crate::providers::ProviderKind;
 use crate::{Error, Result};
 
 #[derive(clap::Args)]
@@ -131,7 +131,8 @@ pub fn rewrap(out: &Output, g: &GlobalArgs, a: RewrapArgs) -> Result<i32> {
 fn target(opened: &Opened, spec: &str) -> Result<KeyVersion> {
     let target = KeyVersion::parse_spec(spec, |k| opened.resolve_key(k))?;
     if let (Some(kr), Some(v)) = (&opened.keyring, target.version) {
-        if target.provider == KEYRING && kr.get(&target.key)?.version(v).is_none() {
+        if target.kind() == Some(ProviderKind::Keyring) && kr.get(&target.key)?.version(v).is_none()
+        {
             return Err(Error::Usage(format!(
                 "{} has no backing key v{v}; see its versions with `envarc key rotations {}`",
                 opened.label(&target),

@@ -12,64 +12,10 @@ use serde::Serialize;
 
 use super::fsx::Root;
 use super::walk;
-use crate::envelope::raw_aes::key_name_of;
-use crate::envelope::{open_header, CommitmentPolicy, EncryptedDataKey, ReadLimits};
-use crate::keyring::cmk::parse_key_name;
+use crate::envelope::{open_header, CommitmentPolicy, ReadLimits};
 use crate::progress::Progress;
-use crate::providers::transit;
+use crate::repo::keys::KeyVersion;
 use crate::{Error, Result};
-
-/// A key and, where the provider shows them in its EDKs, one version of it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct KeyVersion {
-    /// `keyring`, `transit`, `raw-aes`, `aws-kms`, or the EDK's provider ID.
-    pub provider: String,
-    /// Keyring: the CMK's UUID. Transit: `<mount>/<name>`. Raw AES: the key
-    /// name. AWS KMS: the key ARN.
-    pub key: String,
-    /// Keyring backing-key or transit key version. AWS KMS rotates inside
-    /// the service and its EDKs do not say which version wrapped them.
-    pub version: Option<u32>,
-}
-
-impl KeyVersion {
-    /// What wrapped `edk`, read from the EDK alone.
-    pub fn of(edk: &EncryptedDataKey) -> KeyVersion {
-        let kv = |provider: &str, key: String, version| KeyVersion {
-            provider: provider.into(),
-            key,
-            version,
-        };
-        if edk.provider_id == transit::PROVIDER_ID {
-            let key = transit::edk_key(edk)
-                .map(|k| format!("{}/{}", k.mount, k.name))
-                .unwrap_or_else(|| String::from_utf8_lossy(&edk.provider_info).into_owned());
-            return kv("transit", key, transit::edk_version(edk));
-        }
-        if edk.provider_id == "aws-kms" {
-            return kv(
-                "aws-kms",
-                String::from_utf8_lossy(&edk.provider_info).into_owned(),
-                None,
-            );
-        }
-        let name = key_name_of(&edk.provider_info);
-        if edk.provider_id == crate::keyring::PROVIDER_ID {
-            if let Some((id, v)) = name.and_then(parse_key_name) {
-                return kv("keyring", id.to_string(), Some(v));
-            }
-        }
-        match name {
-            Some(n) if edk.provider_id == "envarc" => kv("raw-aes", n.to_string(), None),
-            Some(n) => kv("raw-aes", format!("{}:{n}", edk.provider_id), None),
-            None => kv(
-                &edk.provider_id,
-                String::from_utf8_lossy(&edk.provider_info).into_owned(),
-                None,
-            ),
-        }
-    }
-}
 
 /// Files and bytes under one key version.
 #[derive(Clone, Debug, Serialize)]

@@ -90,6 +90,35 @@ pub trait KeyProvider: Send + Sync {
     }
 }
 
+/// The one "try each EDK, first that works" loop of every provider's
+/// `decrypt_data_key`: calls `unwrap` on each candidate in order (a lazy
+/// iterator, so a provider's filters run as they did inline) and returns the
+/// first data key. When all fail, the error of the first attempt: the EDK
+/// the header lists first is the one its writer meant first, and later
+/// failures mostly repeat the same cause. With no candidate at all among
+/// `edks`, `NoMatchingKey` naming them and what the provider looked for
+/// (`tried`).
+pub fn unwrap_first<T>(
+    edks: &[EncryptedDataKey],
+    candidates: impl IntoIterator<Item = T>,
+    mut unwrap: impl FnMut(T) -> Result<DataKey, ProviderError>,
+    tried: impl FnOnce() -> String,
+) -> Result<DataKey, ProviderError> {
+    let mut first_err = None;
+    for c in candidates {
+        match unwrap(c) {
+            Ok(key) => return Ok(key),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_err.unwrap_or_else(|| ProviderError::NoMatchingKey {
+        found: describe_edks(edks),
+        tried: tried(),
+    }))
+}
+
 /// Describes EDKs for an error message: provider and key name, never bytes.
 pub fn describe_edks(edks: &[EncryptedDataKey]) -> String {
     let names: Vec<String> = edks.iter().map(|e| e.describe()).collect();

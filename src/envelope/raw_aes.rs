@@ -13,7 +13,7 @@ use aes_gcm::{aes::Aes192, Aes128Gcm, Aes256Gcm, AesGcm, Nonce};
 use rand::RngCore;
 use zeroize::Zeroizing;
 
-use super::provider::{describe_edks, ProviderError};
+use super::provider::{unwrap_first, ProviderError};
 use super::{context, DataKey, EncryptedDataKey, EncryptionContext, KeyProvider};
 
 type Aes192Gcm = AesGcm<Aes192, U12>;
@@ -170,17 +170,13 @@ impl KeyProvider for RawAesKey {
         edks: &[EncryptedDataKey],
         ctx: &EncryptionContext,
     ) -> Result<DataKey, ProviderError> {
-        let mut last_err = None;
-        for edk in edks.iter().filter(|e| self.matches(e)) {
-            match self.unwrap(edk, ctx) {
-                Ok(k) => return Ok(k),
-                Err(e) => last_err = Some(e),
-            }
-        }
-        Err(last_err.unwrap_or_else(|| ProviderError::NoMatchingKey {
-            found: describe_edks(edks),
-            tried: format!("{}:{}", self.namespace, self.name),
-        }))
+        let candidates = edks.iter().filter(|e| self.matches(e));
+        unwrap_first(
+            edks,
+            candidates,
+            |edk| self.unwrap(edk, ctx),
+            || format!("{}:{}", self.namespace, self.name),
+        )
     }
 
     fn wrap_data_key(

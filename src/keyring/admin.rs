@@ -17,6 +17,18 @@ pub const MIN_PENDING_WINDOW_DAYS: u32 = 7;
 pub const MAX_PENDING_WINDOW_DAYS: u32 = 30;
 pub const DEFAULT_PENDING_WINDOW_DAYS: u32 = 30;
 
+/// Refuses a pending window outside 7..=30 days (KMS's range), for keys and
+/// key versions alike.
+pub(super) fn check_pending_window(window_days: u32) -> Result<()> {
+    if !(MIN_PENDING_WINDOW_DAYS..=MAX_PENDING_WINDOW_DAYS).contains(&window_days) {
+        return Err(Error::Usage(format!(
+            "pending window {window_days} days is out of range: it must be \
+             {MIN_PENDING_WINDOW_DAYS} to {MAX_PENDING_WINDOW_DAYS} days"
+        )));
+    }
+    Ok(())
+}
+
 /// What `key create` asks for.
 #[derive(Clone, Debug)]
 pub struct CreateKey {
@@ -230,12 +242,7 @@ impl Keyring {
         key: &str,
         window_days: u32,
     ) -> Result<(Uuid, OffsetDateTime)> {
-        if !(MIN_PENDING_WINDOW_DAYS..=MAX_PENDING_WINDOW_DAYS).contains(&window_days) {
-            return Err(Error::Usage(format!(
-                "pending window {window_days} days is out of range: it must be \
-                 {MIN_PENDING_WINDOW_DAYS} to {MAX_PENDING_WINDOW_DAYS} days"
-            )));
-        }
+        check_pending_window(window_days)?;
         let id = self.resolve(key)?;
         if let Some(d) = self.cmk(&id).deletion_date {
             return Err(key_error(format!(

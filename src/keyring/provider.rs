@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::cmk::{key_name, parse_key_name, KeySpec};
 use super::KeyringData;
-use crate::envelope::provider::describe_edks;
+use crate::envelope::provider::unwrap_first;
 use crate::envelope::raw_aes::key_name_of;
 use crate::envelope::{
     DataKey, EncryptedDataKey, EncryptionContext, KeyProvider, ProviderError, RawAesKey,
@@ -111,37 +111,32 @@ impl KeyProvider for KeyringProvider {
         edks: &[EncryptedDataKey],
         ctx: &EncryptionContext,
     ) -> std::result::Result<DataKey, ProviderError> {
-        let mut first_err = None;
-        for edk in edks.iter().filter(|e| e.provider_id == PROVIDER_ID) {
-            let Some(name) = key_name_of(&edk.provider_info) else {
-                continue;
-            };
-            let Some((id, version)) = parse_key_name(name) else {
-                continue;
-            };
-            if self.only_bound && self.bound.as_ref().map(|b| b.key_id) != Some(id) {
-                continue;
-            }
-            let attempt = self
-                .data
-                .historical_key(&id, version, KeySpec::SymmetricDefault)
-                .map_err(ProviderError::KeyUnusable)
-                .and_then(|m| RawAesKey::new(PROVIDER_ID, name, m.expose()))
-                .and_then(|k| k.unwrap(edk, ctx));
-            match attempt {
-                Ok(k) => return Ok(k),
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
-        Err(first_err.unwrap_or_else(|| ProviderError::NoMatchingKey {
-            found: describe_edks(edks),
-            tried: match (&self.bound, self.only_bound) {
+        let candidates = edks
+            .iter()
+            .filter(|e| e.provider_id == PROVIDER_ID)
+            .filter_map(|edk| {
+                let name = key_name_of(&edk.provider_info)?;
+                let (id, version) = parse_key_name(name)?;
+                Some((edk, name, id, version))
+            })
+            .filter(|(_, _, id, _)| {
+                !self.only_bound || self.bound.as_ref().map(|b| b.key_id) == Some(*id)
+            });
+        unwrap_first(
+            edks,
+            candidates,
+            |(edk, name, id, version)| {
+                self.data
+                    .historical_key(&id, version, KeySpec::SymmetricDefault)
+                    .map_err(ProviderError::KeyUnusable)
+                    .and_then(|m| RawAesKey::new(PROVIDER_ID, name, m.expose()))
+                    .and_then(|k| k.unwrap(edk, ctx))
+            },
+            || match (&self.bound, self.only_bound) {
                 (Some(b), true) => format!("key {} of the keyring {}", b.key_id, self.label),
                 _ => format!("the keyring {}", self.label),
             },
-        }))
+        )
     }
 
     fn wrap_data_key(

@@ -16,7 +16,7 @@
 //! passphrase fails the data-key unwrap; any altered or missing byte fails the
 //! message's authentication. Reads always use the parameters recorded in the
 //! preamble; the parameters for a new keyring come from
-//! [`Argon2Params`](super::kdf::Argon2Params).
+//! [`Argon2Params`].
 
 use std::fs;
 use std::io;

@@ -21,7 +21,7 @@
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use super::admin::{MAX_PENDING_WINDOW_DAYS, MIN_PENDING_WINDOW_DAYS};
+use super::admin::check_pending_window;
 use super::cmk::{BackingKey, Cmk, VersionState};
 use super::{fmt_date, Keyring, DATA_FORMAT_VERSION_STATES};
 use crate::{Error, Result};
@@ -180,12 +180,7 @@ impl Keyring {
         version: u32,
         window_days: u32,
     ) -> Result<(Uuid, OffsetDateTime)> {
-        if !(MIN_PENDING_WINDOW_DAYS..=MAX_PENDING_WINDOW_DAYS).contains(&window_days) {
-            return Err(Error::Usage(format!(
-                "pending window {window_days} days is out of range: it must be \
-                 {MIN_PENDING_WINDOW_DAYS} to {MAX_PENDING_WINDOW_DAYS} days"
-            )));
-        }
+        check_pending_window(window_days)?;
         let (id, state) = self.old_version(key, version)?;
         match state {
             VersionState::Enabled | VersionState::Retired => {}

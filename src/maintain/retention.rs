@@ -172,7 +172,7 @@ pub fn apply_group(
         let mut reasons = Vec::new();
         if let Some(d) = policy.within.filter(|d| !d.is_zero()) {
             if newest - meta.time.as_nanos() < d.as_nanos() as i128 {
-                reasons.push(format!("within {}", crate::cli::fmt::fmt_duration(d)));
+                reasons.push(format!("within {}", crate::text::fmt_duration(d)));
             }
         }
         for t in &policy.tags {

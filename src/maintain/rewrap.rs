@@ -27,7 +27,7 @@ use crate::envelope::{
 use crate::keyring::KeyringProvider;
 use crate::progress::Progress;
 use crate::providers::transit::{KeyRef as TransitKey, TransitProvider};
-use crate::repo::keys::{KEYRING, TRANSIT};
+use crate::providers::ProviderKind;
 use crate::repo::{Compression, FileKey, KeyVersion, LockKind, Repository};
 use crate::{Error, Result};
 
@@ -65,7 +65,7 @@ impl KeyringRewrapper {
         Ok(KeyringRewrapper {
             provider,
             current: KeyVersion {
-                provider: KEYRING.into(),
+                provider: ProviderKind::Keyring.into(),
                 key: id.to_string(),
                 version: Some(v),
             },
@@ -117,7 +117,7 @@ impl TransitRewrapper {
         Ok(TransitRewrapper {
             provider,
             current: KeyVersion {
-                provider: TRANSIT.into(),
+                provider: ProviderKind::Transit.into(),
                 key: format!("{mount}/{name}"),
                 version: Some(info.latest_version),
             },

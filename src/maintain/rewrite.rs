@@ -293,31 +293,38 @@ fn listing(e: &Engine, packs: &BTreeSet<u32>) -> IndexData {
     IndexData::new(sets.into_sets(), records)
 }
 
+/// A chunk of `length` bytes at `offset` in pack `[pack; 32]`, to copy (the
+/// tests of the planning and of the writer both build jobs from these).
+#[cfg(test)]
+pub(super) fn test_item(pack: u8, offset: u64, length: u64) -> Item<'static> {
+    use crate::repo::{ChunkId, Location};
+    Item {
+        chunk: IndexedChunk {
+            id: ChunkId([pack; 32]),
+            location: Location {
+                pack: Id([pack; 32]),
+                offset,
+                length,
+                raw_length: length,
+            },
+            key_set: &[],
+            key_set_no: 0,
+            pack_no: 0,
+        },
+        action: Action::Copy,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repo::{ChunkId, Location};
 
     fn job(pack: u8, lengths: &[u64]) -> PackJob<'static> {
         PackJob {
             pack: Id([pack; 32]),
             items: lengths
                 .iter()
-                .map(|&length| Item {
-                    chunk: IndexedChunk {
-                        id: ChunkId([pack; 32]),
-                        location: Location {
-                            pack: Id([pack; 32]),
-                            offset: 0,
-                            length,
-                            raw_length: length,
-                        },
-                        key_set: &[],
-                        key_set_no: 0,
-                        pack_no: 0,
-                    },
-                    action: Action::Copy,
-                })
+                .map(|&length| test_item(pack, 0, length))
                 .collect(),
         }
     }

@@ -285,25 +285,11 @@ fn write_item<'r>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::rewrite::test_item;
     use super::*;
-    use crate::repo::{ChunkId, IndexedChunk, Location};
 
     fn item(offset: u64, length: u64) -> Item<'static> {
-        Item {
-            chunk: IndexedChunk {
-                id: ChunkId([0; 32]),
-                location: Location {
-                    pack: Id([0; 32]),
-                    offset,
-                    length,
-                    raw_length: length,
-                },
-                key_set: &[],
-                key_set_no: 0,
-                pack_no: 0,
-            },
-            action: Action::Copy,
-        }
+        test_item(0, offset, length)
     }
 
     #[test]

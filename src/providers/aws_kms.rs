@@ -23,7 +23,7 @@ use zeroize::Zeroizing;
 
 use super::aws_kms_client::Kms;
 use super::aws_kms_errors::map_error;
-use crate::envelope::provider::describe_edks;
+use crate::envelope::provider::unwrap_first;
 use crate::envelope::{DataKey, EncryptedDataKey, EncryptionContext, KeyProvider, ProviderError};
 
 /// ESDK provider ID of KMS-wrapped data keys.
@@ -319,33 +319,27 @@ impl KeyProvider for AwsKmsProvider {
         } else {
             None
         };
-        let mut first_err = None;
-        for edk in edks.iter().filter(|e| e.provider_id == PROVIDER_ID) {
-            // Only key ARNs: Decrypt by alias would follow the alias to
-            // whatever key it names today.
-            let Some(arn) = std::str::from_utf8(&edk.provider_info)
-                .ok()
-                .filter(|a| KmsArn::parse(a).is_some_and(|a| a.is_key()))
-            else {
-                continue;
-            };
-            if wanted.as_deref().is_some_and(|w| w != arn) {
-                continue;
-            }
-            match self.unwrap_one(arn, edk, ctx) {
-                Ok(k) => return Ok(k),
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
-        Err(first_err.unwrap_or_else(|| ProviderError::NoMatchingKey {
-            found: describe_edks(edks),
-            tried: match &wanted {
+        let candidates = edks
+            .iter()
+            .filter(|e| e.provider_id == PROVIDER_ID)
+            .filter_map(|edk| {
+                // Only key ARNs: Decrypt by alias would follow the alias to
+                // whatever key it names today.
+                let arn = std::str::from_utf8(&edk.provider_info)
+                    .ok()
+                    .filter(|a| KmsArn::parse(a).is_some_and(|a| a.is_key()))?;
+                Some((arn, edk))
+            })
+            .filter(|(arn, _)| wanted.as_deref().is_none_or(|w| w == *arn));
+        unwrap_first(
+            edks,
+            candidates,
+            |(arn, edk)| self.unwrap_one(arn, edk, ctx),
+            || match &wanted {
                 Some(arn) => format!("AWS KMS key {arn}"),
                 None => "AWS KMS (the message has no EDK of a KMS key ARN)".into(),
             },
-        }))
+        )
     }
 
     fn wrap_data_key(

@@ -6,6 +6,8 @@
 //! - [`aws_kms`]: AWS KMS (`--key arn:aws:kms:…`, `--key aws-kms:alias/NAME`),
 //!   with the cargo feature `aws-kms` (on by default).
 //! - [`multi`]: several of the above per message (`--key A --key B`).
+//! - [`kind`]: the names of all four kinds (keyring, transit, AWS KMS, raw
+//!   AES) as the repository config records them.
 
 #[cfg(feature = "aws-kms")]
 pub mod aws_kms;
@@ -14,6 +16,7 @@ pub mod aws_kms_client;
 #[cfg(feature = "aws-kms")]
 mod aws_kms_errors;
 mod http;
+pub mod kind;
 pub mod multi;
 pub mod transit;
 mod transit_config;
@@ -24,6 +27,7 @@ pub use transit::{
 };
 pub use transit_config::{TransitConfig, DEFAULT_MOUNT as DEFAULT_TRANSIT_MOUNT};
 
+pub use kind::ProviderKind;
 pub use multi::MultiKeyProvider;
 #[cfg(feature = "aws-kms")]
 pub use {
@@ -32,7 +36,8 @@ pub use {
 };
 
 /// Runs `f` (rayon parallel iterators that call `provider` once per item) on
-/// a pool of at least [`KeyProvider::max_in_flight`] threads, so that the
+/// a pool of at least
+/// [`KeyProvider::max_in_flight`](crate::envelope::KeyProvider::max_in_flight) threads, so that the
 /// round trips of a remote key service overlap; on the global pool (one
 /// thread per core) when that is enough, as for local keys.
 pub fn run_for_provider<R: Send>(

@@ -26,7 +26,7 @@ use zeroize::Zeroizing;
 
 use super::http::{Client, ClientConfig, Failure};
 use super::transit_config::{check_key_name, normalize_mount, TransitConfig, DEFAULT_MOUNT};
-use crate::envelope::provider::describe_edks;
+use crate::envelope::provider::unwrap_first;
 use crate::envelope::{
     context, DataKey, EncryptedDataKey, EncryptionContext, KeyProvider, ProviderError,
 };
@@ -490,20 +490,16 @@ impl KeyProvider for TransitProvider {
         edks: &[EncryptedDataKey],
         ctx: &EncryptionContext,
     ) -> Result<DataKey, ProviderError> {
-        let mut last = None;
-        for edk in edks.iter().filter(|e| self.accepts(e)) {
-            match self.unwrap_one(edk, ctx) {
-                Ok(key) => return Ok(key),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| ProviderError::NoMatchingKey {
-            found: describe_edks(edks),
-            tried: match self.wrapping_key() {
+        let candidates = edks.iter().filter(|e| self.accepts(e));
+        unwrap_first(
+            edks,
+            candidates,
+            |edk| self.unwrap_one(edk, ctx),
+            || match self.wrapping_key() {
                 Some(k) => format!("{PROVIDER_ID}:{}/{}", k.mount, k.name),
                 None => format!("any {PROVIDER_ID} key at {}", self.address()),
             },
-        }))
+        )
     }
 
     /// Wraps an existing data key with `<mount>/encrypt/<name>`: this sends the

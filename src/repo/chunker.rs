@@ -187,24 +187,12 @@ impl Chunker {
 mod tests {
     use super::*;
 
-    fn data(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
-
     #[test]
     fn boundaries_depend_on_the_secret_and_resynchronise_after_an_edit() {
         let params = ChunkerParams::default();
         let (a, b) = (Secrets::generate(), Secrets::generate());
         let (ca, cb) = (Chunker::new(params, &a), Chunker::new(params, &b));
-        let d = data(32 << 20, 1);
+        let d = crate::repo::test_noise(32 << 20, 1);
         let la: Vec<usize> = ca.split(&d).iter().map(|c| c.len()).collect();
         let lb: Vec<usize> = cb.split(&d).iter().map(|c| c.len()).collect();
         assert_ne!(la, lb, "another secret cuts elsewhere");

@@ -393,12 +393,12 @@ pub fn seal(config: &Config, secrets: &Secrets, provider: &dyn KeyProvider) -> R
 mod tests {
     use super::*;
     use crate::envelope::RawAesKey;
-    use crate::repo::keys::RAW_AES;
+    use crate::providers::ProviderKind;
 
     fn setup() -> (RawAesKey, Config, Vec<u8>) {
         let key = RawAesKey::new("envarc", "k", &[7u8; 32]).unwrap();
         let kref = KeyRef {
-            provider: RAW_AES.into(),
+            provider: ProviderKind::RawAes.into(),
             key: "k".into(),
             params: [("namespace".to_string(), "envarc".to_string())].into(),
         };

@@ -83,7 +83,7 @@ impl IndexData {
         postcard::to_allocvec(self).expect("index data encodes")
     }
 
-    /// Splits into files of at most [`CHUNKS_PER_FILE`] chunks (a pack is
+    /// Splits into files of at most `CHUNKS_PER_FILE` chunks (a pack is
     /// never split), each with the key sets it uses.
     pub fn split(self) -> Vec<IndexData> {
         let mut out: Vec<IndexData> = Vec::new();
@@ -425,7 +425,7 @@ mod tests {
     #[test]
     fn copies_are_kept_and_a_pack_listed_twice_counts_once() {
         let kv = vec![KeyVersion {
-            provider: "keyring".into(),
+            provider: crate::providers::ProviderKind::Keyring.into(),
             key: "k".into(),
             version: Some(1),
         }];

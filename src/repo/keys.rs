@@ -23,28 +23,30 @@ use crate::envelope::raw_aes::key_name_of;
 use crate::envelope::{DataKey, EncryptedDataKey, EncryptionContext, KeyProvider, ProviderError};
 use crate::keyring::cmk::parse_key_name;
 use crate::providers::transit;
+use crate::providers::ProviderKind;
 use crate::{Error, Result};
-
-/// Provider kind of a keyring CMK (as in the repository config).
-pub const KEYRING: &str = "keyring";
-/// Provider kind of an OpenBao / Vault transit key.
-pub const TRANSIT: &str = "transit";
-/// Provider kind of a raw AES wrapping key.
-pub const RAW_AES: &str = "raw-aes";
 
 /// A key and, where the provider has them, one version of it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct KeyVersion {
-    /// `keyring`, `transit`, `raw-aes`, or the EDK's provider ID for others.
+    /// `keyring`, `transit`, `raw-aes`, `aws-kms`, or the EDK's provider ID
+    /// for others.
     pub provider: String,
     /// Keyring: the CMK's UUID. Transit: `<mount>/<name>`. Raw AES: the key
     /// name (`<namespace>:<name>` when the namespace is not `envarc`).
     pub key: String,
-    /// Backing-key (keyring) or key (transit) version; `None` for raw keys.
+    /// Backing-key (keyring) or key (transit) version; `None` for raw keys,
+    /// and for AWS KMS, which rotates inside the service and whose EDKs do not
+    /// say which version wrapped them.
     pub version: Option<u32>,
 }
 
 impl KeyVersion {
+    /// The provider's kind; `None` for an EDK of a provider envarc does not know.
+    pub fn kind(&self) -> Option<ProviderKind> {
+        ProviderKind::of(&self.provider)
+    }
+
     /// What wrapped `edk`.
     pub fn of(edk: &EncryptedDataKey) -> KeyVersion {
         if edk.provider_id == transit::PROVIDER_ID {
@@ -52,16 +54,24 @@ impl KeyVersion {
                 .map(|k| format!("{}/{}", k.mount, k.name))
                 .unwrap_or_else(|| String::from_utf8_lossy(&edk.provider_info).into_owned());
             return KeyVersion {
-                provider: TRANSIT.into(),
+                provider: ProviderKind::Transit.into(),
                 key,
                 version: transit::edk_version(edk),
+            };
+        }
+        // The AWS KMS provider ID is its kind; the provider info is the key ARN.
+        if edk.provider_id == ProviderKind::AwsKms.as_str() {
+            return KeyVersion {
+                provider: ProviderKind::AwsKms.into(),
+                key: String::from_utf8_lossy(&edk.provider_info).into_owned(),
+                version: None,
             };
         }
         let name = key_name_of(&edk.provider_info);
         if edk.provider_id == crate::keyring::PROVIDER_ID {
             if let Some((id, v)) = name.and_then(parse_key_name) {
                 return KeyVersion {
-                    provider: KEYRING.into(),
+                    provider: ProviderKind::Keyring.into(),
                     key: id.to_string(),
                     version: Some(v),
                 };
@@ -69,12 +79,8 @@ impl KeyVersion {
         }
         match name {
             Some(n) => KeyVersion {
-                provider: RAW_AES.into(),
-                key: if edk.provider_id == "envarc" {
-                    n.to_string()
-                } else {
-                    format!("{}:{n}", edk.provider_id)
-                },
+                provider: ProviderKind::RawAes.into(),
+                key: raw_key_name(&edk.provider_id, n),
                 version: None,
             },
             None => KeyVersion {
@@ -118,24 +124,22 @@ impl KeyVersion {
 
 impl fmt::Display for KeyVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.provider.as_str(), self.version) {
-            (KEYRING, Some(v)) => write!(f, "{}/v{v}", self.key),
-            (TRANSIT, Some(v)) => write!(f, "transit:{} v{v}", self.key),
-            (p, Some(v)) => write!(f, "{p}:{} v{v}", self.key),
-            (p, None) => write!(f, "{p}:{}", self.key),
+        let p = &self.provider;
+        match (self.kind(), self.version) {
+            (Some(ProviderKind::Keyring), Some(v)) => write!(f, "{}/v{v}", self.key),
+            (Some(ProviderKind::Transit), Some(v)) => write!(f, "transit:{} v{v}", self.key),
+            (_, Some(v)) => write!(f, "{p}:{} v{v}", self.key),
+            (_, None) => write!(f, "{p}:{}", self.key),
         }
     }
 }
-
-/// Provider kind of an AWS KMS key (as in the repository config).
-pub const AWS_KMS: &str = "aws-kms";
 
 /// Which key provider and key the repository's messages are wrapped with, as
 /// recorded in the config: `{"provider": "raw-aes", "key": NAME, "namespace": NS}`
 /// or `{"provider": "keyring", "key": "<cmk-uuid>"}` or `{"provider": "aws-kms",
 /// "key": "<key ARN>"}` or `{"provider": "transit", "key": NAME, "mount": M}`.
 /// The CLI turns this (plus the key arguments of the command) into a
-/// [`KeyProvider`](crate::envelope::KeyProvider).
+/// [`KeyProvider`].
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct KeyRef {
     pub provider: String,
@@ -146,34 +150,50 @@ pub struct KeyRef {
 }
 
 impl KeyRef {
+    /// The provider's kind; `None` for a provider envarc does not know.
+    pub fn kind(&self) -> Option<ProviderKind> {
+        ProviderKind::of(&self.provider)
+    }
+
     /// Whether an EDK named `kv` was wrapped by this key (any version).
     pub fn names(&self, kv: &KeyVersion) -> bool {
-        match self.provider.as_str() {
-            KEYRING | AWS_KMS => kv.provider == self.provider && kv.key == self.key,
-            TRANSIT => {
-                let mount = self.params.get("mount").map_or("transit", String::as_str);
-                kv.provider == TRANSIT && kv.key == format!("{mount}/{}", self.key)
+        match self.kind() {
+            Some(ProviderKind::Keyring | ProviderKind::AwsKms) | None => {
+                kv.provider == self.provider && kv.key == self.key
             }
-            RAW_AES => {
+            Some(ProviderKind::Transit) => {
+                let mount = self
+                    .params
+                    .get("mount")
+                    .map_or(crate::providers::DEFAULT_TRANSIT_MOUNT, String::as_str);
+                kv.kind() == Some(ProviderKind::Transit)
+                    && kv.key == format!("{mount}/{}", self.key)
+            }
+            Some(ProviderKind::RawAes) => {
                 let ns = self
                     .params
                     .get("namespace")
                     .map_or("envarc", String::as_str);
-                let want = if ns == "envarc" {
-                    self.key.clone()
-                } else {
-                    format!("{ns}:{}", self.key)
-                };
+                let want = raw_key_name(ns, &self.key);
                 // A raw key named like a keyring key (`<uuid>/vN`) reads as one.
-                let as_keyring = kv.provider == KEYRING
+                let as_keyring = kv.kind() == Some(ProviderKind::Keyring)
                     && ns == "envarc"
                     && kv
                         .version
                         .is_some_and(|v| format!("{}/v{v}", kv.key) == self.key);
-                (kv.provider == RAW_AES && kv.key == want) || as_keyring
+                (kv.kind() == Some(ProviderKind::RawAes) && kv.key == want) || as_keyring
             }
-            other => kv.provider == other && kv.key == self.key,
         }
+    }
+}
+
+/// How a raw AES key is named in a [`KeyVersion`]: `NAME` in envarc's own
+/// namespace, `NAMESPACE:NAME` in any other.
+fn raw_key_name(namespace: &str, name: &str) -> String {
+    if namespace == "envarc" {
+        name.to_string()
+    } else {
+        format!("{namespace}:{name}")
     }
 }
 
@@ -353,7 +373,10 @@ mod tests {
         let name = format!("{id}/v3");
         let kr = RawAesKey::new("envarc", &name, &[1u8; 32]).unwrap();
         let kv = KeyVersion::of(&edk_of(&kr));
-        assert_eq!((kv.provider.as_str(), kv.version), (KEYRING, Some(3)));
+        assert_eq!(
+            (kv.provider.as_str(), kv.version),
+            (ProviderKind::Keyring.as_str(), Some(3))
+        );
         assert_eq!(kv.key, id.to_string());
         assert_eq!(kv.to_string(), format!("{id}/v3"));
 
@@ -362,7 +385,7 @@ mod tests {
         assert_eq!(
             kv,
             KeyVersion {
-                provider: RAW_AES.into(),
+                provider: ProviderKind::RawAes.into(),
                 key: "test-key".into(),
                 version: None
             }
@@ -384,7 +407,7 @@ mod tests {
     fn key_version_specs() {
         let resolve = |k: &str| {
             Ok(KeyVersion {
-                provider: KEYRING.into(),
+                provider: ProviderKind::Keyring.into(),
                 key: k.to_uppercase(),
                 version: None,
             })
@@ -400,7 +423,7 @@ mod tests {
     fn the_policy_admits_only_the_repository_keys_and_live_versions() {
         let id = uuid::Uuid::new_v4();
         let ours = KeyRef {
-            provider: KEYRING.into(),
+            provider: ProviderKind::Keyring.into(),
             key: id.to_string(),
             params: Default::default(),
         };

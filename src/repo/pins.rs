@@ -241,7 +241,7 @@ mod tests {
 
     fn config(key: &str) -> Config {
         let k = KeyRef {
-            provider: "keyring".into(),
+            provider: crate::providers::ProviderKind::Keyring.into(),
             key: key.into(),
             params: Default::default(),
         };

@@ -28,6 +28,7 @@ use serde::Serialize;
 use crate::error::exit;
 use crate::progress::Progress;
 use crate::repo::{manifest, Entry, EntryKind, Id, LockKind, Repository};
+use crate::text::{lossy, plural};
 use crate::{Error, Result};
 
 use plan::Selection;
@@ -144,10 +145,6 @@ impl RestoreReport {
     }
 }
 
-fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 /// A selected entry and its path's components below the target.
 struct Item<'a> {
     e: &'a Entry,
@@ -241,7 +238,7 @@ pub fn restore(
         if crate::interrupt::requested() {
             return Err(Error::Interrupted(format!(
                 "{} restored, nothing half-written left; the same command continues (it keeps what is there)",
-                plural_files(report.files)
+                plural(report.files, "file", "files")
             )));
         }
         if let Err(e) = safe_fs::sync_target(&target) {
@@ -319,9 +316,4 @@ fn dry_run(
         });
     }
     Ok(())
-}
-
-/// `1 file`, `2 files` (the library's own, as it cannot use the CLI's).
-fn plural_files(n: u64) -> String {
-    format!("{n} {}", if n == 1 { "file" } else { "files" })
 }

@@ -10,9 +10,10 @@ use rustix::fs::FileType;
 use crate::error::exit;
 use crate::progress::Progress;
 use crate::repo::{ChunkId, Entry, EntryKind, Index, Repository};
+use crate::text::lossy;
 
 use super::safe_fs::{self, Target, TempEntry};
-use super::{count, lossy, Item, Overwrite, RestoreError, RestoreReport};
+use super::{count, Item, Overwrite, RestoreError, RestoreReport};
 
 /// How an entry relates to what is already at its place.
 pub(super) enum Decision {

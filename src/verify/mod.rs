@@ -30,6 +30,7 @@ use rayon::prelude::*;
 use crate::pool::Pool;
 use crate::progress::Progress;
 use crate::repo::{manifest, ChunkId, EntryKind, Id, Index, LockKind, Repository};
+use crate::text::lossy;
 use crate::Result;
 
 pub use report::{Class, ObjectKind, Problem, Reference, VerifyReport, MAX_REFERENCES};
@@ -40,10 +41,6 @@ pub struct VerifyOptions {
     pub read_data: ReadData,
     /// Snapshots to check (`latest`, IDs, prefixes); all when empty.
     pub snapshots: Vec<String>,
-}
-
-fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 fn problem(

@@ -8,10 +8,10 @@ use base64::Engine;
 use serde_json::json;
 use zeroize::Zeroizing;
 
+use super::super::fmt::context_of;
 use super::super::keyring_args::load_keyring;
 use super::super::{GlobalArgs, Output};
 use super::{DataKeyArgs, Pairs};
-use crate::envelope::EncryptionContext;
 use crate::error::exit;
 use crate::{Error, Result};
 
@@ -44,18 +44,6 @@ pub fn read_input(path: &Path, what: &str) -> Result<Zeroizing<Vec<u8>>> {
 fn write_output(path: &Path, bytes: &[u8], secret: bool) -> Result<()> {
     crate::fsutil::atomic_write(path, bytes, secret.then_some(0o600))
         .map_err(|e| Error::io(format!("writing {}", path.display()), e))
-}
-
-fn context_of(pairs: &Pairs) -> Result<EncryptionContext> {
-    let mut ctx = EncryptionContext::new();
-    for (k, v) in pairs {
-        if ctx.insert(k.clone(), v.clone()).is_some() {
-            return Err(Error::Usage(format!(
-                "encryption context key '{k}' given twice"
-            )));
-        }
-    }
-    Ok(ctx)
 }
 
 pub fn generate_data_key(

@@ -6,7 +6,7 @@
 //! AAD binds the message ID, the sequence number and final-ness), so a batch
 //! of frames seals or opens in parallel; everything order-dependent (sequence
 //! numbers, IVs, the final frame, the signature hash, what follows the end)
-//! is checked serially, exactly as the streaming [`Decryptor`] does. Memory is
+//! is checked serially, exactly as the streaming [`Decryptor`](super::Decryptor) does. Memory is
 //! bounded by `POOL` buffers of one batch each (about 4 MiB of frames each).
 //!
 //! Copies: a frame is read into its place in a batch buffer, sealed or opened

@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::lock::{hostname, now_rfc3339, process_scope};
-use super::{HeldLock, LockInfo, ObjectInfo};
+use super::{HeldLock, LockInfo, ObjectInfo, Storage};
 
 /// How often locks are refreshed and when they count as stale.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,6 +104,27 @@ pub(crate) struct RefreshedLock {
 }
 
 impl RefreshedLock {
+    /// Creates lock object `name` in `store` and starts refreshing it. If
+    /// the refresher cannot start, the object is removed again: a lock that
+    /// nobody refreshes would hold others off until it turns stale.
+    pub(crate) fn create(
+        store: &dyn Storage,
+        objects: Arc<dyn LockObjects>,
+        name: &str,
+        data: &[u8],
+        timing: &LockTiming,
+    ) -> io::Result<Box<dyn HeldLock>> {
+        store.create(name, data)?;
+        let location = store.location();
+        match RefreshedLock::start(objects.clone(), name, data, timing.clone(), location) {
+            Ok(l) => Ok(Box::new(l)),
+            Err(e) => {
+                let _ = objects.remove(name);
+                Err(e)
+            }
+        }
+    }
+
     /// Starts refreshing `name` (already created, holding `data`).
     pub(crate) fn start(
         objects: Arc<dyn LockObjects>,

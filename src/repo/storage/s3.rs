@@ -7,7 +7,7 @@
 //!   random token in its metadata (`x-amz-meta-envarc-token`): when a retried
 //!   create meets an existing object, the token tells our own earlier attempt
 //!   (whose answer was lost) from another writer's object.
-//! - A writer spools the object locally ([`super::spool`]) and sends it on
+//! - A writer spools the object locally (`super::spool`) and sends it on
 //!   commit: up to [`PUT_MAX`] bytes as one PUT (holding the object in
 //!   memory while it is sent), larger ones as a multipart upload of
 //!   [`PART`]-byte parts read back one at a time (holding one part).
@@ -406,22 +406,8 @@ impl Storage for S3Storage {
     }
 
     fn create_lock(&self, name: &str, data: &[u8]) -> io::Result<Box<dyn HeldLock>> {
-        self.create(name, data)?;
         let objects: Arc<dyn LockObjects> = self.inner.clone();
-        let lock = RefreshedLock::start(
-            objects,
-            name,
-            data,
-            self.timing.clone(),
-            self.inner.location.clone(),
-        );
-        match lock {
-            Ok(l) => Ok(Box::new(l)),
-            Err(e) => {
-                let _ = self.inner.remove(name);
-                Err(e)
-            }
-        }
+        RefreshedLock::create(self, objects, name, data, &self.timing)
     }
 
     fn lock_is_stale(&self, object: &ObjectInfo, info: &LockInfo) -> bool {

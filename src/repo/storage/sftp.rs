@@ -1,7 +1,7 @@
 //! A repository in a folder on an SFTP server (OpenSSH's `sftp-server` or
-//! `internal-sftp`), reached with the system's `ssh` (see [`super::sftp_conn`]).
+//! `internal-sftp`), reached with the system's `ssh` (see `super::sftp_conn`).
 //!
-//! A writer spools the object locally ([`super::spool`]); its commit writes
+//! A writer spools the object locally (`super::spool`); its commit writes
 //! it as on a local disk: to a temporary file beside the target
 //! (`.NAME.TOKEN.envarc-tmp`), in chunks of [`CHUNK`] bytes (holding one
 //! chunk), fsynced (`fsync@openssh.com`), then hard-linked to
@@ -514,21 +514,8 @@ impl Storage for SftpStorage {
     }
 
     fn create_lock(&self, name: &str, data: &[u8]) -> io::Result<Box<dyn HeldLock>> {
-        self.create(name, data)?;
         let objects: Arc<dyn LockObjects> = self.inner.clone();
-        match RefreshedLock::start(
-            objects,
-            name,
-            data,
-            self.timing.clone(),
-            self.inner.location.clone(),
-        ) {
-            Ok(l) => Ok(Box::new(l)),
-            Err(e) => {
-                let _ = self.inner.remove(name);
-                Err(e)
-            }
-        }
+        RefreshedLock::create(self, objects, name, data, &self.timing)
     }
 
     fn lock_is_stale(&self, object: &ObjectInfo, info: &LockInfo) -> bool {
