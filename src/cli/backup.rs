@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use crate::backup::{backup as run_backup, BackupOptions};
+use crate::backup::{backup as run_backup, BackupOptions, BackupReport};
 use crate::error::exit;
 use crate::pathmatch::PathMatcher;
 use crate::repo::Compression;
@@ -97,34 +97,8 @@ pub fn backup(out: &Output, g: &GlobalArgs, a: BackupArgs) -> Result<i32> {
         "data_keys": s.data_keys,
         "duration_s": s.duration_ms as f64 / 1000.0,
     }))?;
-    match r.snapshot {
-        Some(id) => out.say(format!(
-            "snapshot {} saved{}",
-            id.short(),
-            r.parent
-                .map(|p| format!(" (parent {})", p.short()))
-                .unwrap_or_default()
-        )),
-        None => out.say("dry run: nothing was read or written"),
-    }
-    out.say(format!(
-        "files: {} new, {} changed, {} unchanged; {} dirs, {} symlinks; {} skipped, {} errors",
-        s.files_new, s.files_changed, s.files_unchanged, s.dirs, s.symlinks, s.skipped, s.errors
-    ));
-    if a.dry_run {
-        out.say(format!(
-            "would read {} of new or changed files",
-            fmt_bytes(r.bytes_new_or_changed)
-        ));
-    } else {
-        out.say(format!(
-            "read {}, added {} in {} new chunks ({} stored), {:.1} s",
-            fmt_bytes(s.bytes_read),
-            fmt_bytes(s.bytes_added),
-            s.chunks_added,
-            fmt_bytes(s.bytes_stored),
-            s.duration_ms as f64 / 1000.0
-        ));
+    for line in summary_lines(&r, a.dry_run) {
+        out.say(line);
     }
     if r.errors.is_empty() {
         Ok(exit::OK)
@@ -144,6 +118,45 @@ pub fn backup(out: &Output, g: &GlobalArgs, a: BackupArgs) -> Result<i32> {
 /// without them), and restoring that folder later would put back an old
 /// keyring over the current one, without the backing keys made since.
 /// Shown even under -q: a nightly job's journal is where it is read.
+/// What `envarc backup` prints when it ends (and the demo, after each of
+/// its backups).
+pub(super) fn summary_lines(r: &BackupReport, dry_run: bool) -> Vec<String> {
+    let s = &r.summary;
+    let mut lines =
+        vec![
+            match r.snapshot {
+                Some(id) => format!(
+                    "snapshot {} saved{}",
+                    id.short(),
+                    r.parent
+                        .map(|p| format!(" (parent {})", p.short()))
+                        .unwrap_or_default()
+                ),
+                None => "dry run: nothing was read or written".into(),
+            },
+            format!(
+            "files: {} new, {} changed, {} unchanged; {} dirs, {} symlinks; {} skipped, {} errors",
+            s.files_new, s.files_changed, s.files_unchanged, s.dirs, s.symlinks, s.skipped, s.errors
+        ),
+        ];
+    lines.push(if dry_run {
+        format!(
+            "would read {} of new or changed files",
+            fmt_bytes(r.bytes_new_or_changed)
+        )
+    } else {
+        format!(
+            "read {}, added {} in {} new chunks ({} stored), {:.1} s",
+            fmt_bytes(s.bytes_read),
+            fmt_bytes(s.bytes_added),
+            s.chunks_added,
+            fmt_bytes(s.bytes_stored),
+            s.duration_ms as f64 / 1000.0
+        )
+    });
+    lines
+}
+
 fn warn_secrets_inside(
     out: &Output,
     g: &GlobalArgs,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::demo_tree::{capture, write_sample, Tree};
-use super::fmt::{fmt_bytes, plural};
+use super::fmt::plural;
 use super::{GlobalArgs, Output};
 use crate::backup::{backup, BackupOptions};
 use crate::error::exit;
@@ -193,16 +193,13 @@ impl Demo<'_> {
         };
         let r = backup(self.repo(), &opts, &Silent)?;
         let id = r.snapshot.expect("not a dry run");
-        let s = &r.summary;
+        // What `envarc backup` prints, then what the demo adds to it.
+        for line in super::backup::summary_lines(&r, false) {
+            self.say(line);
+        }
         self.say(format!(
-            "snapshot {}: {} new, {} changed, {} unchanged files; {} stored ({}) under {}",
-            id.short(),
-            s.files_new,
-            s.files_changed,
-            s.files_unchanged,
-            plural(s.chunks_added, "new chunk", "new chunks"),
-            fmt_bytes(s.bytes_stored),
-            plural(s.data_keys, "fresh data key", "fresh data keys")
+            "{} under the current key version",
+            plural(r.summary.data_keys, "fresh data key", "fresh data keys")
         ));
         let index = self.repo().load_index()?;
         let (_, entries) = self.repo().load_snapshot(&id)?;

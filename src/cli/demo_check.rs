@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::demo::{Backup, Demo};
 use super::demo_tree::{capture, differences};
-use super::fmt::{fmt_bytes, plural};
+use super::fmt::plural;
 use crate::progress::Silent;
 use crate::repo::ChunkId;
 use crate::restore::{restore, RestoreOptions};
@@ -25,14 +25,14 @@ pub(super) fn check(
         ..Default::default()
     };
     let v = verify(d.repo(), &opts, &Silent)?;
+    // What `envarc verify` prints first and last, with the demo's reading
+    // of it between.
+    d.say(super::verify::checked_line(&v));
     d.say(format!(
-        "{}, {}: every frame of all {} read and authenticated, each chunk's MAC checked ({}); {}.",
-        plural(v.snapshots, "snapshot", "snapshots"),
-        plural(v.chunks, "chunk", "chunks"),
-        v.chunks_read,
-        fmt_bytes(v.bytes_read),
-        plural(v.problems.len() as u64, "problem", "problems")
+        "every frame of all {} read and authenticated, each chunk's MAC checked",
+        plural(v.chunks_read, "chunk", "chunks")
     ));
+    d.say(super::verify::verdict_line(&v));
     for p in &v.problems {
         d.fail(format!("verify: {} {}: {}", p.kind, p.id, p.error));
     }
@@ -68,14 +68,11 @@ pub(super) fn check(
         let versions: std::collections::BTreeSet<u32> =
             b.files.values().flatten().copied().collect();
         let vs: Vec<String> = versions.iter().map(|v| format!("v{v}")).collect();
+        d.say(super::restore::summary_line(&r));
         if diffs.is_empty() {
             d.say(format!(
-                "snapshot {}: {}, {}, {} restored; identical to the tree backed up \
-                 (data keys wrapped by {})",
+                "identical to the tree backed up in snapshot {} (data keys wrapped by {})",
                 b.id.short(),
-                plural(r.files, "file", "files"),
-                plural(r.dirs, "folder", "folders"),
-                plural(r.symlinks, "symlink", "symlinks"),
                 vs.join(", ")
             ));
         }

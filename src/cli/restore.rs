@@ -118,13 +118,14 @@ fn print_plan(r: &RestoreReport) -> Result<()> {
     o.flush().map_err(io_err)
 }
 
-fn print_summary(out: &Output, r: &RestoreReport, overwrite: &str) {
+/// The first line of `envarc restore`'s summary (and of the demo's restores).
+pub(super) fn summary_line(r: &RestoreReport) -> String {
     let verb = if r.dry_run {
         "would restore"
     } else {
         "restored"
     };
-    out.say(format!(
+    format!(
         "{verb} {} ({}), {}, {} into {} in {:.1} s",
         plural(r.files, "file", "files"),
         fmt_bytes(r.bytes),
@@ -132,7 +133,11 @@ fn print_summary(out: &Output, r: &RestoreReport, overwrite: &str) {
         plural(r.symlinks, "symlink", "symlinks"),
         r.target.display(),
         r.duration_ms as f64 / 1000.0
-    ));
+    )
+}
+
+fn print_summary(out: &Output, r: &RestoreReport, overwrite: &str) {
+    out.say(summary_line(r));
     if r.skipped > 0 {
         let advice = match overwrite {
             "never" => "pass --overwrite if-changed or always to replace them",

@@ -77,14 +77,9 @@ pub fn verify(out: &Output, g: &GlobalArgs, a: VerifyArgs) -> Result<i32> {
     Ok(report.exit_code())
 }
 
-fn print(out: &Output, r: &VerifyReport) {
-    if out.json {
-        if let Err(e) = out.json(r) {
-            out.warn(e.to_string());
-        }
-        return;
-    }
-    out.say(format!(
+/// The first line of `envarc verify`'s report (and of the demo's verify).
+pub(super) fn checked_line(r: &VerifyReport) -> String {
+    format!(
         "checked {} index files, {} packs, {} snapshots, {} chunks (data read: {}: {} chunks, {})",
         r.index_files,
         r.packs,
@@ -93,7 +88,29 @@ fn print(out: &Output, r: &VerifyReport) {
         r.read_data,
         r.chunks_read,
         fmt_bytes(r.bytes_read)
-    ));
+    )
+}
+
+/// The last line of `envarc verify`'s report.
+pub(super) fn verdict_line(r: &VerifyReport) -> String {
+    if r.is_sound() {
+        format!("no problems found ({:.1} s)", r.duration_ms as f64 / 1000.0)
+    } else {
+        format!(
+            "{} found; see each one's consequence above",
+            plural(r.problems.len() as u64, "problem", "problems")
+        )
+    }
+}
+
+fn print(out: &Output, r: &VerifyReport) {
+    if out.json {
+        if let Err(e) = out.json(r) {
+            out.warn(e.to_string());
+        }
+        return;
+    }
+    out.say(checked_line(r));
     for p in &r.problems {
         let what = match p.id.as_str() {
             "" => p.kind.to_string(),
@@ -128,17 +145,7 @@ fn print(out: &Output, r: &VerifyReport) {
     for i in &r.info {
         out.say(format!("info: {i}"));
     }
-    if r.is_sound() {
-        out.say(format!(
-            "no problems found ({:.1} s)",
-            r.duration_ms as f64 / 1000.0
-        ));
-    } else {
-        out.say(format!(
-            "{} found; see each one's consequence above",
-            plural(r.problems.len() as u64, "problem", "problems")
-        ));
-    }
+    out.say(verdict_line(r));
     if r.exit_code() != exit::OK {
         let detail = if out.quiet {
             " verification; run without --quiet for each one's consequence"

@@ -80,12 +80,9 @@ pub(super) fn check(
     report: &mut VerifyReport,
     progress: &dyn Progress,
 ) -> HashMap<ChunkId, Problem> {
-    use rand::Rng;
-    let mut rng = rand::thread_rng();
-    let selected: HashMap<ChunkId, bool> = wanted
-        .iter()
-        .map(|id| (*id, read_data.selects(id, rng.gen())))
-        .collect();
+    let read = read_data.select(wanted, &mut rand::thread_rng());
+    let selected: HashMap<ChunkId, bool> =
+        wanted.iter().map(|id| (*id, read.contains(id))).collect();
     let by_pack: Vec<Vec<(IndexedChunk, bool)>> = index
         .by_pack()
         .into_iter()

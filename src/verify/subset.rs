@@ -1,6 +1,10 @@
 //! Which chunks `verify` reads in full: none, all, or a subset
 //! (`--read-data-subset`), with restic's notation.
 
+use std::collections::HashSet;
+
+use rand::seq::SliceRandom;
+
 use crate::repo::ChunkId;
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -14,8 +18,9 @@ pub enum ReadData {
     /// (say one a night) reads everything once; the groups do not change
     /// between runs (new chunks fall into them by their ID).
     Group { k: u64, n: u64 },
-    /// `P%`: a random P% of the chunks, drawn anew on every run, so that
-    /// repeated runs cover the repository over time.
+    /// `P%`: a random P% of the chunks (rounded up, so never none of a
+    /// repository that has any), drawn anew on every run, so that repeated
+    /// runs cover the repository over time.
     Percent(f64),
 }
 
@@ -46,17 +51,38 @@ impl ReadData {
         Err(bad(s))
     }
 
-    /// Whether message `id` is read in full. `roll` is a uniform draw in
-    /// [0, 1) used by `P%`.
-    pub fn selects(&self, id: &ChunkId, roll: f64) -> bool {
+    /// The chunks of `wanted` read in full. For `P%`, exactly P% of them
+    /// rounded up, drawn without replacement: a per-chunk coin toss could
+    /// read none of a small repository and still report it clean.
+    pub fn select(&self, wanted: &HashSet<ChunkId>, rng: &mut impl rand::Rng) -> HashSet<ChunkId> {
+        match self {
+            ReadData::Percent(p) => {
+                let n = ((wanted.len() as f64) * p / 100.0).ceil() as usize;
+                let mut ids: Vec<ChunkId> = wanted.iter().copied().collect();
+                // Sorted first, so the draw depends on the RNG only.
+                ids.sort_unstable_by_key(|id| id.0);
+                ids.choose_multiple(rng, n.min(ids.len()))
+                    .copied()
+                    .collect()
+            }
+            _ => wanted
+                .iter()
+                .filter(|id| self.selects(id))
+                .copied()
+                .collect(),
+        }
+    }
+
+    /// Whether message `id` is read in full, for the fixed subsets (`P%`
+    /// draws from the whole set: see [`Self::select`]).
+    fn selects(&self, id: &ChunkId) -> bool {
         match self {
             ReadData::None => false,
-            ReadData::All => true,
+            ReadData::All | ReadData::Percent(_) => true,
             ReadData::Group { k, n } => {
                 let v = u64::from_be_bytes(id.0[..8].try_into().expect("32 bytes"));
                 v % n == k - 1
             }
-            ReadData::Percent(p) => roll * 100.0 < *p,
         }
     }
 
@@ -93,11 +119,26 @@ mod tests {
         for seed in 0..50u8 {
             let id = [seed.wrapping_mul(37); 32];
             let hits = (1..=3)
-                .filter(|k| ReadData::Group { k: *k, n: 3 }.selects(&crate::repo::ChunkId(id), 0.0))
+                .filter(|k| ReadData::Group { k: *k, n: 3 }.selects(&crate::repo::ChunkId(id)))
                 .count();
             assert_eq!(hits, 1);
         }
-        assert!(ReadData::Percent(10.0).selects(&crate::repo::ChunkId([0; 32]), 0.05));
-        assert!(!ReadData::Percent(10.0).selects(&crate::repo::ChunkId([0; 32]), 0.5));
+    }
+
+    #[test]
+    fn a_percentage_reads_that_share_rounded_up() {
+        let mut rng = rand::thread_rng();
+        let ids = |n: u8| (0..n).map(|i| ChunkId([i; 32])).collect::<HashSet<_>>();
+        // 10% of 7 chunks is one chunk, not a coin toss that may read none.
+        for _ in 0..20 {
+            let picked = ReadData::Percent(10.0).select(&ids(7), &mut rng);
+            assert_eq!(picked.len(), 1);
+            assert!(ids(7).is_superset(&picked));
+        }
+        assert_eq!(ReadData::Percent(50.0).select(&ids(10), &mut rng).len(), 5);
+        assert_eq!(ReadData::Percent(100.0).select(&ids(9), &mut rng).len(), 9);
+        assert!(ReadData::Percent(10.0).select(&ids(0), &mut rng).is_empty());
+        assert_eq!(ReadData::All.select(&ids(4), &mut rng).len(), 4);
+        assert!(ReadData::None.select(&ids(4), &mut rng).is_empty());
     }
 }

@@ -151,7 +151,7 @@ impl SeaweedFs {
             .spawn()
             .expect("starting sh for the weed watchdog");
         self.watchdog = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(90);
+        let deadline = Instant::now() + Duration::from_secs(150);
         while Instant::now() < deadline {
             if TcpStream::connect(("127.0.0.1", self.ports[6])).is_ok()
                 && self.shell("s3.bucket.list").is_ok()
@@ -182,8 +182,9 @@ impl SeaweedFs {
     }
 
     /// Runs one `weed shell` command against this server, for at most
-    /// 20 s: a shell started while the master is still coming up can wait
-    /// for it forever.
+    /// 60 s: a shell waits for the master to come up, which takes a while
+    /// beside other servers starting, but after a restart it can wait
+    /// forever.
     pub fn shell(&self, command: &str) -> Result<String, String> {
         let mut child = Command::new(&self.bin)
             .arg("shell")
@@ -203,12 +204,12 @@ impl SeaweedFs {
                 .write_all(format!("{command}\n").as_bytes())
                 .map_err(|e| e.to_string())?;
         }
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while child.try_wait().map_err(|e| e.to_string())?.is_none() {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("`weed shell` ({command}) did not answer in 20 s"));
+                return Err(format!("`weed shell` ({command}) did not answer in 60 s"));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -227,7 +228,7 @@ impl SeaweedFs {
 
     /// Creates bucket `name` (at least three characters).
     pub fn create_bucket(&self, name: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             match self.shell(&format!("s3.bucket.create -name {name}")) {
                 Ok(_) => return,
