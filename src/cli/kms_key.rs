@@ -4,7 +4,6 @@
 //! a KMS key is a clear usage error.
 
 use crate::envelope::{DataKey, EncryptedDataKey, EncryptionContext, KeyProvider, ProviderError};
-use crate::providers::ProviderKind;
 use crate::repo::KeyRef;
 use crate::{Error, Result};
 
@@ -113,7 +112,7 @@ pub fn init_kms_key(spec: &str, args: &KmsArgs) -> Result<(KeyRef, Box<dyn KeyPr
         let p = imp::provider(spec, args)?;
         let arn = p.describe_key()?;
         let key = KeyRef {
-            provider: ProviderKind::AwsKms.into(),
+            provider: crate::providers::ProviderKind::AwsKms.into(),
             key: arn.clone(),
             params: Default::default(),
         };
