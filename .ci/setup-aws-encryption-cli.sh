@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates (if missing) the virtualenv .venv-esdk-cli at the repository root
 # with the official AWS Encryption CLI (PyPI `aws-encryption-sdk-cli`), which
-# the directory-mode interop tests (tests/aws_kms/dircrypt.rs) and
+# the directory-mode interop tests (tests/providers/aws_kms/dircrypt.rs) and
 # benches/dircrypt.sh drive against moto's KMS.
 #
 # A virtualenv of its own: the CLI pins `aws-encryption-sdk` to a range that

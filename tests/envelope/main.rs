@@ -1,5 +1,8 @@
-//! Message format: the CLI's encrypt/decrypt, the official vectors, tampering, round-trip properties, the fuzz corpus.
-//! One binary for all of these: each test binary links the whole crate, so fewer build faster.
+//! Messages and the CLI that makes them: `envarc encrypt|decrypt` of files
+//! and of directory trees (dircrypt/), the official vectors and the Python
+//! SDK, tampering, round-trip properties, and the fuzz corpus replayed.
+//! One binary for all of these: each test binary links the whole crate with
+//! the AWS SDK, so fewer binaries build faster.
 
 #[path = "../fuzz/seeds.rs"]
 mod seeds;
@@ -9,6 +12,7 @@ mod targets;
 mod util;
 
 mod cli_crypt;
+mod dircrypt;
 mod esdk_vectors;
 mod fuzz_replay;
 mod python;

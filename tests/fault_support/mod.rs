@@ -144,18 +144,6 @@ pub fn has_command(name: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// A repository at `repo` with the raw key at `key` (for repositories that
-/// live somewhere else than `TestRepo::init` puts them).
-pub fn init_repo_at(dir: tempfile::TempDir, repo: PathBuf, extra: &[&str]) -> TestRepo {
-    let (key, _) = util::write_key(dir.path(), "key", 32, 7);
-    let mut cmd = util::envarc();
-    cmd.arg("init").arg("-r").arg(&repo);
-    cmd.args(util::raw_key_args(&key, crate::repo_support::KEY_NAME));
-    cmd.args(extra);
-    cmd.assert().success();
-    TestRepo { dir, repo, key }
-}
-
 /// `envarc backup` of `paths` as host `host`; warnings on stderr (not `-q`,
 /// which hides them; no JSON: a failed run prints none).
 pub fn backup(r: &TestRepo, host: &str, paths: &[&Path]) -> Output {
@@ -191,17 +179,4 @@ pub fn check_repo(r: &TestRepo) -> (usize, usize) {
         );
     }
     counts
-}
-
-/// `envarc SUBCOMMAND -r REPO --raw-key-file KEY` as a plain process (to
-/// run several at once, or to signal).
-pub fn process(r: &TestRepo, sub: &str) -> Command {
-    let mut c = Command::new(util::envarc_path());
-    c.arg(sub)
-        .arg("-r")
-        .arg(&r.repo)
-        .arg("--raw-key-file")
-        .arg(&r.key)
-        .env_remove("ENVARC_REPOSITORY");
-    c
 }

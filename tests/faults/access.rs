@@ -4,35 +4,28 @@
 
 use crate::{fault_support, repo_support, util};
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use fault_support::{backup, check_repo, has_command, stderr, Mount};
 use repo_support::{many_files, TestRepo};
+use util::sandbox::Sandbox;
 
-/// Every file under `dir` with its size and modification time, to show that
-/// a failed run changed nothing.
-fn listing(dir: &Path) -> Vec<(String, u64, i128)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let md = e.metadata().unwrap();
-            if md.is_dir() {
-                stack.push(e.path());
-            }
+/// Every entry under `dir` with its size and modification time, to show
+/// that a failed run changed nothing.
+fn listing(dir: &Path) -> Vec<(PathBuf, u64, i128)> {
+    util::tree::entries(dir)
+        .into_iter()
+        .map(|(rel, md)| {
             let t = md
                 .modified()
                 .unwrap()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
                 .as_nanos() as i128;
-            out.push((e.path().display().to_string(), md.len(), t));
-        }
-    }
-    out.sort();
-    out
+            (rel, md.len(), t)
+        })
+        .collect()
 }
 
 /// The test repository seen through a read-only bind mount at `ro`.
@@ -41,7 +34,7 @@ fn read_only(r: &TestRepo, test: &str) -> Option<(TestRepo, Mount)> {
     match Mount::read_only_bind(&r.repo, &ro) {
         Ok(m) => Some((
             TestRepo {
-                dir: util::tempdir(),
+                sb: Sandbox::new(),
                 repo: ro,
                 key: r.key.clone(),
             },

@@ -7,8 +7,12 @@ use crate::{fault_support, repo_support, util};
 use std::path::Path;
 use std::process::Command;
 
+use envarc::progress::Silent;
+use envarc::repo::LockKind;
 use fault_support::{check_repo, has_command, iterations, stderr};
-use repo_support::{many_files, TestRepo};
+use repo_support::{many_files, verify_all, TestRepo};
+
+use crate::kill::backup_cmd;
 
 fn key_cmd(keyring: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(util::envarc_path());
@@ -102,12 +106,12 @@ fn two_backups_and_a_restore_at_once_on_one_repository() {
     let rounds = iterations(2, 20);
     for round in 0..rounds {
         let mut children = vec![
-            fault_support::process(&r, "backup")
+            r.process("backup")
                 .args(["-q", "--host", &format!("a{round}")])
                 .arg(&a)
                 .spawn()
                 .unwrap(),
-            fault_support::process(&r, "backup")
+            r.process("backup")
                 .args(["-q", "--host", &format!("b{round}")])
                 .arg(&b)
                 .spawn()
@@ -116,7 +120,7 @@ fn two_backups_and_a_restore_at_once_on_one_repository() {
         if restore {
             let t = target.join(round.to_string());
             children.push(
-                fault_support::process(&r, "restore")
+                r.process("restore")
                     .args(["-q", "--target"])
                     .arg(&t)
                     .arg("latest")
@@ -160,4 +164,31 @@ fn two_backups_and_a_restore_at_once_on_one_repository() {
     } else {
         eprintln!("restore is not in this build: two backups at once only");
     }
+}
+
+#[test]
+fn two_backups_at_once_both_complete() {
+    let r = TestRepo::init(&["--pack-size", "256KiB"]);
+    let a = r.dir.path().join("a");
+    let b = r.dir.path().join("b");
+    many_files(&a, 120, 24, 2);
+    many_files(&b, 120, 24, 3);
+    let ca = backup_cmd(&r, &a, "h").spawn().unwrap();
+    let cb = backup_cmd(&r, &b, "h").spawn().unwrap();
+    for c in [ca, cb] {
+        let out = c.wait_with_output().unwrap();
+        crate::util::assert_success(&out);
+    }
+    let repo = r.open();
+    assert_eq!(verify_all(&repo), (2, 240));
+    let snaps = repo.snapshots().unwrap();
+    let mut paths: Vec<_> = snaps.iter().map(|(_, m)| m.paths.clone()).collect();
+    paths.sort();
+    assert_eq!(paths.len(), 2);
+    assert_ne!(paths[0], paths[1]);
+    // While a shared lock is held, an exclusive one is refused (exit code 6 class).
+    let shared = repo.lock(LockKind::Shared, &Silent).unwrap();
+    let refused = repo.lock(LockKind::Exclusive, &Silent);
+    assert!(matches!(refused, Err(envarc::Error::Locked(_))));
+    drop(shared);
 }

@@ -8,8 +8,8 @@ use crate::{fault_support, repo_support, util};
 
 use std::path::Path;
 
-use fault_support::{backup, check_repo, fill, free_bytes, init_repo_at, stderr, Mount};
-use repo_support::many_files;
+use fault_support::{backup, check_repo, fill, free_bytes, stderr, Mount};
+use repo_support::{many_files, TestRepo};
 
 /// A mount point in its own temporary folder: declare the returned values
 /// before anything stored on the mount, so the mount goes first.
@@ -56,7 +56,7 @@ fn backup_into_a_full_disk_fails_cleanly_and_resumes_after_space_is_freed() {
     let Some((_mdir, mnt)) = small_fs("backup_into_a_full_disk", "16m") else {
         return;
     };
-    let r = init_repo_at(
+    let r = TestRepo::init_at(
         util::tempdir(),
         mnt.path.join("repo"),
         &["--pack-size", "256KiB", "--chunk-size", "256KiB"],

@@ -12,7 +12,6 @@ mod support;
 mod util;
 
 mod access;
-mod backup_crash;
 mod concurrent;
 mod disk;
 mod kill;

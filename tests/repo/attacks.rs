@@ -266,11 +266,7 @@ fn a_non_root_restore_drops_setuid_unless_asked() {
             .arg(&r.key);
         c.args(["latest", "--target"]).arg(&target).args(flag);
         let out = c.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::util::assert_success(&out);
         let restored = target.join(prog.strip_prefix("/").unwrap());
         let mode = std::fs::metadata(&restored).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode, want, "{flag:?}: {mode:o}");

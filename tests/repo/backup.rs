@@ -28,11 +28,7 @@ fn ls_json(r: &TestRepo, snap: &str, path: Option<&Path>) -> Vec<serde_json::Val
         cmd.arg(p);
     }
     let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::util::assert_success(&out);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     v["entries"].as_array().unwrap().clone()
 }
@@ -319,7 +315,7 @@ fn dry_run_writes_nothing_and_excludes_apply() {
     assert_eq!(sum["files_new"], 4);
     assert_eq!(sum["bytes_read"], 0);
     assert_eq!(util::dir_names(&r.repo.join("snapshots")), before);
-    assert_eq!(repo_support::walk_bytes(&r.repo.join("data")), 0);
+    assert_eq!(util::tree::total_size(&r.repo.join("data")), 0);
     assert!(util::dir_names(&r.repo.join("locks")).is_empty());
 
     let cache = format!("{}/cache", src.display());
@@ -364,7 +360,7 @@ fn wrong_key_and_missing_repository_are_clear_errors() {
         .unwrap();
     assert_eq!(out.status.code(), Some(5), "a wrong key exits 5");
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not open this repository"));
-    assert_eq!(repo_support::walk_bytes(&r.repo.join("data")), 0);
+    assert_eq!(util::tree::total_size(&r.repo.join("data")), 0);
     assert!(util::dir_names(&r.repo.join("snapshots")).is_empty());
     // No key at all; not a repository; a repository in a non-empty folder.
     util::envarc()

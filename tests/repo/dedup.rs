@@ -5,7 +5,8 @@ use crate::{repo_support, util};
 
 use std::path::Path;
 
-use repo_support::{walk_bytes, TestRepo};
+use repo_support::TestRepo;
+use util::tree::total_size;
 
 /// Files of several sizes (some of many chunks) under `dir`; total bytes.
 fn folder(dir: &Path, seed: u64) -> u64 {
@@ -25,7 +26,7 @@ fn folder(dir: &Path, seed: u64) -> u64 {
 }
 
 fn size(r: &TestRepo) -> u64 {
-    walk_bytes(&r.repo)
+    total_size(&r.repo)
 }
 
 /// Restores `snap` and compares the source tree `src` with it.

@@ -152,11 +152,7 @@ fn chunk_cut_out_of_a_pack_decrypts_alone() {
                 .arg(&plain_out)
                 .output()
                 .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            crate::util::assert_success(&out);
             let frame = std::fs::read(&plain_out).unwrap();
             assert_eq!(&unzstd(&frame, dir.path()), plain);
         }

@@ -22,22 +22,9 @@ pub fn restored(target: &Path, src: &Path) -> PathBuf {
 
 /// `envarc restore --json SNAP --target TARGET EXTRA...`: exit code and summary.
 fn restore(r: &TestRepo, snap: &str, target: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
-    let out = r
-        .cmd("restore")
-        .arg("--json")
-        .arg(snap)
-        .arg("--target")
-        .arg(target)
-        .args(extra)
-        .output()
-        .unwrap();
-    let code = out.status.code().unwrap_or(-1);
-    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "no JSON ({e}); exit {code}; stderr {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let mut args: Vec<std::ffi::OsString> = vec![snap.into(), "--target".into(), target.into()];
+    args.extend(extra.iter().map(Into::into));
+    let (code, v, _) = r.json_of("restore", &args);
     (code, v)
 }
 

@@ -95,14 +95,7 @@ fn flip(path: &Path, offset: u64) {
 
 /// `envarc verify --json ARGS`: exit code and report.
 fn verify(r: &TestRepo, args: &[&str]) -> (i32, serde_json::Value) {
-    let out = r.cmd("verify").arg("--json").args(args).output().unwrap();
-    let code = out.status.code().unwrap_or(-1);
-    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "no JSON ({e}); exit {code}; stderr {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let (code, v, _) = r.json_of("verify", args);
     (code, v)
 }
 

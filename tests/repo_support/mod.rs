@@ -10,33 +10,59 @@ use envarc::envelope::RawAesKey;
 use envarc::repo::{EntryKind, LocalStorage, Repository, Unopened};
 
 use crate::util;
+use crate::util::sandbox::Sandbox;
 
 pub const KEY_NAME: &str = "test-key";
 pub const NAMESPACE: &str = "envarc";
 
+/// A repository under a raw key, in a [`Sandbox`] (whose folder, `dir`,
+/// it derefs to).
 pub struct TestRepo {
-    pub dir: tempfile::TempDir,
+    pub sb: Sandbox,
     pub repo: PathBuf,
     pub key: PathBuf,
+}
+
+impl std::ops::Deref for TestRepo {
+    type Target = Sandbox;
+    fn deref(&self) -> &Sandbox {
+        &self.sb
+    }
 }
 
 impl TestRepo {
     /// `envarc init` with extra init arguments (e.g. a small frame length).
     pub fn init(extra: &[&str]) -> TestRepo {
         let dir = util::tempdir();
-        let (key, _) = util::write_key(dir.path(), "key", 32, 7);
         let repo = dir.path().join("repo");
-        let mut cmd = util::envarc();
-        cmd.arg("init").arg("-r").arg(&repo);
-        cmd.args(util::raw_key_args(&key, KEY_NAME));
+        TestRepo::init_at(dir, repo, extra)
+    }
+
+    /// `envarc init` of a repository at `repo` (which may live outside
+    /// `dir`), the raw key in `dir`.
+    pub fn init_at(dir: tempfile::TempDir, repo: PathBuf, extra: &[&str]) -> TestRepo {
+        let (key, _) = util::write_key(dir.path(), "key", 32, 7);
+        let r = TestRepo {
+            sb: Sandbox::at(dir),
+            repo,
+            key,
+        };
+        let mut cmd = r.sb.cmd();
+        cmd.arg("init").arg("-r").arg(&r.repo);
+        cmd.args(util::raw_key_args(&r.key, KEY_NAME));
         cmd.args(extra);
         cmd.assert().success();
-        TestRepo { dir, repo, key }
+        r
     }
 
     /// `envarc SUBCOMMAND -r REPO --raw-key-file KEY ARGS...`
     pub fn cmd(&self, sub: &str) -> assert_cmd::Command {
-        let mut cmd = util::envarc();
+        assert_cmd::Command::from_std(self.process(sub))
+    }
+
+    /// The same as a plain process (to run several at once, or to signal).
+    pub fn process(&self, sub: &str) -> std::process::Command {
+        let mut cmd = self.sb.process();
         cmd.arg(sub)
             .arg("-r")
             .arg(&self.repo)
@@ -50,17 +76,27 @@ impl TestRepo {
         &self,
         args: &[S],
     ) -> (i32, serde_json::Value, String) {
+        self.json_of("backup", args)
+    }
+
+    /// `envarc SUBCOMMAND --json ARGS...` (which prints JSON when it fails
+    /// too): exit code, JSON, stderr.
+    pub fn json_of<S: AsRef<std::ffi::OsStr>>(
+        &self,
+        sub: &str,
+        args: &[S],
+    ) -> (i32, serde_json::Value, String) {
         let out: Output = self
-            .cmd("backup")
+            .cmd(sub)
             .arg("--json")
             .args(args)
             .output()
-            .expect("running envarc backup");
+            .expect("running envarc");
         let code = out.status.code().unwrap_or(-1);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
             panic!(
-                "backup printed no JSON ({e}); exit {code}; stdout {:?}; stderr {stderr}",
+                "{sub} printed no JSON ({e}); exit {code}; stdout {:?}; stderr {stderr}",
                 String::from_utf8_lossy(&out.stdout)
             )
         });
@@ -82,25 +118,8 @@ impl TestRepo {
 
     /// Total bytes under data/.
     pub fn data_bytes(&self) -> u64 {
-        walk_bytes(&self.repo.join("data"))
+        util::tree::total_size(&self.repo.join("data"))
     }
-}
-
-pub fn walk_bytes(dir: &Path) -> u64 {
-    let mut n = 0;
-    let Ok(listing) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    for e in listing {
-        let e = e.expect("entry");
-        let md = e.metadata().expect("metadata");
-        n += if md.is_dir() {
-            walk_bytes(&e.path())
-        } else {
-            md.len()
-        };
-    }
-    n
 }
 
 /// Checks every snapshot: each file entry's chunks are in the index, open

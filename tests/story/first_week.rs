@@ -6,7 +6,8 @@ use std::path::Path;
 use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
-use crate::support::{files_under, Story};
+use crate::support::Story;
+use crate::util::tree;
 
 /// Files below `dir` while a run may still add and remove some.
 fn names_under(dir: &Path) -> Vec<String> {
@@ -24,7 +25,7 @@ fn stderr(o: &Output) -> String {
 
 /// Flips bytes inside the first pack: every file with a chunk there fails.
 fn damage_a_pack(repo: &Path) {
-    let packs = files_under(&repo.join("data"));
+    let packs = tree::files(&repo.join("data"));
     let p = repo.join("data").join(&packs[0]);
     let mut b = std::fs::read(&p).unwrap();
     for x in &mut b[200..232] {
@@ -209,7 +210,7 @@ fn prune_says_what_the_grace_period_kept_and_when_it_is_freeable() {
     // A killed run cannot clean up: what it left is young.
     child.kill().unwrap();
     child.wait().unwrap();
-    for l in files_under(&s.repo.join("locks")) {
+    for l in tree::files(&s.repo.join("locks")) {
         std::fs::remove_file(s.repo.join("locks").join(l)).unwrap();
     }
     let out = s.ok(&s.on_repo("prune", &["--dry-run"]));

@@ -4,7 +4,6 @@
 #[path = "../util/mod.rs"]
 mod util;
 
-mod crash;
 mod demo;
 mod first_week;
 mod forget;

@@ -14,7 +14,8 @@ use std::path::Path;
 use base64::Engine;
 use envarc::envelope::{open_header, CommitmentPolicy, ContentType, ReadLimits};
 
-use crate::support::{copy_tree, files_under, Story};
+use crate::support::Story;
+use crate::util::tree;
 
 /// Length of the framed body that starts at `body` (frames as the format
 /// defines them: sequence number, IV, content, tag; the final frame also
@@ -69,7 +70,7 @@ fn messages_in(bytes: &[u8], whence: &str, out: &mut Vec<Stored>) {
 /// Every message of every object of the repository at `dir`.
 fn all_messages(dir: &Path) -> Vec<Stored> {
     let mut out = Vec::new();
-    for rel in files_under(dir) {
+    for rel in tree::files(dir) {
         let name = rel.to_str().unwrap().to_string();
         let bytes = std::fs::read(dir.join(&rel)).unwrap();
         if name == "config" {
@@ -102,7 +103,7 @@ fn no_message_id_is_ever_used_for_two_different_messages() {
     let mut copies = Vec::new();
     let mut keep = |s: &Story, step: &str| {
         let to = s.dir.path().join(format!("copy-{}-{step}", copies.len()));
-        copy_tree(&s.repo, &to);
+        tree::copy(&s.repo, &to);
         copies.push(to);
     };
     keep(&s, "before");
@@ -170,7 +171,7 @@ fn a_retired_versions_message_put_back_is_refused() {
     s.files("a", 5, 8, 1);
     let (id, tree) = s.backup();
     let kept = s.dir.path().join("kept");
-    copy_tree(&s.repo, &kept);
+    tree::copy(&s.repo, &kept);
     s.rotate();
     let r = s.json(&s.on_repo("reencrypt", &["--key-version", "alias/t/v1"]));
     assert_eq!(r["retired"], true, "{r}");
@@ -190,7 +191,7 @@ fn a_retired_versions_message_put_back_is_refused() {
     assert_eq!(out.status.code(), Some(4));
 
     // An old index file back beside the new ones.
-    for rel in files_under(&kept.join("index")) {
+    for rel in tree::files(&kept.join("index")) {
         std::fs::copy(
             kept.join("index").join(&rel),
             s.repo.join("index").join(&rel),

@@ -195,11 +195,7 @@ fn prune_and_a_running_backup_never_overlap() {
     std::thread::sleep(std::time::Duration::from_millis(700));
     drop(held);
     let out = waiting.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::util::assert_success(&out);
     assert!(started.elapsed() >= std::time::Duration::from_millis(700));
 
     // A real backup of a bigger tree while a prune waits for it.
@@ -232,12 +228,8 @@ fn prune_and_a_running_backup_never_overlap() {
         .unwrap();
     let b = backup.wait_with_output().unwrap();
     assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
-    assert!(
-        prune.status.success(),
-        "{}",
-        String::from_utf8_lossy(&prune.stderr)
-    );
-    let latest = crate::support::capture(&s.src);
+    crate::util::assert_success(&prune);
+    let latest = crate::util::tree::contents(&s.src);
     let id = s
         .json(&s.on_repo("snapshots", &[]))
         .as_array()

@@ -141,7 +141,7 @@ fn dump_writes_one_file_and_refuses_folders() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("has no entry at"), "{}", stderr(&o));
     // A damaged chunk: exit 4, and no output file appears.
-    for pack in crate::support::files_under(&s.repo.join("data")) {
+    for pack in crate::util::tree::files(&s.repo.join("data")) {
         let p = s.repo.join("data").join(pack);
         let mut b = std::fs::read(&p).unwrap();
         for x in &mut b[100..140] {

@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use envarc::repo::ChunkId;
 
-use crate::support::{chunk_contents, chunk_messages, copy_tree, files_under, Story, Tree, ALIAS};
+use crate::support::{chunk_contents, chunk_messages, Story, Tree, ALIAS};
+use crate::util::tree;
 
 /// Three backups across two rotations: 20 files under v1, 11 under v2 (one
 /// changed, ten added), 5 under v3; every file is one chunk.
@@ -170,13 +171,13 @@ fn every_chunk_listed_twice_reads_and_a_rerun_keeps_one_copy() {
     let (s, snaps) = three_versions();
     let contents = chunk_contents(&s.open());
     let saved = s.dir.path().join("saved");
-    copy_tree(&s.repo.join("index"), &saved.join("index"));
-    copy_tree(&s.repo.join("data"), &saved.join("data"));
+    tree::copy(&s.repo.join("index"), &saved.join("index"));
+    tree::copy(&s.repo.join("data"), &saved.join("data"));
     s.ok(&s.on_repo("rewrap", &[]));
-    let kept: Vec<_> = files_under(&s.repo.join("data"));
+    let kept: Vec<_> = tree::files(&s.repo.join("data"));
     // Put the old index files and packs back: the interrupted state.
-    copy_tree(&saved.join("index"), &s.repo.join("index"));
-    copy_tree(&saved.join("data"), &s.repo.join("data"));
+    tree::copy(&saved.join("index"), &s.repo.join("index"));
+    tree::copy(&saved.join("data"), &s.repo.join("data"));
     let stats = s.json(&s.on_repo("stats", &[]));
     assert_eq!(stats["duplicated"], 31);
     s.restores_match(&snaps);
@@ -184,7 +185,7 @@ fn every_chunk_listed_twice_reads_and_a_rerun_keeps_one_copy() {
     // Damage every pack the rewrap had retired: readers fall back to the
     // rewrapped copies.
     let mut damaged = 0;
-    for rel in files_under(&saved.join("data")) {
+    for rel in tree::files(&saved.join("data")) {
         if !kept.contains(&rel) {
             let f = std::fs::OpenOptions::new()
                 .write(true)

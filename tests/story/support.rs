@@ -3,7 +3,7 @@
 //! messages and restore every snapshot.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use envarc::envelope::{open_header, CommitmentPolicy, MessageId, ReadLimits};
@@ -12,29 +12,45 @@ use envarc::repo::{pack_name, ChunkId, LocalStorage, Repository, Unopened};
 use serde_json::Value;
 
 use crate::util;
+use crate::util::sandbox::Sandbox;
+use crate::util::tree;
 
 pub const PASSPHRASE: &str = "story test passphrase";
 pub const ALIAS: &str = "alias/t";
 
+/// A keyring with `alias/t` and a repository under it, in a [`Sandbox`]
+/// (whose folder, `dir`, and `ok`/`json` it derefs to).
 pub struct Story {
-    pub dir: tempfile::TempDir,
+    pub sb: Sandbox,
     pub keyring: PathBuf,
     pub repo: PathBuf,
     pub src: PathBuf,
 }
 
-/// A tree as backed up: relative path -> content (`None` for folders).
-pub type Tree = BTreeMap<PathBuf, Option<Vec<u8>>>;
+impl std::ops::Deref for Story {
+    type Target = Sandbox;
+    fn deref(&self) -> &Sandbox {
+        &self.sb
+    }
+}
+
+/// A tree as backed up (see [`tree::contents`]).
+pub type Tree = tree::Contents;
 
 impl Story {
     /// A keyring with `alias/t` (rotation on) and `envarc init` with `extra`.
     pub fn new(extra: &[&str]) -> Story {
-        let dir = util::tempdir();
+        Story::in_folder(util::tempdir(), extra)
+    }
+
+    /// [`Story::new`] in a folder made elsewhere (e.g. in /dev/shm).
+    pub fn in_folder(dir: tempfile::TempDir, extra: &[&str]) -> Story {
+        let keyring = dir.path().join("keyring");
         let s = Story {
-            keyring: dir.path().join("keyring"),
             repo: dir.path().join("repo"),
             src: dir.path().join("src"),
-            dir,
+            sb: Sandbox::at(dir).keyring("keyring", PASSPHRASE, "m=1024,t=1,p=1"),
+            keyring,
         };
         std::fs::create_dir_all(&s.src).unwrap();
         s.ok(&["key", "create", "--alias", ALIAS, "--enable-rotation"]);
@@ -46,45 +62,19 @@ impl Story {
 
     /// `envarc ARGS` with this story's keyring.
     pub fn cmd(&self, args: &[&str]) -> assert_cmd::Command {
-        let mut c = util::envarc();
-        c.env("ENVARC_KEYRING", &self.keyring)
-            .env("ENVARC_PASSPHRASE", PASSPHRASE)
-            .env("ENVARC_ARGON2_PARAMS", "m=1024,t=1,p=1")
-            .args(args);
+        let mut c = self.sb.cmd();
+        c.args(args);
         c
     }
 
-    /// The same as a plain process (for signals).
+    /// The same as a plain process (for signals): stdout to /dev/null,
+    /// stderr piped.
     pub fn process(&self, args: &[&str]) -> std::process::Command {
-        let mut c = std::process::Command::new(util::envarc_path());
-        c.env("ENVARC_KEYRING", &self.keyring)
-            .env("ENVARC_PASSPHRASE", PASSPHRASE)
-            .env("ENVARC_PINS", util::pins_file())
-            .env_remove("ENVARC_REPOSITORY")
-            .args(args)
+        let mut c = self.sb.process();
+        c.args(args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped());
         c
-    }
-
-    /// Runs and requires success; returns stdout.
-    pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.cmd(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "envarc {args:?} failed ({:?}):\n{}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// Runs with `--json`, requires success, parses stdout.
-    pub fn json(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.push("--json");
-        serde_json::from_str(&self.ok(&a)).unwrap()
     }
 
     /// `--repo R` arguments for a subcommand.
@@ -97,7 +87,7 @@ impl Story {
     /// Backs up the source folder; returns the snapshot ID and the tree.
     pub fn backup(&self) -> (String, Tree) {
         util_settle();
-        let tree = capture(&self.src);
+        let tree = tree::contents(&self.src);
         let v = self.json(&self.on_repo("backup", &["--host", "h", self.src.to_str().unwrap()]));
         (v["snapshot_id"].as_str().unwrap().to_string(), tree)
     }
@@ -108,21 +98,12 @@ impl Story {
     /// deterministic (issue 17).
     pub fn backup_on_one_core(&self) -> (String, Tree) {
         util_settle();
-        let tree = capture(&self.src);
-        let mut c = assert_cmd::Command::new("taskset");
-        c.args(["-c", &first_allowed_cpu()])
-            .arg(util::envarc_path());
-        for var in ["RUST_LOG", "ENVARC_REPOSITORY", "XDG_CONFIG_HOME"] {
-            c.env_remove(var);
-        }
-        c.env("ENVARC_PINS", util::pins_file())
-            .env("ENVARC_KEYRING", &self.keyring)
-            .env("ENVARC_PASSPHRASE", PASSPHRASE)
-            .env("ENVARC_ARGON2_PARAMS", "m=1024,t=1,p=1")
-            .args(self.on_repo(
-                "backup",
-                &["--json", "--host", "h", self.src.to_str().unwrap()],
-            ));
+        let tree = tree::contents(&self.src);
+        let mut c = self.sb.wrapped("taskset", &["-c", &first_allowed_cpu()]);
+        c.args(self.on_repo(
+            "backup",
+            &["--json", "--host", "h", self.src.to_str().unwrap()],
+        ));
         let out = c.output().expect("taskset (util-linux) runs envarc");
         assert!(
             out.status.success(),
@@ -155,19 +136,7 @@ impl Story {
     /// `stats --json`: unique chunks per backing-key version (versions
     /// that wrap at least one).
     pub fn chunks_per_version(&self) -> BTreeMap<u64, u64> {
-        let v = self.json(&self.on_repo("stats", &[]));
-        v["versions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|v| v["chunks"].as_u64().unwrap() > 0)
-            .map(|v| {
-                (
-                    v["key"]["version"].as_u64().unwrap(),
-                    v["chunks"].as_u64().unwrap(),
-                )
-            })
-            .collect()
+        util::chunks_per_version(&self.json(&self.on_repo("stats", &[])))
     }
 
     /// Versions that wrap anything at all (chunks, manifests, index files,
@@ -215,7 +184,11 @@ impl Story {
                 .join(format!("restore-{i}-{}", rand_suffix()));
             self.ok(&self.on_repo("restore", &[id, "--target", target.to_str().unwrap()]));
             let root = target.join(self.src.strip_prefix("/").unwrap());
-            assert_eq!(&capture(&root), tree, "snapshot {id} restores as backed up");
+            assert_eq!(
+                &tree::contents(&root),
+                tree,
+                "snapshot {id} restores as backed up"
+            );
             std::fs::remove_dir_all(&target).unwrap();
         }
     }
@@ -231,20 +204,6 @@ fn rand_suffix() -> u64 {
 /// Files changed less than 50 ms before a backup are read again by the next.
 pub fn util_settle() {
     std::thread::sleep(std::time::Duration::from_millis(60));
-}
-
-pub fn capture(root: &Path) -> Tree {
-    let mut t = Tree::new();
-    for e in walkdir::WalkDir::new(root).min_depth(1) {
-        let e = e.unwrap();
-        let rel = e.path().strip_prefix(root).unwrap().to_path_buf();
-        let content = e
-            .file_type()
-            .is_file()
-            .then(|| std::fs::read(e.path()).unwrap());
-        t.insert(rel, content);
-    }
-    t
 }
 
 /// Every chunk copy the index lists: chunk ID and the message ID of the
@@ -279,29 +238,6 @@ pub fn chunk_contents(repo: &Repository) -> BTreeMap<ChunkId, Vec<u8>> {
     index
         .chunks()
         .map(|c| (c.id, repo.read_chunk(&index, &c.id).unwrap()))
-        .collect()
-}
-
-/// Copies a folder tree (a repository kept aside).
-pub fn copy_tree(from: &Path, to: &Path) {
-    for e in walkdir::WalkDir::new(from) {
-        let e = e.unwrap();
-        let dest = to.join(e.path().strip_prefix(from).unwrap());
-        if e.file_type().is_dir() {
-            std::fs::create_dir_all(&dest).unwrap();
-        } else {
-            std::fs::copy(e.path(), &dest).unwrap();
-        }
-    }
-}
-
-/// Files below `dir`, relative to it.
-pub fn files_under(dir: &Path) -> Vec<PathBuf> {
-    walkdir::WalkDir::new(dir)
-        .into_iter()
-        .map(|e| e.unwrap())
-        .filter(|e| e.file_type().is_file())
-        .map(|e| e.path().strip_prefix(dir).unwrap().to_path_buf())
         .collect()
 }
 

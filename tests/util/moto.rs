@@ -1,6 +1,6 @@
 //! A throwaway moto server (a local AWS KMS look-alike) for tests: on a free
-//! loopback port, killed when dropped, and by a watchdog shell when the test
-//! process ends in any way (a server kept in a `static` is never dropped).
+//! loopback port, started and stopped by server.rs (killed when dropped or
+//! when the test process ends).
 //!
 //! `moto_server` is found through `ENVARC_MOTO_SERVER`, then `PATH`, then the
 //! repository's `.venv` (`.ci/setup-moto.sh` installs it there). When it is
@@ -13,38 +13,25 @@
 
 #![allow(dead_code)]
 
-use super::peers;
+pub use super::server::free_port;
+use super::server::{self, Stop, Watched};
 
-use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
 /// The `moto_server` program, or `None` (after a skip line) when there is
 /// none. Panics under `CI`: a CI run must not skip these tests silently.
 pub fn find_moto(test: &str) -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("ENVARC_MOTO_SERVER") {
-        let p = PathBuf::from(p);
-        assert!(
-            p.is_file(),
-            "{test}: ENVARC_MOTO_SERVER={} is not a file",
-            p.display()
-        );
-        return Some(p);
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server");
-    let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|d| d.join("moto_server"))
-        .find(|p| p.is_file())
-        .or_else(|| venv.is_file().then_some(venv));
-    if found.is_none() {
-        let msg = "moto's `moto_server` was not found: set ENVARC_MOTO_SERVER, put it on PATH, or run `bash .ci/setup-moto.sh`";
-        peers::missing(test, msg);
-    }
-    found
+    let venv = server::in_venv_bin("moto_server");
+    server::find_program(
+        test,
+        "ENVARC_MOTO_SERVER",
+        "moto_server",
+        ".ci/setup-moto.sh",
+        Some(venv),
+    )
 }
 
 /// A running server.
@@ -52,62 +39,26 @@ pub struct Moto {
     /// `http://127.0.0.1:PORT`
     pub url: String,
     agent: ureq::Agent,
-    watchdog: Child,
-    dir: PathBuf,
-}
-
-/// Runs the server in the background and kills it when stdin (the test
-/// process's end of the pipe) closes; removes the scratch folder after.
-const WATCHDOG: &str = r#"dir="$1"; shift
-"$@" </dev/null >"$dir/moto.log" 2>&1 &
-pid=$!
-read -r _ || true
-kill "$pid" 2>/dev/null
-wait "$pid" 2>/dev/null
-rm -rf "$dir""#;
-
-/// A loopback port nobody listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("binding a free loopback port")
-        .port()
+    server: Watched,
 }
 
 impl Moto {
     /// Starts a server and waits until it answers KMS requests. Panics with
     /// the server's log when it does not come up.
     pub fn start(bin: &Path) -> Moto {
-        let mut last_log = String::new();
-        for _ in 0..3 {
-            match Moto::try_start(bin) {
-                Ok(m) => return m,
-                Err(log) => last_log = log,
-            }
-        }
-        panic!("moto_server did not start:\n{last_log}");
+        server::start_with_retries("moto_server", || Moto::try_start(bin))
     }
 
     fn try_start(bin: &Path) -> Result<Moto, String> {
-        let dir = tempfile::Builder::new()
-            .prefix("envarc-moto-")
-            .tempdir()
-            .unwrap()
-            .keep();
+        let dir = server::scratch("envarc-moto-");
         let port = free_port();
-        let watchdog = Command::new("sh")
-            .arg("-c")
-            .arg(WATCHDOG)
-            .arg("moto-watchdog")
-            .arg(&dir)
-            .arg(bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting sh for the moto watchdog");
-        let mut moto = Moto {
+        let args = [
+            "-H".to_string(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+        ];
+        let moto = Moto {
             url: format!("http://127.0.0.1:{port}"),
             agent: ureq::Agent::config_builder()
                 .http_status_as_error(false)
@@ -115,29 +66,17 @@ impl Moto {
                 .timeout_global(Some(Duration::from_secs(10)))
                 .build()
                 .new_agent(),
-            watchdog,
-            dir,
+            server: Watched::spawn("moto", &dir, Stop::Term, bin, &args, |_| {}),
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if moto.try_kms("ListKeys", json!({})).is_ok() {
-                return Ok(moto);
-            }
-            if let Ok(Some(_)) = moto.watchdog.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Err(moto.log())
+        let ready = || moto.try_kms("ListKeys", json!({})).is_ok();
+        moto.server
+            .wait_ready(Duration::from_secs(60), Duration::from_millis(100), ready)?;
+        Ok(moto)
     }
 
     /// The server's log so far (for failure messages).
     pub fn log(&self) -> String {
-        let mut s = String::new();
-        if let Ok(mut f) = std::fs::File::open(self.dir.join("moto.log")) {
-            let _ = f.read_to_string(&mut s);
-        }
-        s
+        self.server.log()
     }
 
     /// One KMS JSON request (`TrentService.<action>`) in us-east-1; the
@@ -196,13 +135,5 @@ impl Moto {
         self.kms("RotateKeyOnDemand", json!({ "KeyId": key }));
         let out = self.kms("ListKeyRotations", json!({ "KeyId": key }));
         out["Rotations"].as_array().map_or(0, Vec::len)
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        // Closing stdin makes the watchdog kill the server.
-        drop(self.watchdog.stdin.take());
-        let _ = self.watchdog.wait();
     }
 }

@@ -1,68 +1,37 @@
 //! A throwaway SeaweedFS (`weed server` with its S3 gateway) for tests: on
-//! free loopback ports, with S3 authentication on (one test identity), killed
-//! when dropped, and by a watchdog shell when the test process ends in any
-//! way. It can be killed (SIGKILL) and restarted on the same folder and
-//! ports, for crash tests.
+//! free loopback ports, with S3 authentication on (one test identity),
+//! started and stopped by server.rs (killed when dropped or when the test
+//! process ends). It can be killed (SIGKILL) and restarted on the same
+//! folder and ports, for crash tests.
 //!
 //! `weed` is found through `ENVARC_WEED`, then `PATH`, then the
 //! repository's `.venv` (`.ci/setup-seaweedfs.sh` installs it there). When it
 //! is missing the tests skip with a line on stderr, except under `CI`, where
-//! they fail. Same shape as moto.rs and bao.rs: find, start, watchdog.
+//! they fail.
 
 #![allow(dead_code)]
 
-use super::peers;
-
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::moto::free_port;
+use super::server::{self, free_port, Stop, Watched};
 
 /// The access key the test identity has (not a secret: loopback only).
 pub const ACCESS_KEY: &str = "envarctestkey";
 pub const SECRET_KEY: &str = "envarctestsecret";
 
-/// Finds a program: `$var`, then `PATH`, then `.venv/bin`. `None` after a
-/// skip line when missing; a panic under `CI`.
-pub fn find_program(test: &str, var: &str, name: &str, setup: &str) -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os(var) {
-        let p = PathBuf::from(p);
-        assert!(p.is_file(), "{test}: {var}={} is not a file", p.display());
-        return Some(p);
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(".venv/bin")
-        .join(name);
-    let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .or_else(|| venv.is_file().then_some(venv));
-    if found.is_none() {
-        let msg =
-            format!("`{name}` was not found: set {var}, put it on PATH, or run `bash {setup}`");
-        peers::missing(test, &msg);
-    }
-    found
-}
-
 pub fn find_weed(test: &str) -> Option<PathBuf> {
-    find_program(test, "ENVARC_WEED", "weed", ".ci/setup-seaweedfs.sh")
+    let venv = server::in_venv_bin("weed");
+    server::find_program(
+        test,
+        "ENVARC_WEED",
+        "weed",
+        ".ci/setup-seaweedfs.sh",
+        Some(venv),
+    )
 }
-
-/// Runs the server in the background; SIGKILL when stdin closes (weed
-/// ignores SIGTERM for a while, and a crash is what the tests want anyway).
-/// The folder is removed then, unless the line read was `keep` (a kill
-/// before a restart): a server in a `static` is never dropped, and its
-/// folder must not outlive the test process.
-const WATCHDOG: &str = r#"dir="$1"; shift
-"$@" </dev/null >>"$dir/weed.log" 2>&1 &
-pid=$!
-read -r line || line=""
-kill -9 "$pid" 2>/dev/null
-wait "$pid" 2>/dev/null
-[ "$line" = keep ] || rm -rf "$dir""#;
 
 /// A running (or killed) server.
 pub struct SeaweedFs {
@@ -70,18 +39,15 @@ pub struct SeaweedFs {
     dir: PathBuf,
     /// master, master grpc, volume, volume grpc, filer, filer grpc, s3, s3 grpc
     ports: [u16; 8],
-    watchdog: Option<Child>,
+    /// `None` while killed (between [`SeaweedFs::kill`] and a restart).
+    server: Option<Watched>,
 }
 
 impl SeaweedFs {
     /// Starts a server and waits until it serves S3. Panics with its log
     /// when it does not come up.
     pub fn start(bin: &Path) -> SeaweedFs {
-        let dir = tempfile::Builder::new()
-            .prefix("envarc-weed-")
-            .tempdir()
-            .unwrap()
-            .keep();
+        let dir = server::scratch("envarc-weed-");
         std::fs::create_dir(dir.join("data")).unwrap();
         let config = format!(
             r#"{{"identities":[{{"name":"envarc","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#
@@ -95,7 +61,7 @@ impl SeaweedFs {
             bin: bin.to_path_buf(),
             dir,
             ports,
-            watchdog: None,
+            server: None,
         };
         s.restart();
         s
@@ -113,7 +79,7 @@ impl SeaweedFs {
     /// Starts the server (again, on the same folder and ports) and waits
     /// until its S3 gateway answers.
     pub fn restart(&mut self) {
-        assert!(self.watchdog.is_none(), "restart of a running server");
+        assert!(self.server.is_none(), "restart of a running server");
         let p = self.ports.map(|p| p.to_string());
         let d = self.dir.as_path();
         let args = [
@@ -138,29 +104,28 @@ impl SeaweedFs {
             "-s3.port.iceberg=0".into(),
             "-s3.port.lance=0".into(),
         ];
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg(WATCHDOG)
-            .arg("weed-watchdog")
-            .arg(d)
-            .arg(&self.bin)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting sh for the weed watchdog");
-        self.watchdog = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(150);
-        while Instant::now() < deadline {
-            if TcpStream::connect(("127.0.0.1", self.ports[6])).is_ok()
+        // SIGKILL: weed ignores SIGTERM for a while, and a crash is what
+        // the tests want anyway.
+        self.server = Some(Watched::spawn(
+            "weed",
+            d,
+            Stop::Kill,
+            &self.bin,
+            &args,
+            |_| {},
+        ));
+        let ready = || {
+            TcpStream::connect(("127.0.0.1", self.ports[6])).is_ok()
                 && self.shell("s3.bucket.list").is_ok()
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(200));
+        };
+        let up = self.server.as_ref().expect("just started").wait_ready(
+            Duration::from_secs(150),
+            Duration::from_millis(200),
+            ready,
+        );
+        if let Err(log) = up {
+            panic!("weed did not start:\n{log}");
         }
-        panic!("weed did not start:\n{}", self.log());
     }
 
     /// Kills the server with SIGKILL and waits until it is gone; its data
@@ -170,14 +135,8 @@ impl SeaweedFs {
     }
 
     fn stop(&mut self, keep: bool) {
-        if let Some(mut w) = self.watchdog.take() {
-            if let Some(mut stdin) = w.stdin.take() {
-                use std::io::Write;
-                if keep {
-                    let _ = stdin.write_all(b"keep\n");
-                }
-            }
-            let _ = w.wait();
+        if let Some(server) = self.server.take() {
+            server.stop(keep);
         }
     }
 

@@ -2,21 +2,22 @@
 //! loopback port, with a host key, a user key, `authorized_keys`, an
 //! `ssh_config` and a `known_hosts` made for it in a temporary folder. No
 //! system file is read or changed (`sshd -f` and `ssh -F` name ours); the
-//! client side is handed to envarc through `ENVARC_SSH_CONFIG`. Killed when
-//! dropped, and by a watchdog shell when the test process ends.
+//! client side is handed to envarc through `ENVARC_SSH_CONFIG`. Started and
+//! stopped by server.rs (killed when dropped or when the test process ends).
 //!
 //! `sshd` is found through `ENVARC_SSHD`, then `/usr/sbin/sshd`, then `PATH`
 //! (`.ci/setup-sshd.sh` installs it). Missing: a skip line, or a failure
-//! under `CI`. Same shape as moto.rs and seaweedfs.rs.
+//! under `CI`.
 
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use super::moto::free_port;
+use super::server::{self, free_port, Stop, Watched};
 
 /// The host key alias in known_hosts: the same entry serves the server's
 /// port and a fault proxy's.
@@ -26,17 +27,8 @@ pub fn find_sshd(test: &str) -> Option<PathBuf> {
     if std::env::var_os("ENVARC_SSHD").is_none() && Path::new("/usr/sbin/sshd").is_file() {
         return Some(PathBuf::from("/usr/sbin/sshd"));
     }
-    super::seaweedfs::find_program(test, "ENVARC_SSHD", "sshd", ".ci/setup-sshd.sh")
+    server::find_program(test, "ENVARC_SSHD", "sshd", ".ci/setup-sshd.sh", None)
 }
-
-/// Runs sshd; kills it and removes the folder when stdin closes.
-const WATCHDOG: &str = r#"dir="$1"; shift
-"$@" </dev/null >>"$dir/sshd.log" 2>&1 &
-pid=$!
-read -r _ || true
-kill "$pid" 2>/dev/null
-wait "$pid" 2>/dev/null
-rm -rf "$dir""#;
 
 /// A running server and the client files that reach it.
 pub struct Sshd {
@@ -44,7 +36,7 @@ pub struct Sshd {
     /// The login of the test (the user running the tests).
     pub user: String,
     dir: PathBuf,
-    watchdog: Child,
+    server: Watched,
 }
 
 fn keygen(path: &Path) {
@@ -63,11 +55,7 @@ fn whoami() -> String {
 
 impl Sshd {
     pub fn start(sshd: &Path) -> Sshd {
-        let dir = tempfile::Builder::new()
-            .prefix("envarc-sshd-")
-            .tempdir()
-            .unwrap()
-            .keep();
+        let dir = server::scratch("envarc-sshd-");
         let d = dir.as_path();
         keygen(&d.join("host_key"));
         keygen(&d.join("user_key"));
@@ -109,33 +97,26 @@ impl Sshd {
         if whoami() == "root" && !Path::new("/run/sshd").exists() {
             let _ = std::fs::create_dir_all("/run/sshd");
         }
-        let watchdog = Command::new("sh")
-            .arg("-c")
-            .arg(WATCHDOG)
-            .arg("sshd-watchdog")
-            .arg(d)
-            .arg(sshd)
-            .args(["-D", "-e", "-f"])
-            .arg(d.join("sshd_config"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting sh for the sshd watchdog");
-        let s = Sshd {
+        let config = d.join("sshd_config");
+        let args = [
+            OsStr::new("-D"),
+            OsStr::new("-e"),
+            OsStr::new("-f"),
+            config.as_os_str(),
+        ];
+        let server = Watched::spawn("sshd", d, Stop::Term, sshd, args, |_| {});
+        let up = server.wait_ready(Duration::from_secs(30), Duration::from_millis(50), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        if let Err(log) = up {
+            panic!("sshd did not start:\n{log}");
+        }
+        Sshd {
             port,
             user: whoami(),
             dir,
-            watchdog,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return s;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+            server,
         }
-        panic!("sshd did not start:\n{}", s.log());
     }
 
     /// The ssh_config to put in `ENVARC_SSH_CONFIG`.
@@ -154,13 +135,6 @@ impl Sshd {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        drop(self.watchdog.stdin.take());
-        let _ = self.watchdog.wait();
+        self.server.log()
     }
 }

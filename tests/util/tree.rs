@@ -1,9 +1,12 @@
-//! Walks a file tree into a comparable description (kind, mode, mtime to the
-//! nanosecond, size, content digest, symlink target, owner) and compares two
-//! trees, listing every difference: for round-trip tests of restore.
+//! The one place the tests capture a file tree: its entries with their
+//! metadata, its contents, its files and their size, a comparable
+//! description (kind, mode, mtime to the nanosecond, size, content digest,
+//! symlink target, owner) and a comparison of two trees listing every
+//! difference; and a copy that keeps mtimes.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -22,53 +25,136 @@ pub struct Node {
     pub owner: (u32, u32),
 }
 
-/// Every entry below `root` (and `root` itself, as ""), by relative path.
-pub fn describe(root: &Path) -> BTreeMap<PathBuf, Node> {
+/// Every entry below `root` (not `root` itself) by relative path, with its
+/// own metadata (symlinks not followed): the one walk the other captures
+/// here are made from.
+pub fn entries(root: &Path) -> BTreeMap<PathBuf, Metadata> {
     let mut out = BTreeMap::new();
     walk(root, Path::new(""), &mut out);
     out
 }
 
-fn walk(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, Node>) {
+fn walk(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, Metadata>) {
     let path = root.join(rel);
-    let md = std::fs::symlink_metadata(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let listing = std::fs::read_dir(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    for e in listing {
+        let e = e.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let rel = rel.join(e.file_name());
+        let md = e
+            .metadata()
+            .unwrap_or_else(|err| panic!("{}: {err}", e.path().display()));
+        let is_dir = md.is_dir();
+        out.insert(rel.clone(), md);
+        if is_dir {
+            walk(root, &rel, out);
+        }
+    }
+}
+
+/// Every entry below `root` (and `root` itself, as ""), by relative path.
+pub fn describe(root: &Path) -> BTreeMap<PathBuf, Node> {
+    let top = std::fs::symlink_metadata(root).unwrap_or_else(|e| panic!("{}: {e}", root.display()));
+    let mut out = BTreeMap::from([(PathBuf::new(), node(root, &top))]);
+    if top.is_dir() {
+        for (rel, md) in entries(root) {
+            let n = node(&root.join(&rel), &md);
+            out.insert(rel, n);
+        }
+    }
+    out
+}
+
+fn node(path: &Path, md: &Metadata) -> Node {
     let ft = md.file_type();
     let (kind, digest, link) = if ft.is_symlink() {
         (
             "symlink",
             None,
-            Some(std::fs::read_link(&path).unwrap().into_os_string()),
+            Some(std::fs::read_link(path).unwrap().into_os_string()),
         )
     } else if ft.is_dir() {
         ("dir", None, None)
     } else if ft.is_file() {
-        let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         ("file", Some(Sha256::digest(&data).into()), None)
     } else {
         ("other", None, None)
     };
-    out.insert(
-        rel.to_path_buf(),
-        Node {
-            kind,
-            mode: (!ft.is_symlink()).then_some(md.mode() & 0o7777),
-            mtime: (md.mtime(), md.mtime_nsec()),
-            size: if ft.is_dir() { 0 } else { md.size() },
-            digest,
-            link,
-            owner: (md.uid(), md.gid()),
-        },
-    );
-    if ft.is_dir() {
-        let mut names: Vec<OsString> = std::fs::read_dir(&path)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        for n in names {
-            walk(root, &rel.join(n), out);
-        }
+    Node {
+        kind,
+        mode: (!ft.is_symlink()).then_some(md.mode() & 0o7777),
+        mtime: (md.mtime(), md.mtime_nsec()),
+        size: if ft.is_dir() { 0 } else { md.size() },
+        digest,
+        link,
+        owner: (md.uid(), md.gid()),
     }
+}
+
+/// A tree as backed up: relative path → content (`None` for folders and
+/// anything else that is not a regular file).
+pub type Contents = BTreeMap<PathBuf, Option<Vec<u8>>>;
+
+/// The [`Contents`] of the tree below `root`.
+pub fn contents(root: &Path) -> Contents {
+    entries(root)
+        .into_iter()
+        .map(|(rel, md)| {
+            let content = md.is_file().then(|| read(&root.join(&rel)));
+            (rel, content)
+        })
+        .collect()
+}
+
+/// The regular files below `root`: relative path → content.
+pub fn file_contents(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    entries(root)
+        .into_iter()
+        .filter(|(_, md)| md.is_file())
+        .map(|(rel, _)| {
+            let content = read(&root.join(&rel));
+            (rel, content)
+        })
+        .collect()
+}
+
+/// The regular files below `root`, relative to it, sorted; none when
+/// `root` does not exist (an object store has no empty folders).
+pub fn files(root: &Path) -> Vec<PathBuf> {
+    if !root.exists() {
+        return Vec::new();
+    }
+    entries(root)
+        .into_iter()
+        .filter(|(_, md)| md.is_file())
+        .map(|(rel, _)| rel)
+        .collect()
+}
+
+/// The bytes of the regular files below `root` (0 when it does not exist).
+pub fn total_size(root: &Path) -> u64 {
+    files(root)
+        .iter()
+        .map(|rel| std::fs::symlink_metadata(root.join(rel)).unwrap().len())
+        .sum()
+}
+
+/// Copies the tree below `from` into `to` (made if missing; what is there
+/// stays unless overwritten) with `cp -a`, so modes and mtimes are kept.
+pub fn copy(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("{}: {e}", to.display()));
+    let ok = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from.join("."))
+        .arg(to)
+        .status()
+        .expect("running cp")
+        .success();
+    assert!(ok, "cp -a {}/. {}", from.display(), to.display());
+}
+
+fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Asserts that the trees at `a` and `b` are the same: the same entries,

@@ -1,27 +1,81 @@
-//! Crash safety and concurrency of `envarc backup`: SIGKILL at several points
-//! of a run, then a backup that succeeds, with every snapshot's chunks
-//! present and decrypting; two backups into one repository at once.
+//! SIGKILL during `envarc backup`: at seeded random points, and at points
+//! spread over a run; then a backup that succeeds, every snapshot complete,
+//! and prune removing what the killed runs left.
 
-use crate::{repo_support, util};
+use crate::{fault_support, repo_support, util};
 
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use envarc::progress::Silent;
 use envarc::repo::LockKind;
+use fault_support::{check_repo, iterations, seed, stderr};
+use rand::{Rng, SeedableRng};
 use repo_support::{many_files, verify_all, TestRepo};
 
-fn backup_cmd(r: &TestRepo, src: &std::path::Path, host: &str) -> Command {
-    let mut c = Command::new(util::envarc_path());
-    c.args(["backup", "-q", "-r"])
-        .arg(&r.repo)
-        .arg("--raw-key-file")
-        .arg(&r.key)
-        .args(["--host", host])
-        .arg(src)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    c
+use super::{backup_cmd, kill_spread, run_and_kill, time_of};
+
+#[test]
+fn sigkill_during_backups_leaves_a_repository_that_verifies() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed("kill/backup", 8));
+    let r = TestRepo::init(&["--pack-size", "128KiB", "--chunk-size", "256KiB"]);
+    let src = r.dir.path().join("src");
+    many_files(&src, 150, 12, 5);
+    for i in 0..2 {
+        std::fs::write(
+            src.join(format!("large{i}")),
+            util::random_bytes(90 + i, 600 << 10),
+        )
+        .unwrap();
+    }
+    let mut full = time_of(|| backup_cmd(&r, &src, "first"));
+    let mut incremental = time_of(|| backup_cmd(&r, &src, "first"));
+    // Runs until `n` were killed (a run may end before its kill point).
+    let n = iterations(10, 300);
+    let (mut killed, mut runs) = (0, 0);
+    for i in 0..4 * n {
+        if killed == n {
+            break;
+        }
+        runs += 1;
+        // Half the runs read everything (a new host: no parent), half are
+        // incremental on the first snapshot (reading only what changed).
+        let host = if i % 2 == 0 {
+            format!("kill{i}")
+        } else {
+            "first".to_string()
+        };
+        if i % 2 == 1 {
+            let f = src.join(format!("d{}/f{:04}", i % 7, i % 150 / 7 * 7 + i % 7));
+            if f.exists() {
+                std::fs::write(&f, util::random_bytes(1000 + i as u64, 2048)).unwrap();
+            }
+        }
+        let takes = if i % 2 == 0 {
+            &mut full
+        } else {
+            &mut incremental
+        };
+        // Every fifth run is not killed: it times a run, and shows that the
+        // command completes after the kills before it.
+        let at = (i % 5 != 4).then(|| takes.mul_f64(rng.gen_range(0.0..1.0)));
+        let (k, status, err) = run_and_kill(backup_cmd(&r, &src, &host), at, takes);
+        assert!(k || status.success(), "run {i} failed by itself: {err}");
+        killed += k as usize;
+        // Every snapshot present after a kill loads.
+        r.open().snapshots().expect("snapshots load after a kill");
+    }
+    let out = backup_cmd(&r, &src, "after").output().unwrap();
+    assert!(
+        out.status.success(),
+        "the backup after the kills: {}",
+        stderr(&out)
+    );
+    let (snapshots, messages) = check_repo(&r);
+    eprintln!(
+        "kill/backup: {runs} runs, {killed} killed (a run takes {full:?}, an incremental one \
+         {incremental:?}); then {snapshots} snapshots with {messages} files verify"
+    );
+    assert_eq!(killed, n, "{n} runs are killed mid-way");
 }
 
 /// A few hundred small files and a few large ones (stored alone).
@@ -48,18 +102,11 @@ fn sigkill_at_several_points_then_backup_again() {
     let t0 = Instant::now();
     assert!(backup_cmd(&r, &src, "full").status().unwrap().success());
     let full = t0.elapsed();
-    let mut killed = 0;
-    for k in 1..=6u32 {
-        // A new host name each time: no parent, so every run reads everything.
+    // A new host name each time: no parent, so every run reads everything.
+    let killed = kill_spread(6, full / 7, |k| {
         let fresh = tree(&r, 1 + u64::from(k));
-        let mut child = backup_cmd(&r, &fresh, &format!("kill{k}")).spawn().unwrap();
-        std::thread::sleep(full * k / 7);
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap();
-            killed += 1;
-        }
-        child.wait().unwrap();
-    }
+        backup_cmd(&r, &fresh, &format!("kill{k}"))
+    });
     eprintln!("one backup took {full:?}; {killed} of 6 runs were killed before they ended");
     assert!(
         killed >= 3,
@@ -67,11 +114,7 @@ fn sigkill_at_several_points_then_backup_again() {
     );
 
     let out = backup_cmd(&r, &src, "after").output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::util::assert_success(&out);
     let repo = r.open();
     // The killed runs left data behind that no index lists (prune's job)...
     let indexed: std::collections::HashSet<_> = repo
@@ -128,11 +171,7 @@ fn sigkill_at_several_points_then_backup_again() {
         .args(["--grace", "0", "--json"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::util::assert_success(&out);
     let report = util::stdout_json(&out);
     assert_eq!(report["unindexed_packs_deleted"], stray as u64, "{report}");
     assert_eq!(
@@ -148,35 +187,4 @@ fn sigkill_at_several_points_then_backup_again() {
         repo.load_index().unwrap().packs().len()
     );
     assert_eq!(verify_all(&repo), (snapshots, messages));
-}
-
-#[test]
-fn two_backups_at_once_both_complete() {
-    let r = TestRepo::init(&["--pack-size", "256KiB"]);
-    let a = r.dir.path().join("a");
-    let b = r.dir.path().join("b");
-    many_files(&a, 120, 24, 2);
-    many_files(&b, 120, 24, 3);
-    let ca = backup_cmd(&r, &a, "h").spawn().unwrap();
-    let cb = backup_cmd(&r, &b, "h").spawn().unwrap();
-    for c in [ca, cb] {
-        let out = c.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let repo = r.open();
-    assert_eq!(verify_all(&repo), (2, 240));
-    let snaps = repo.snapshots().unwrap();
-    let mut paths: Vec<_> = snaps.iter().map(|(_, m)| m.paths.clone()).collect();
-    paths.sort();
-    assert_eq!(paths.len(), 2);
-    assert_ne!(paths[0], paths[1]);
-    // While a shared lock is held, an exclusive one is refused (exit code 6 class).
-    let shared = repo.lock(LockKind::Shared, &Silent).unwrap();
-    let refused = repo.lock(LockKind::Exclusive, &Silent);
-    assert!(matches!(refused, Err(envarc::Error::Locked(_))));
-    drop(shared);
 }

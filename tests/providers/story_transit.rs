@@ -3,65 +3,59 @@
 //! reencrypt of one version, rewrap to the newest through transit's own
 //! rewrap, and restores that need only the newest version.
 
+use crate::util::sandbox::Sandbox;
+use crate::util::tree;
 use crate::{bao, util};
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::PathBuf;
 
 use serde_json::Value;
 
-struct T<'a> {
-    b: &'a bao::Bao,
-    home: tempfile::TempDir,
-    repo: std::path::PathBuf,
-    src: std::path::PathBuf,
+/// A repository on transit key `story` in a [`Sandbox`] (its own HOME,
+/// the server's address and token, no ambient Vault settings).
+struct T {
+    sb: Sandbox,
+    repo: PathBuf,
+    src: PathBuf,
 }
 
-impl T<'_> {
+impl T {
+    fn new(b: &bao::Bao) -> T {
+        let home = util::tempdir();
+        let (repo, src) = (home.path().join("repo"), home.path().join("src"));
+        let home_path = home.path().to_path_buf();
+        // The clean environment has no BAO_/VAULT_ settings or proxies.
+        let sb = Sandbox::at(home)
+            .env("HOME", home_path)
+            .env("BAO_ADDR", &b.addr)
+            .env("BAO_TOKEN", &b.token);
+        T { sb, repo, src }
+    }
+
     fn run(&self, args: &[&str]) -> Value {
-        let mut c = util::envarc();
-        for v in [
-            "BAO_ADDR",
-            "VAULT_ADDR",
-            "BAO_TOKEN",
-            "VAULT_TOKEN",
-            "HTTP_PROXY",
-            "http_proxy",
-        ] {
-            c.env_remove(v);
-        }
-        let out = c
-            .env("HOME", self.home.path())
-            .env("BAO_ADDR", &self.b.addr)
-            .env("BAO_TOKEN", &self.b.token)
-            .args(args)
-            .arg("--json")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "envarc {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        self.sb.json(args)
     }
 
     /// Runs envarc expecting failure; returns (exit code, stderr).
     fn run_fails(&self, args: &[&str]) -> (i32, String) {
-        let out = util::envarc()
-            .env_remove("VAULT_ADDR")
-            .env_remove("VAULT_TOKEN")
-            .env("HOME", self.home.path())
-            .env("BAO_ADDR", &self.b.addr)
-            .env("BAO_TOKEN", &self.b.token)
-            .args(args)
-            .output()
-            .unwrap();
+        let out = self.sb.run(args);
         assert!(!out.status.success(), "envarc {args:?} should fail");
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
+    }
+
+    /// `envarc init` of the repository on transit key `story`.
+    fn init(&self) {
+        self.run(&[
+            "init",
+            "-r",
+            self.repo.to_str().unwrap(),
+            "--key",
+            "transit:story",
+        ]);
     }
 
     fn repo_cmd(&self, sub: &str, more: &[&str]) -> Value {
@@ -82,9 +76,9 @@ impl T<'_> {
         }
     }
 
-    fn backup(&self) -> (String, BTreeMap<String, Vec<u8>>) {
+    fn backup(&self) -> (String, BTreeMap<PathBuf, Vec<u8>>) {
         std::thread::sleep(std::time::Duration::from_millis(60));
-        let tree = read_tree(&self.src);
+        let tree = tree::file_contents(&self.src);
         let v = self.repo_cmd("backup", &[self.src.to_str().unwrap()]);
         (v["snapshot_id"].as_str().unwrap().to_string(), tree)
     }
@@ -92,65 +86,38 @@ impl T<'_> {
     /// Unique chunks per transit key version (every file here is one chunk).
     fn per_version(&self) -> BTreeMap<u64, u64> {
         let v = self.repo_cmd("stats", &[]);
-        v["versions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|v| v["chunks"].as_u64().unwrap() > 0)
-            .map(|v| {
-                assert_eq!(v["key"]["key"], "transit/story");
-                (
-                    v["key"]["version"].as_u64().unwrap(),
-                    v["chunks"].as_u64().unwrap(),
-                )
-            })
-            .collect()
+        for version in util::chunk_versions(&v) {
+            assert_eq!(version["key"]["key"], "transit/story");
+        }
+        util::chunks_per_version(&v)
     }
 
-    fn restores_match(&self, snaps: &[(String, BTreeMap<String, Vec<u8>>)]) {
+    fn restores_match(&self, snaps: &[(String, BTreeMap<PathBuf, Vec<u8>>)]) {
         for (i, (id, tree)) in snaps.iter().enumerate() {
-            let target = self.home.path().join(format!("restore{i}"));
+            let target = self.sb.path(&format!("restore{i}"));
             self.repo_cmd("restore", &[id, "--target", target.to_str().unwrap()]);
             let root = target.join(self.src.strip_prefix("/").unwrap());
-            assert_eq!(&read_tree(&root), tree, "snapshot {id}");
+            assert_eq!(&tree::file_contents(&root), tree, "snapshot {id}");
         }
     }
 }
 
-fn read_tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    walkdir::WalkDir::new(root)
-        .into_iter()
-        .map(|e| e.unwrap())
-        .filter(|e| e.file_type().is_file())
-        .map(|e| {
-            let rel = e.path().strip_prefix(root).unwrap().display().to_string();
-            (rel, std::fs::read(e.path()).unwrap())
-        })
-        .collect()
+/// A dev server with transit key `story` (derived) and a repository on it;
+/// `None` (a skip) without `bao`.
+fn story_on_transit(test: &str) -> Option<(bao::Bao, T)> {
+    let b = bao::Bao::start(&bao::find_bao(test)?, false);
+    b.enable_transit("transit");
+    b.create_key("story", true);
+    let t = T::new(&b);
+    t.init();
+    Some((b, t))
 }
 
 #[test]
 fn transit_key_versions_reencrypt_and_rewrap() {
-    let Some(bin) = bao::find_bao("transit_key_versions_reencrypt_and_rewrap") else {
+    let Some((b, t)) = story_on_transit("transit_key_versions_reencrypt_and_rewrap") else {
         return;
     };
-    let b = bao::Bao::start(&bin, false);
-    b.enable_transit("transit");
-    b.create_key("story", true);
-    let home = util::tempdir();
-    let t = T {
-        b: &b,
-        repo: home.path().join("repo"),
-        src: home.path().join("src"),
-        home,
-    };
-    t.run(&[
-        "init",
-        "-r",
-        t.repo.to_str().unwrap(),
-        "--key",
-        "transit:story",
-    ]);
     t.files("a", 8, 1);
     let s1 = t.backup();
     b.rotate("story");
@@ -193,26 +160,9 @@ fn transit_key_versions_reencrypt_and_rewrap() {
 /// clearly.
 #[test]
 fn transit_backup_rotate_verify_restore_rewrap_and_min_decryption_version() {
-    let Some(bin) = bao::find_bao("transit_backup_rotate_verify_restore_rewrap") else {
+    let Some((b, t)) = story_on_transit("transit_backup_rotate_verify_restore_rewrap") else {
         return;
     };
-    let b = bao::Bao::start(&bin, false);
-    b.enable_transit("transit");
-    b.create_key("story", true);
-    let home = util::tempdir();
-    let t = T {
-        b: &b,
-        repo: home.path().join("repo"),
-        src: home.path().join("src"),
-        home,
-    };
-    t.run(&[
-        "init",
-        "-r",
-        t.repo.to_str().unwrap(),
-        "--key",
-        "transit:story",
-    ]);
     t.files("a", 5, 1);
     let s1 = t.backup();
     b.rotate("story");
@@ -226,18 +176,11 @@ fn transit_backup_rotate_verify_restore_rewrap_and_min_decryption_version() {
 
     // A second repository keeps its v2 messages un-rewrapped.
     let old = T {
-        b: &b,
-        repo: t.home.path().join("old-repo"),
+        repo: t.sb.path("old-repo"),
         src: t.src.clone(),
-        home: util::tempdir(),
+        ..T::new(&b)
     };
-    old.run(&[
-        "init",
-        "-r",
-        old.repo.to_str().unwrap(),
-        "--key",
-        "transit:story",
-    ]);
+    old.init();
     let (old_snap, _) = old.backup();
 
     b.rotate("story");
@@ -247,7 +190,7 @@ fn transit_backup_rotate_verify_restore_rewrap_and_min_decryption_version() {
 
     b.configure_key("story", serde_json::json!({"min_decryption_version": 3}));
     t.restores_match(&[s1, s2]);
-    let target = old.home.path().join("restore");
+    let target = old.sb.path("restore");
     let (code, err) = old.run_fails(&[
         "restore",
         "-r",

@@ -4,8 +4,11 @@
 
 use std::os::unix::fs::MetadataExt;
 
+use super::{expect, make_tree, stdout_json, Fx, Spec};
 use crate::util::tree::assert_same_tree;
-use crate::{expect, make_tree, stdout_json, Fx, Spec};
+
+/// The signing suite (a change of suite from the default one).
+const SIGNED: &str = "AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384";
 
 fn inode(fx: &Fx, rel: &str) -> u64 {
     std::fs::metadata(fx.p(rel)).unwrap().ino()
@@ -32,8 +35,8 @@ fn four(fx: &Fx) {
 
 /// Folder mtimes as they were made (adding a file changes its folder's).
 fn fix_dirs(fx: &Fx) {
-    crate::set_mtime(&fx.p("in/s"), 1_600_000_000);
-    crate::set_mtime(&fx.p("in"), 1_600_000_000);
+    super::set_mtime(&fx.p("in/s"), 1_600_000_000);
+    super::set_mtime(&fx.p("in"), 1_600_000_000);
 }
 
 #[test]
@@ -90,8 +93,8 @@ fn after_a_rotation_if_changed_encrypts_only_new_and_changed_files_under_the_new
     keyring(&fx, &["key", "rotate-on-demand", "alias/tree"]);
     // b changes (same mtime, other size), s/c is only touched, e is new.
     std::fs::write(fx.p("in/b"), b"bb").unwrap();
-    crate::set_mtime(&fx.p("in/b"), 1_700_000_000);
-    crate::set_mtime(&fx.p("in/s/c"), 1_700_000_100);
+    super::set_mtime(&fx.p("in/b"), 1_700_000_000);
+    super::set_mtime(&fx.p("in/s/c"), 1_700_000_100);
     make_tree(
         &fx.p("in"),
         &[Spec {
@@ -137,24 +140,11 @@ fn after_a_rotation_if_changed_encrypts_only_new_and_changed_files_under_the_new
     );
     assert_same_tree(&fx.p("in"), &fx.p("dec"), false);
     // Another suite or context is a change too.
-    let j = enc(&[
-        "--algorithm",
-        "AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384",
-    ]);
+    let j = enc(&["--algorithm", SIGNED]);
     assert_eq!(j["Written"], 5, "{j}");
-    let j = enc(&[
-        "--algorithm",
-        "AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384",
-        "-c",
-        "k=v",
-    ]);
+    let j = enc(&["--algorithm", SIGNED, "-c", "k=v"]);
     assert_eq!(j["Written"], 5, "{j}");
-    let j = enc(&[
-        "--algorithm",
-        "AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384",
-        "-c",
-        "k=v",
-    ]);
+    let j = enc(&["--algorithm", SIGNED, "-c", "k=v"]);
     assert_eq!(j["KeptCurrent"], 5, "{j}");
 }
 

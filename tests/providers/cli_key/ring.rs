@@ -1,74 +1,55 @@
 //! The harness of these tests: a keyring in a temporary folder, cheap to open.
 
-use std::fs;
 use std::path::PathBuf;
 
 use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::util::{envarc, stdout_json};
+use crate::util::sandbox::{Sandbox, CHEAP_ARGON2};
 
 pub const PW: &str = "correct horse battery staple";
 /// Cheap Argon2id for tests; it is recorded in the keyring like any cost.
-pub const CHEAP: &str = "m=8,t=1,p=1";
+pub const CHEAP: &str = CHEAP_ARGON2;
 pub const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
+/// A keyring at `cfg/keyring` in a [`Sandbox`] whose commands run in its
+/// folder (which it derefs to: `dir`, `cmd`, `fails`, `code`).
 pub struct Ring {
-    pub dir: tempfile::TempDir,
+    pub sb: Sandbox,
+}
+
+impl std::ops::Deref for Ring {
+    type Target = Sandbox;
+    fn deref(&self) -> &Sandbox {
+        &self.sb
+    }
 }
 
 impl Ring {
     pub fn new() -> Ring {
         Ring {
-            dir: tempfile::tempdir().unwrap(),
+            sb: Sandbox::new().in_dir().keyring("cfg/keyring", PW, CHEAP),
         }
     }
 
+    /// The keyring file.
     pub fn path(&self) -> PathBuf {
-        self.dir.path().join("cfg/keyring")
+        self.sb.path("cfg/keyring")
     }
 
     pub fn file(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.sb.path(name)
     }
 
+    /// Writes `dir/name`; its path as a string (for arguments).
     pub fn write(&self, name: &str, bytes: &[u8]) -> String {
-        fs::write(self.file(name), bytes).unwrap();
-        self.file(name).to_str().unwrap().to_string()
-    }
-
-    pub fn cmd(&self) -> assert_cmd::Command {
-        let mut c = envarc();
-        c.current_dir(self.dir.path())
-            .env("ENVARC_KEYRING", self.path())
-            .env("ENVARC_PASSPHRASE", PW)
-            .env("ENVARC_ARGON2_PARAMS", CHEAP);
-        c
+        self.sb.write(name, bytes).to_str().unwrap().to_string()
     }
 
     /// Runs with --json, expects success, returns the JSON.
     pub fn ok(&self, args: &[&str]) -> Value {
-        let out = self.cmd().arg("--json").args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout_json(&out)
-    }
-
-    /// Expects exit `code`; returns stderr.
-    pub fn fails(&self, args: &[&str], code: i32) -> String {
-        let out = self.cmd().args(args).output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr).to_string();
-        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
-        err
-    }
-
-    /// Runs and returns the exit code.
-    pub fn code(&self, args: &[&str]) -> Option<i32> {
-        self.cmd().args(args).output().unwrap().status.code()
+        self.sb.json(args)
     }
 
     pub fn create(&self, args: &[&str]) -> String {
@@ -97,7 +78,7 @@ impl Ring {
         let out = format!("{msg}.out");
         let j = self.ok(&["decrypt", msg, "-o", &out, "--force"]);
         assert_eq!(j["EncryptedDataKeys"].as_array().unwrap().len(), 1);
-        fs::read(out).unwrap()
+        std::fs::read(out).unwrap()
     }
 }
 

@@ -7,17 +7,17 @@
 use envarc::providers::{AwsKmsProvider, Kms, KmsConfig};
 use envarc::repo::{LocalStorage, Repository, Unopened};
 
+use super::{s, server, Scratch};
 use crate::repo_support::verify_all;
 use crate::util::stdout_json;
-use crate::{s, server, Scratch};
 
 /// The test process's own AWS settings, for library calls (the children get
-/// theirs from [`crate::aws_env`]). Set once, before any library KMS call.
+/// theirs from [`super::aws_env`]). Set once, before any library KMS call.
 fn library_env() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let mut probe = std::process::Command::new("true");
-        crate::aws_env(&mut probe);
+        super::aws_env(&mut probe);
         for (k, v) in probe.get_envs() {
             match v {
                 Some(v) => std::env::set_var(k, v),
@@ -64,11 +64,7 @@ fn backup_rotate_backup_and_read_both() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::util::assert_success(&out);
     let j = stdout_json(&out);
     let one = serde_json::json!([{"provider": "aws-kms", "key": arn}]);
     assert_eq!(j["keys"], one, "{j}");
@@ -82,7 +78,8 @@ fn backup_rotate_backup_and_read_both() {
         .success();
     // The tree as the first snapshot saw it.
     let first = sc.path("first");
-    copy_tree(&src, &first);
+    // Keeps the mtimes the comparison looks at.
+    crate::util::tree::copy(&src, &first);
     assert_eq!(
         moto.rotate_now(&arn),
         1,
@@ -142,18 +139,6 @@ fn backup_rotate_backup_and_read_both() {
     // format 2.)
 }
 
-/// `cp -a`, so the copy keeps the mtimes the comparison looks at.
-fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
-    let ok = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "cp -a {} {}", from.display(), to.display());
-}
-
 #[test]
 fn kms_repository_with_kms_down_is_a_network_error() {
     let Some(moto) = server("kms_repository_with_kms_down_is_a_network_error") else {
@@ -165,9 +150,9 @@ fn kms_repository_with_kms_down_is_a_network_error() {
     sc.kms(&["init", "-r", s(&repo), "--key", &arn])
         .assert()
         .success();
-    let down = format!("http://127.0.0.1:{}", crate::moto::free_port());
+    let down = format!("http://127.0.0.1:{}", super::moto::free_port());
     let mut ls = sc.envarc();
     ls.args(["snapshots", "-r", s(&repo), "--kms-endpoint", &down]);
-    let err = crate::expect_exit(&mut ls, 1);
+    let err = super::expect_exit(&mut ls, 1);
     assert!(err.contains("cannot reach"), "{err}");
 }

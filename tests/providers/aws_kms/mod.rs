@@ -4,11 +4,9 @@
 //! keys); error cases that moto cannot produce use a canned-answer server.
 #![cfg(feature = "aws-kms")]
 
+use crate::util;
 use crate::util::moto;
-#[path = "../repo_support/mod.rs"]
-mod repo_support;
-#[path = "../util/mod.rs"]
-mod util;
+use crate::util::sandbox::{Sandbox, CHEAP_ARGON2};
 
 mod dircrypt;
 mod errors;
@@ -17,7 +15,7 @@ mod interop;
 mod multi;
 mod repo;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 
 use assert_cmd::Command;
@@ -45,13 +43,10 @@ pub fn aws_env(cmd: &mut std::process::Command) {
         "AWS_WEB_IDENTITY_TOKEN_FILE",
         "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
         "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        "HTTP_PROXY",
-        "http_proxy",
-        "HTTPS_PROXY",
-        "https_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-    ] {
+    ]
+    .into_iter()
+    .chain(util::PROXY_VARS)
+    {
         cmd.env_remove(v);
     }
     cmd.env("AWS_ACCESS_KEY_ID", "test")
@@ -68,41 +63,45 @@ pub fn aws_env(cmd: &mut std::process::Command) {
         .env("AWS_MAX_ATTEMPTS", "2");
 }
 
-/// A scratch folder with a cheap keyring, and `envarc` commands set up for
-/// it, for moto (`--kms-endpoint`) and for the test credentials.
+/// A cheap keyring of its own (and HOME) in a [`Sandbox`], and `envarc`
+/// commands set up for moto (`--kms-endpoint`) and the test credentials.
 pub struct Scratch {
-    pub dir: tempfile::TempDir,
+    pub sb: Sandbox,
     pub endpoint: String,
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Sandbox;
+    fn deref(&self) -> &Sandbox {
+        &self.sb
+    }
 }
 
 pub const PW: &str = "correct horse battery staple";
 
 impl Scratch {
     pub fn new(moto: &Moto) -> Scratch {
-        Scratch {
-            dir: util::tempdir(),
-            endpoint: moto.url.clone(),
-        }
+        Scratch::for_endpoint(&moto.url)
     }
 
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+    /// KMS at `endpoint` (e.g. a canned-answer server, or nothing).
+    pub fn for_endpoint(endpoint: &str) -> Scratch {
+        let dir = util::tempdir();
+        let home = dir.path().to_path_buf();
+        Scratch {
+            sb: Sandbox::at(dir)
+                .keyring("keyring", PW, CHEAP_ARGON2)
+                .env("HOME", home),
+            endpoint: endpoint.to_string(),
+        }
     }
 
     /// `envarc` with the keyring of this folder and the AWS test setup; KMS
     /// at `endpoint` (pass `--kms-endpoint` yourself with [`Scratch::kms`]).
     pub fn envarc(&self) -> Command {
-        let mut std_cmd = std::process::Command::new(util::BIN);
+        let mut std_cmd = self.sb.process();
         aws_env(&mut std_cmd);
-        let mut c = Command::from_std(std_cmd);
-        for v in ["RUST_LOG", "ENVARC_REPOSITORY", "XDG_CONFIG_HOME"] {
-            c.env_remove(v);
-        }
-        c.env("HOME", self.dir.path())
-            .env("ENVARC_KEYRING", self.path("keyring"))
-            .env("ENVARC_PASSPHRASE", PW)
-            .env("ENVARC_ARGON2_PARAMS", "m=8,t=1,p=1");
-        c
+        Command::from_std(std_cmd)
     }
 
     /// `envarc ARGS… --kms-endpoint URL`.
@@ -118,12 +117,6 @@ impl Scratch {
             .args(["key", "create", "--alias", alias])
             .assert()
             .success();
-    }
-
-    pub fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
-        let p = self.path(name);
-        std::fs::write(&p, bytes).unwrap();
-        p
     }
 }
 

@@ -2,9 +2,9 @@
 //! under both, and either one alone decrypts: the keyring with KMS out of
 //! reach, KMS with no keyring on the host.
 
-use crate::moto::free_port;
+use super::moto::free_port;
+use super::{expect_exit, s, server, Scratch};
 use crate::util::stdout_json;
-use crate::{expect_exit, s, server, Scratch};
 
 const PLAIN: &[u8] = b"the same bytes, two keys";
 
@@ -154,11 +154,7 @@ fn a_repository_under_two_keys_opens_with_either() {
         .args(["--key", &format!("aws-kms:{}", st.arn)])
         .output()
         .unwrap();
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    crate::util::assert_success(&init);
     let j = stdout_json(&init);
     assert_eq!(j["keys"].as_array().unwrap().len(), 2, "{j}");
     assert_eq!(j["keys"][0]["provider"], "keyring");

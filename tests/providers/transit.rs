@@ -3,7 +3,7 @@
 //! One server is shared by the tests of this binary (each test uses its own
 //! key names); the sealed and TLS cases start their own.
 
-use crate::bao;
+use crate::{bao, util};
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -39,25 +39,7 @@ fn server(test: &str) -> Option<&'static Bao> {
 /// proxies, HOME in `home` (so no ~/.vault-token), and the server's address
 /// and token when given.
 fn envarc(bao: Option<&Bao>, home: &Path) -> Command {
-    let mut c = Command::cargo_bin("envarc").unwrap();
-    for v in [
-        "BAO_ADDR",
-        "VAULT_ADDR",
-        "BAO_TOKEN",
-        "VAULT_TOKEN",
-        "BAO_NAMESPACE",
-        "VAULT_NAMESPACE",
-        "BAO_CACERT",
-        "VAULT_CACERT",
-        "HTTP_PROXY",
-        "http_proxy",
-        "HTTPS_PROXY",
-        "https_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-    ] {
-        c.env_remove(v);
-    }
+    let mut c = util::envarc();
     c.env("HOME", home);
     if let Some(b) = bao {
         c.env("BAO_ADDR", &b.addr).env("BAO_TOKEN", &b.token);

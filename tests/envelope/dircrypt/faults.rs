@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::{expect, files, make_tree, random_bytes, Fx, Spec};
 use crate::util::tree::{assert_same_tree, temp_files};
-use crate::{expect, files, make_tree, random_bytes, Fx, Spec};
 
 #[test]
 fn an_output_inside_the_input_or_the_reverse_is_refused() {
@@ -147,9 +147,9 @@ fn a_run_killed_midway_leaves_only_complete_outputs_and_a_rerun_completes_it() {
         .collect();
     make_tree(&fx.p("in"), &specs);
     for d in 0..7 {
-        crate::set_mtime(&fx.p(&format!("in/d{d}")), 1_500_000_000);
+        super::set_mtime(&fx.p(&format!("in/d{d}")), 1_500_000_000);
     }
-    crate::set_mtime(&fx.p("in"), 1_500_000_000);
+    super::set_mtime(&fx.p("in"), 1_500_000_000);
     let mut c = Command::new(crate::util::BIN);
     c.args(["encrypt", "--recursive", "--jobs", "1"])
         .arg(fx.p("in"))

@@ -3,7 +3,7 @@
 
 use std::process::Output;
 
-use crate::{expect, Fx};
+use super::{expect, Fx};
 
 fn run(fx: &Fx, args: &[&str]) -> String {
     let out: Output = fx.run(args, false);

@@ -3,8 +3,8 @@
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
+use super::{expect, files, make_tree, random_bytes, set_mtime, Fx, Spec};
 use crate::util::tree::assert_same_tree;
-use crate::{expect, files, make_tree, random_bytes, set_mtime, Fx, Spec};
 
 const SIGNED: &str = "AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384";
 

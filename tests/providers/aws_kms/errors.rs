@@ -2,10 +2,10 @@
 //! problem, 1: the service cannot be reached or is overloaded), never shows
 //! a secret, and leaves no output file behind.
 
-use crate::fake::{Answer, Fake};
-use crate::moto::free_port;
+use super::fake::{Answer, Fake};
+use super::moto::free_port;
+use super::{expect_exit, server, Scratch};
 use crate::util::dir_names;
-use crate::{expect_exit, server, Scratch};
 
 const ARN: &str = "arn:aws:kms:us-east-1:123456789012:key/0b0b0b0b-1111-2222-3333-444455556666";
 /// A recognisable secret: it must never appear in any output.
@@ -32,13 +32,6 @@ fn encrypt_fails(sc: &Scratch, endpoint: &str, key: &str, code: i32) -> String {
     err
 }
 
-fn scratch_for(endpoint: &str) -> Scratch {
-    Scratch {
-        dir: crate::util::tempdir(),
-        endpoint: endpoint.to_string(),
-    }
-}
-
 #[test]
 fn unknown_key_and_alias_are_key_errors() {
     let Some(moto) = server("unknown_key_and_alias_are_key_errors") else {
@@ -51,7 +44,7 @@ fn unknown_key_and_alias_are_key_errors() {
     assert!(err.contains("not found"), "{err}");
     // init checks the key before it creates anything.
     let repo = sc.path("repo");
-    let mut init = sc.kms(&["init", "-r", crate::s(&repo), "--key", ARN]);
+    let mut init = sc.kms(&["init", "-r", super::s(&repo), "--key", ARN]);
     expect_exit(&mut init, 5);
     assert!(!repo.exists());
 }
@@ -59,7 +52,7 @@ fn unknown_key_and_alias_are_key_errors() {
 #[test]
 fn network_down_is_exit_1_after_retries() {
     let endpoint = format!("http://127.0.0.1:{}", free_port());
-    let sc = scratch_for(&endpoint);
+    let sc = Scratch::for_endpoint(&endpoint);
     let err = encrypt_fails(&sc, &endpoint, ARN, 1);
     assert!(err.contains("cannot reach AWS KMS at"), "{err}");
 }
@@ -67,7 +60,7 @@ fn network_down_is_exit_1_after_retries() {
 #[test]
 fn a_server_that_never_answers_times_out() {
     let fake = Fake::start(Answer::Hang);
-    let sc = scratch_for(&fake.url);
+    let sc = Scratch::for_endpoint(&fake.url);
     let started = std::time::Instant::now();
     let input = sc.write("in.txt", b"x");
     let mut cmd = sc.envarc();
@@ -107,7 +100,7 @@ fn refusals_name_the_key_and_the_cause() {
     ];
     for (kind, message, code, expect) in cases {
         let fake = Fake::start(Answer::Error(400, kind, message));
-        let sc = scratch_for(&fake.url);
+        let sc = Scratch::for_endpoint(&fake.url);
         let err = encrypt_fails(&sc, &fake.url, ARN, code);
         assert!(err.contains(expect), "{kind}: {err}");
         assert!(err.contains(message), "{kind}: {err}");
@@ -118,7 +111,7 @@ fn refusals_name_the_key_and_the_cause() {
 #[test]
 fn throttling_is_retried_then_exit_1() {
     let fake = Fake::start(Answer::Error(400, "ThrottlingException", "Rate exceeded"));
-    let sc = scratch_for(&fake.url);
+    let sc = Scratch::for_endpoint(&fake.url);
     let err = encrypt_fails(&sc, &fake.url, ARN, 1);
     assert!(err.contains("even after retries"), "{err}");
     // AWS_MAX_ATTEMPTS=2 in the test environment.
@@ -128,7 +121,7 @@ fn throttling_is_retried_then_exit_1() {
 #[test]
 fn missing_credentials_say_where_to_put_them() {
     let fake = Fake::start(Answer::Error(500, "InternalFailure", "unused"));
-    let sc = scratch_for(&fake.url);
+    let sc = Scratch::for_endpoint(&fake.url);
     let input = sc.write("in.txt", b"x");
     let mut cmd = sc.envarc();
     cmd.env_remove("AWS_ACCESS_KEY_ID")

@@ -2,10 +2,7 @@
 //! through the built binary, in temp folders: round trips with modes and
 //! mtimes, names, special files, the overwrite modes and the rotation story,
 //! interruption, failures, refusals, memory; plus the generated completions
-//! and man page. The AWS Encryption CLI interop is in tests/aws_kms/dircrypt.rs.
-
-#[path = "../util/mod.rs"]
-mod util;
+//! and man page. The AWS Encryption CLI interop is in tests/providers/aws_kms/dircrypt.rs.
 
 mod docs;
 mod faults;
@@ -18,14 +15,24 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, SystemTime};
 
-pub use util::{random_bytes, stdout_json, tempdir};
+use crate::util;
+use crate::util::sandbox::{Sandbox, CHEAP_ARGON2};
+pub use crate::util::{random_bytes, stdout_json, tempdir};
 
 pub const KEY_NAME: &str = "tree/v1";
 
-/// A scratch folder with a raw wrapping key and a keyring of its own.
+/// A raw wrapping key and a keyring of its own in a [`Sandbox`] (HOME too),
+/// which it derefs to.
 pub struct Fx {
-    pub dir: tempfile::TempDir,
+    pub sb: Sandbox,
     pub key: PathBuf,
+}
+
+impl std::ops::Deref for Fx {
+    type Target = Sandbox;
+    fn deref(&self) -> &Sandbox {
+        &self.sb
+    }
 }
 
 impl Default for Fx {
@@ -38,21 +45,15 @@ impl Fx {
     pub fn new() -> Fx {
         let dir = tempdir();
         let (key, _) = util::write_key(dir.path(), "wrapping.key", 32, 7);
-        Fx { dir, key }
+        let home = dir.path().to_path_buf();
+        let sb = Sandbox::at(dir)
+            .keyring("keyring", "pw", CHEAP_ARGON2)
+            .env("HOME", home);
+        Fx { sb, key }
     }
 
     pub fn p(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    /// `envarc` with this folder's keyring (cheap Argon2) and no ambient settings.
-    pub fn envarc(&self) -> assert_cmd::Command {
-        let mut c = util::envarc();
-        c.env("ENVARC_KEYRING", self.p("keyring"))
-            .env("ENVARC_PASSPHRASE", "pw")
-            .env("ENVARC_ARGON2_PARAMS", "m=8,t=1,p=1")
-            .env("HOME", self.dir.path());
-        c
+        self.sb.path(rel)
     }
 
     /// The raw-key arguments.
@@ -62,7 +63,7 @@ impl Fx {
 
     /// Runs `envarc ARGS…` (plus the raw key when `raw`); returns the output.
     pub fn run(&self, args: &[&str], raw: bool) -> Output {
-        let mut c = self.envarc();
+        let mut c = self.cmd();
         c.args(args);
         if raw {
             c.args(self.raw());
@@ -80,7 +81,7 @@ impl Fx {
         args: &[&str],
         code: i32,
     ) -> serde_json::Value {
-        let mut c = self.envarc();
+        let mut c = self.cmd();
         c.args(["--json", verb, "--recursive"])
             .arg(self.p(input))
             .arg("-o")

@@ -10,8 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::moto::Moto;
-use crate::{server, Scratch};
+use super::moto::Moto;
+use super::{server, Scratch};
 
 fn aws_cli(test: &str) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("ENVARC_AWS_ENCRYPTION_CLI") {
@@ -33,7 +33,7 @@ fn run_cli(cli: &Path, moto: &Moto, mode: &str, arn: &str, input: &Path, output:
     // The CLI wants an existing folder to write a tree into.
     std::fs::create_dir_all(output).unwrap();
     let mut c = Command::new(cli);
-    crate::aws_env(&mut c);
+    super::aws_env(&mut c);
     c.env("AWS_ENDPOINT_URL_KMS", &moto.url)
         .args([mode, "--recursive", "-S", "-w"])
         .arg(format!("key={arn}"))
@@ -96,9 +96,9 @@ fn a_tree_from_aws_encryption_cli_decrypts_with_envarc() {
     sc.kms(&[
         "decrypt",
         "--recursive",
-        crate::s(&sc.path("cli")),
+        super::s(&sc.path("cli")),
         "-o",
-        crate::s(&sc.path("dec")),
+        super::s(&sc.path("dec")),
     ])
     .assert()
     .success();
@@ -108,7 +108,7 @@ fn a_tree_from_aws_encryption_cli_decrypts_with_envarc() {
     }
     // The CLI's default is the signed suite; stats names the KMS key.
     let out = sc
-        .kms(&["--json", "stats", "--recursive", crate::s(&sc.path("cli"))])
+        .kms(&["--json", "stats", "--recursive", super::s(&sc.path("cli"))])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -137,9 +137,9 @@ fn trees_from_envarc_in_both_suites_decrypt_with_aws_encryption_cli() {
         sc.kms(&[
             "encrypt",
             "--recursive",
-            crate::s(&sc.path("in")),
+            super::s(&sc.path("in")),
             "-o",
-            crate::s(&enc),
+            super::s(&enc),
             "--key",
             &arn,
             "--algorithm",

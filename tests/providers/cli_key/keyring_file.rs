@@ -181,11 +181,7 @@ fn concurrent_processes_keep_every_change() {
     }
     for c in children {
         let out = c.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::util::assert_success(&out);
     }
     let list = r.ok(&["key", "list"]);
     assert_eq!(list["Keys"].as_array().unwrap().len(), 7);

@@ -55,11 +55,7 @@ fn passwd_changes_the_secret_both_ways_and_keeps_every_key() {
         .args(["key", "passwd", "--new-passphrase-file", &np])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::util::assert_success(&out);
     let warn = String::from_utf8_lossy(&out.stderr);
     assert!(warn.contains("copies of the keyring"), "{warn}");
     let bytes = fs::read(r.path()).unwrap();
@@ -166,11 +162,7 @@ fn a_reader_during_passwd_sees_the_old_or_the_new_keyring() {
                 .args(["--new-passphrase-file", next])
                 .output()
                 .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            crate::util::assert_success(&out);
         }
         done.store(true, Ordering::Relaxed);
     });

@@ -90,11 +90,7 @@ fn python_sdk_and_envarc_read_each_others_keyring_messages() {
             &p("py.out"),
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::util::assert_success(&out);
     assert_eq!(fs::read(p("py.out")).unwrap(), plain);
     let v1 = format!("{key}/v1");
     let out = python(
@@ -133,11 +129,7 @@ fn python_sdk_and_envarc_read_each_others_keyring_messages() {
             &p("py.msg"),
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::util::assert_success(&out);
     let j = run(&[
         "decrypt",
         "-c",

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use crate::{server, Scratch};
+use super::{server, Scratch};
 
 fn python() -> Option<(PathBuf, PathBuf)> {
     crate::util::peers::esdk_python("aws_kms::interop")
@@ -16,7 +16,7 @@ fn python() -> Option<(PathBuf, PathBuf)> {
 /// `esdk_tool.py CMD --kms-key-arn ARN --kms-endpoint URL ARGS…`, asserting success.
 fn tool(py: &(PathBuf, PathBuf), endpoint: &str, cmd: &str, arn: &str, args: &[&str]) {
     let mut c = Command::new(&py.0);
-    crate::aws_env(&mut c);
+    super::aws_env(&mut c);
     let out = c
         .arg(&py.1)
         .args([cmd, "--kms-key-arn", arn, "--kms-endpoint", endpoint])
@@ -69,9 +69,9 @@ fn python_kms_keyring_reads_envarc_and_envarc_reads_python() {
             "-c",
             "repo=r-1",
             "--header-json",
-            crate::s(&header),
-            crate::s(&ours),
-            crate::s(&back),
+            super::s(&header),
+            super::s(&ours),
+            super::s(&back),
         ],
     );
     assert_eq!(std::fs::read(&back).unwrap(), plain);
@@ -87,7 +87,7 @@ fn python_kms_keyring_reads_envarc_and_envarc_reads_python() {
         &moto.url,
         "encrypt",
         &arn,
-        &["-c", "from=python", crate::s(&input), crate::s(&theirs)],
+        &["-c", "from=python", super::s(&input), super::s(&theirs)],
     );
     for key_args in [vec![], vec!["--key", arn.as_str()]] {
         let out = sc.path("theirs.out");
