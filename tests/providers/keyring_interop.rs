@@ -11,7 +11,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use util::{envarc, stdout_json};
+use util::sandbox::{Sandbox, CHEAP_ARGON2};
 
 fn esdk_tool() -> Option<(String, String)> {
     let (py, tool) = util::peers::esdk_python("keyring_interop")?;
@@ -21,8 +21,30 @@ fn esdk_tool() -> Option<(String, String)> {
     ))
 }
 
-fn python(py: &str, tool: &str, args: &[&str]) -> std::process::Output {
-    Command::new(py).arg(tool).args(args).output().unwrap()
+/// `esdk_tool.py OP --key-file KEY --namespace envarc --name NAME REST…`:
+/// the Python SDK with a raw AES keyring of envarc's naming.
+fn python_raw(
+    py: &str,
+    tool: &str,
+    op: &str,
+    key_file: &str,
+    name: &str,
+    rest: &[&str],
+) -> std::process::Output {
+    Command::new(py)
+        .arg(tool)
+        .args([
+            op,
+            "--key-file",
+            key_file,
+            "--namespace",
+            "envarc",
+            "--name",
+            name,
+        ])
+        .args(rest)
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -30,25 +52,11 @@ fn python_sdk_and_envarc_read_each_others_keyring_messages() {
     let Some((py, tool)) = esdk_tool() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
-    let run = |args: &[&str]| {
-        let out = envarc()
-            .current_dir(dir.path())
-            .env("ENVARC_KEYRING", p("keyring"))
-            .env("ENVARC_PASSPHRASE", "interop")
-            .env("ENVARC_ARGON2_PARAMS", "m=8,t=1,p=1")
-            .arg("--json")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout_json(&out)
-    };
+    let sb = Sandbox::new()
+        .in_dir()
+        .keyring("keyring", "interop", CHEAP_ARGON2);
+    let p = |n: &str| sb.path(n).to_str().unwrap().to_string();
+    let run = |args: &[&str]| sb.json(args);
     let key = run(&["key", "create", "--origin", "EXTERNAL"])["KeyMetadata"]["KeyId"]
         .as_str()
         .unwrap()
@@ -73,61 +81,36 @@ fn python_sdk_and_envarc_read_each_others_keyring_messages() {
         &p("msg"),
     ]);
     let v2 = format!("{key}/v2");
-    let out = python(
+    let out = python_raw(
         &py,
         &tool,
-        &[
-            "decrypt",
-            "--key-file",
-            &p("m2"),
-            "--namespace",
-            "envarc",
-            "--name",
-            &v2,
-            "-c",
-            "purpose=interop",
-            &p("msg"),
-            &p("py.out"),
-        ],
+        "decrypt",
+        &p("m2"),
+        &v2,
+        &["-c", "purpose=interop", &p("msg"), &p("py.out")],
     );
     crate::util::assert_success(&out);
     assert_eq!(fs::read(p("py.out")).unwrap(), plain);
     let v1 = format!("{key}/v1");
-    let out = python(
+    let out = python_raw(
         &py,
         &tool,
-        &[
-            "decrypt",
-            "--key-file",
-            &p("m1"),
-            "--namespace",
-            "envarc",
-            "--name",
-            &v1,
-            &p("msg"),
-            &p("py.bad"),
-        ],
+        "decrypt",
+        &p("m1"),
+        &v1,
+        &[&p("msg"), &p("py.bad")],
     );
     assert!(!out.status.success(), "v1 must not unwrap a v2 EDK");
     assert!(!Path::new(&p("py.bad")).exists());
 
     // Python writes under the historical v1; envarc finds v1 from the EDK.
-    let out = python(
+    let out = python_raw(
         &py,
         &tool,
-        &[
-            "encrypt",
-            "--key-file",
-            &p("m1"),
-            "--namespace",
-            "envarc",
-            "--name",
-            &v1,
-            "-c",
-            "from=python",
-            &p("plain"),
-            &p("py.msg"),
-        ],
+        "encrypt",
+        &p("m1"),
+        &v1,
+        &["-c", "from=python", &p("plain"), &p("py.msg")],
     );
     crate::util::assert_success(&out);
     let j = run(&[

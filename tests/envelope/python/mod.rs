@@ -281,6 +281,51 @@ fn python_writes_envarc_reads() {
     }
 }
 
+/// Writes case `i`'s message of `plaintext` (under `suite`, or the CLI's
+/// default, the committing unsigned suite): through the CLI for the big
+/// case, as a user would, else through the library. Returns the Python job
+/// that decrypts it, checking the context pairs against the stored ones and
+/// writing the header as JSON.
+fn envarc_encrypts(
+    ws: &Workspace,
+    case: &Case,
+    i: usize,
+    suite: Option<Suite>,
+    plaintext: &[u8],
+) -> Vec<String> {
+    let (key_file, key) = ws.key(case);
+    let msg = ws.path(format!("{i}.msg"));
+    if case.size == BIG {
+        std::fs::write(ws.path(format!("{i}.plain")), plaintext).unwrap();
+        let mut c = util::envarc();
+        c.args(["encrypt", "--key-namespace", case.namespace])
+            .args(util::raw_key_args(&key_file, KEY_NAME));
+        if let Some(suite) = suite {
+            c.args(["--algorithm", suite.sdk_name()]);
+        }
+        c.args(["--frame-length", &case.frame.to_string()])
+            .args(case.context_args())
+            .arg(ws.path(format!("{i}.plain")))
+            .arg("-o")
+            .arg(&msg)
+            .assert()
+            .success();
+    } else {
+        let opts = EncryptOptions {
+            suite: suite.unwrap_or(Suite::Aes256GcmHkdfSha512Commit),
+            frame_length: case.frame as u32,
+            context: case.context(),
+        };
+        std::fs::write(&msg, encrypt_to_vec(&key, &opts, plaintext).unwrap()).unwrap();
+    }
+    let mut args = vec!["decrypt".to_string()];
+    args.extend(key_args(&key_file, case));
+    args.extend(case.context_args());
+    args.extend(["--header-json".into(), s(&ws.path(format!("{i}.json")))]);
+    args.extend([s(&msg), s(&ws.path(format!("{i}.back")))]);
+    args
+}
+
 #[test]
 fn envarc_writes_python_reads() {
     let Some(py) = python() else { return };
@@ -292,36 +337,7 @@ fn envarc_writes_python_reads() {
     let mut jobs = Vec::new();
     for (i, case) in all.iter().enumerate() {
         let plaintext = util::random_bytes(1000 + i as u64, case.size);
-        let (key_file, key) = ws.key(case);
-        let msg = ws.path(format!("{i}.msg"));
-        if case.size == BIG {
-            // Through the CLI, as a user would.
-            std::fs::write(ws.path(format!("{i}.plain")), &plaintext).unwrap();
-            util::envarc()
-                .args(["encrypt", "--key-namespace", case.namespace])
-                .args(util::raw_key_args(&key_file, KEY_NAME))
-                .args(["--frame-length", &case.frame.to_string()])
-                .args(case.context_args())
-                .arg(ws.path(format!("{i}.plain")))
-                .arg("-o")
-                .arg(&msg)
-                .assert()
-                .success();
-        } else {
-            let opts = EncryptOptions {
-                suite: Suite::Aes256GcmHkdfSha512Commit,
-                frame_length: case.frame as u32,
-                context: case.context(),
-            };
-            std::fs::write(&msg, encrypt_to_vec(&key, &opts, &plaintext).unwrap()).unwrap();
-        }
-        let mut args = vec!["decrypt".to_string()];
-        args.extend(key_args(&key_file, case));
-        // Python checks these pairs against the stored context.
-        args.extend(case.context_args());
-        args.extend(["--header-json".into(), s(&ws.path(format!("{i}.json")))]);
-        args.extend([s(&msg), s(&ws.path(format!("{i}.back")))]);
-        jobs.push(args);
+        jobs.push(envarc_encrypts(&ws, case, i, None, &plaintext));
         plaintexts.push(plaintext);
     }
     // And Python must refuse a pair the message does not have.

@@ -2,7 +2,7 @@
 //! messages (raw AES keyring, and its AWS KMS keyring against a local moto)
 //! decrypt in envarc, and envarc's 0x0578 messages in Python.
 
-use envarc::envelope::{decrypt_to_vec, encrypt_to_vec, DecryptOptions, EncryptOptions, Suite};
+use envarc::envelope::{decrypt_to_vec, DecryptOptions, Suite};
 
 use super::{cases, key_args, python, run_tool, s, Workspace, BIG, KEY_NAME};
 #[cfg(feature = "aws-kms")]
@@ -98,39 +98,15 @@ fn envarc_signed_messages_decrypt_in_python() {
     let mut jobs = Vec::new();
     for (i, case) in all.iter().enumerate() {
         let plaintext = util::random_bytes(70 + i as u64, case.size);
-        let (key_file, key) = ws.key(case);
-        let msg = ws.path(format!("{i}.msg"));
+        // Kept for the comparison below.
         std::fs::write(ws.path(format!("{i}.plain")), &plaintext).unwrap();
-        if case.size == BIG {
-            util::envarc()
-                .args(["encrypt", "--key-namespace", case.namespace])
-                .args(util::raw_key_args(&key_file, KEY_NAME))
-                .args([
-                    "--algorithm",
-                    signed.sdk_name(),
-                    "--frame-length",
-                    &case.frame.to_string(),
-                ])
-                .args(case.context_args())
-                .arg(ws.path(format!("{i}.plain")))
-                .arg("-o")
-                .arg(&msg)
-                .assert()
-                .success();
-        } else {
-            let opts = EncryptOptions {
-                suite: signed,
-                frame_length: case.frame as u32,
-                context: case.context(),
-            };
-            std::fs::write(&msg, encrypt_to_vec(&key, &opts, &plaintext).unwrap()).unwrap();
-        }
-        let mut args = vec!["decrypt".to_string()];
-        args.extend(key_args(&key_file, case));
-        args.extend(case.context_args());
-        args.extend(["--header-json".into(), s(&ws.path(format!("{i}.json")))]);
-        args.extend([s(&msg), s(&ws.path(format!("{i}.back")))]);
-        jobs.push(args);
+        jobs.push(super::envarc_encrypts(
+            &ws,
+            case,
+            i,
+            Some(signed),
+            &plaintext,
+        ));
     }
     for (i, (ok, text)) in run_tool(&py, &jobs).into_iter().enumerate() {
         let case = &all[i];
