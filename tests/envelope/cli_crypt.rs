@@ -44,6 +44,17 @@ impl Fixture {
         c
     }
 
+    /// `envarc decrypt NAME` to stdout, which must succeed; the plaintext.
+    fn decrypted(&self, name: &str) -> Vec<u8> {
+        self.cmd("decrypt")
+            .arg(name)
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone()
+    }
+
     /// Encrypts `plaintext` with the extra arguments into `name`; returns the message.
     fn encrypt(&self, name: &str, plaintext: &[u8], extra: &[&str]) -> Vec<u8> {
         let input = self.write(&format!("{name}.plain"), plaintext);
@@ -58,6 +69,15 @@ impl Fixture {
         std::fs::remove_file(input).unwrap();
         self.read(name)
     }
+}
+
+/// Runs `cmd` with `x` on stdin and asserts exit `code` with `says` in
+/// stderr.
+fn refuses(cmd: &mut assert_cmd::Command, code: i32, says: &str) {
+    cmd.write_stdin("x")
+        .assert()
+        .code(code)
+        .stderr(predicate::str::contains(says));
 }
 
 fn suite_id(message: &[u8]) -> u16 {
@@ -225,24 +245,21 @@ fn encryption_context_is_stored_and_required_pairs_are_checked() {
     assert!(!f.path("out").exists());
 
     // Malformed and duplicate pairs are usage errors.
-    f.cmd("encrypt")
-        .args(["-c", "novalue", "-"])
-        .write_stdin("x")
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains("KEY=VALUE"));
-    f.cmd("encrypt")
-        .args(["-c", "a=1", "-c", "a=2", "-"])
-        .write_stdin("x")
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains("given twice"));
-    f.cmd("encrypt")
-        .args(["-c", "aws-crypto-x=1", "-"])
-        .write_stdin("x")
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains("reserves"));
+    refuses(
+        f.cmd("encrypt").args(["-c", "novalue", "-"]),
+        2,
+        "KEY=VALUE",
+    );
+    refuses(
+        f.cmd("encrypt").args(["-c", "a=1", "-c", "a=2", "-"]),
+        2,
+        "given twice",
+    );
+    refuses(
+        f.cmd("encrypt").args(["-c", "aws-crypto-x=1", "-"]),
+        2,
+        "reserves",
+    );
 }
 
 #[test]
@@ -251,14 +268,7 @@ fn chacha20_poly1305_suite() {
     let plaintext = random_bytes(4, 100_001);
     let message = f.encrypt("msg", &plaintext, &["--cipher", "chacha20-poly1305"]);
     assert_eq!(suite_id(&message), 0xCC20);
-    let back = f
-        .cmd("decrypt")
-        .arg("msg")
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let back = f.decrypted("msg");
     assert_eq!(back, plaintext);
     f.cmd("encrypt")
         .args(["--cipher", "des", "-"])
@@ -288,14 +298,7 @@ fn frame_lengths_shape_the_body() {
             frame,
             "size {size} frame {frame}: frame length field or body length off"
         );
-        let back = f
-            .cmd("decrypt")
-            .arg("msg")
-            .assert()
-            .success()
-            .get_output()
-            .stdout
-            .clone();
+        let back = f.decrypted("msg");
         assert_eq!(back, plaintext, "size {size} frame {frame}");
     }
     for bad in ["0", "16777217", "-1", "64k"] {
@@ -345,20 +348,15 @@ fn wrong_key_exits_5_and_writes_nothing() {
 #[test]
 fn key_arguments_are_checked() {
     let f = Fixture::new();
-    envarc()
-        .args(["encrypt", "-"])
-        .write_stdin("x")
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains("--raw-key-file"));
-    envarc()
-        .args(["encrypt", "--raw-key-file"])
-        .arg(&f.key)
-        .arg("-")
-        .write_stdin("x")
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains("--key-name"));
+    refuses(envarc().args(["encrypt", "-"]), 2, "--raw-key-file");
+    refuses(
+        envarc()
+            .args(["encrypt", "--raw-key-file"])
+            .arg(&f.key)
+            .arg("-"),
+        2,
+        "--key-name",
+    );
     let short = f.write("short.key", &[1u8; 20]);
     envarc()
         .arg("encrypt")
@@ -368,14 +366,14 @@ fn key_arguments_are_checked() {
         .assert()
         .failure()
         .stderr(predicate::str::contains("16, 24 or 32 bytes"));
-    envarc()
-        .arg("encrypt")
-        .args(raw_key_args(&f.path("absent.key"), KEY_NAME))
-        .arg("-")
-        .write_stdin("x")
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("absent.key"));
+    refuses(
+        envarc()
+            .arg("encrypt")
+            .args(raw_key_args(&f.path("absent.key"), KEY_NAME))
+            .arg("-"),
+        1,
+        "absent.key",
+    );
 }
 
 #[test]

@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime};
 use crate::util;
 use crate::util::sandbox::{Sandbox, CHEAP_ARGON2};
 pub use crate::util::{random_bytes, stdout_json, tempdir};
+use serde_json::Value;
 
 pub const KEY_NAME: &str = "tree/v1";
 
@@ -93,24 +94,14 @@ impl Fx {
         stdout_json(&out)
     }
 
-    pub fn encrypt(
-        &self,
-        input: &str,
-        output: &str,
-        args: &[&str],
-        code: i32,
-    ) -> serde_json::Value {
-        self.tree("encrypt", input, output, args, code)
+    /// [`Fx::tree`] with `encrypt`.
+    pub fn encrypt(&self, i: &str, o: &str, args: &[&str], code: i32) -> Value {
+        self.tree("encrypt", i, o, args, code)
     }
 
-    pub fn decrypt(
-        &self,
-        input: &str,
-        output: &str,
-        args: &[&str],
-        code: i32,
-    ) -> serde_json::Value {
-        self.tree("decrypt", input, output, args, code)
+    /// [`Fx::tree`] with `decrypt`.
+    pub fn decrypt(&self, i: &str, o: &str, args: &[&str], code: i32) -> Value {
+        self.tree("decrypt", i, o, args, code)
     }
 }
 

@@ -35,6 +35,20 @@ fn a_crafted_cost_is_refused_before_argon2_and_before_the_passphrase() {
     let r = Ring::new();
     let asked = r.file("asked");
     let ask = format!("touch '{}'; echo pw", asked.display());
+    // `key list` of the keyring at `path`, the passphrase from a command
+    // that leaves `asked` behind.
+    let list = |path: &str| {
+        let mut c = r.cmd();
+        c.env_remove("ENVARC_PASSPHRASE").args([
+            "--keyring",
+            path,
+            "key",
+            "list",
+            "--passphrase-command",
+            &ask,
+        ]);
+        c
+    };
     let cases = [
         Case {
             m_kib: 4 * 1024 * 1024,
@@ -71,15 +85,7 @@ fn a_crafted_cost_is_refused_before_argon2_and_before_the_passphrase() {
     } in cases
     {
         let path = r.write("crafted", &crafted(m, t, p));
-        let mut c = r.cmd();
-        c.env_remove("ENVARC_PASSPHRASE").args([
-            "--keyring",
-            &path,
-            "key",
-            "list",
-            "--passphrase-command",
-            &ask,
-        ]);
+        let mut c = list(&path);
         if let Some(l) = limit {
             c.env("ENVARC_ARGON2_MAX_MIB", l);
         }
@@ -98,19 +104,7 @@ fn a_crafted_cost_is_refused_before_argon2_and_before_the_passphrase() {
     }
     // Under the caps, the same preamble gets as far as the passphrase.
     let path = r.write("cheap", &crafted(8, 1, 1));
-    let out = r
-        .cmd()
-        .env_remove("ENVARC_PASSPHRASE")
-        .args([
-            "--keyring",
-            &path,
-            "key",
-            "list",
-            "--passphrase-command",
-            &ask,
-        ])
-        .output()
-        .unwrap();
+    let out = list(&path).output().unwrap();
     assert!(!out.status.success(), "the message is junk");
     assert!(asked.exists(), "a cheap cost gets as far as the passphrase");
 }

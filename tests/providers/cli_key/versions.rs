@@ -129,20 +129,19 @@ fn a_version_is_destroyed_after_its_window_unless_cancelled() {
     let m1 = r.encrypt(&k, "m1", b"under v1");
     r.ok(&["key", "rotate-on-demand", &k]);
     let m2 = r.encrypt(&k, "m2", b"under v2");
-    refused(
-        &r,
-        &[
+    // `key schedule-version-deletion K --version 1` with a window of DAYS.
+    let schedule = |days: &'static str| {
+        [
             "key",
             "schedule-version-deletion",
-            &k,
+            k.as_str(),
             "--version",
             "1",
             "--pending-window-in-days",
-            "6",
-        ],
-        2,
-        &["7 to 30"],
-    );
+            days,
+        ]
+    };
+    refused(&r, &schedule("6"), 2, &["7 to 30"]);
     let out = r
         .cmd()
         .args([
@@ -191,15 +190,7 @@ fn a_version_is_destroyed_after_its_window_unless_cancelled() {
     r.ok(&["key", "reinstate-version", &k, "--version", "1"]);
     assert_eq!(r.decrypt(&m1), b"under v1");
 
-    r.ok(&[
-        "key",
-        "schedule-version-deletion",
-        &k,
-        "--version",
-        "1",
-        "--pending-window-in-days",
-        "7",
-    ]);
+    r.ok(&schedule("7"));
     let soon = fmt(OffsetDateTime::now_utc() + Duration::days(6));
     let due = r.ok(&["key", "rotate-due", "--as-of", &soon, "--force"]);
     assert!(due["DestroyedKeyVersions"].as_array().unwrap().is_empty());
