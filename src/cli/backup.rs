@@ -167,7 +167,10 @@ fn warn_secrets_inside(
     use crate::backup::walk::clean_absolute;
     let mut secrets = Vec::new();
     if keyring_in_use {
-        secrets.push(("the keyring", super::keyring_args::keyring_path(g)?));
+        secrets.push((
+            "the keyring",
+            super::keyspec::keyring_open::keyring_path(g)?,
+        ));
         if let Some(p) = &g.keyring_key_file {
             secrets.push(("the keyring's key file", p.clone()));
         }

@@ -9,9 +9,9 @@ use crate::copy::{copy as run_copy, CopyOptions};
 use crate::repo::Repository;
 use crate::{Error, Result};
 
-use super::crypt::KeyArgs;
+use super::keyspec::KeyArgs;
+use super::keyspec::KeyringCache;
 use super::repo::{open_pinned, RepoArgs};
-use super::repo_key::KeyringCache;
 use super::{GlobalArgs, Output};
 
 #[derive(clap::Args)]

@@ -148,7 +148,7 @@ impl Demo<'_> {
         ));
         let p = self.keyring.load()?.provider(&self.key_id)?;
         let key = KeyRef {
-            provider: ProviderKind::Keyring.into(),
+            provider: ProviderKind::Keyring,
             key: self.key_id.clone(),
             params: Default::default(),
         };

@@ -18,9 +18,9 @@ use crate::repo::{
 };
 use crate::{Error, Result};
 
-use super::crypt::KeyArgs;
 use super::fmt::{fmt_bytes, lossy, parse_size};
-use super::repo_key::{init_keys, repo_provider, KeyringCache};
+use super::keyspec::repo_keys::{init_keys, repo_provider, KeyringCache};
+use super::keyspec::KeyArgs;
 use super::{GlobalArgs, Output};
 
 /// The storage at a repository location (a folder, `s3:…`, `sftp:…`, as
@@ -159,26 +159,8 @@ fn warn_foreign_keys(
     keyring: Option<&crate::keyring::Keyring>,
     out: &Output,
 ) {
-    use crate::providers::ProviderKind;
     for spec in &key.key {
-        let ours = if let Some(name) = spec.strip_prefix("transit:") {
-            c.keys
-                .iter()
-                .any(|k| k.kind() == Some(ProviderKind::Transit) && k.key == name)
-        } else if super::kms_key::is_kms_spec(spec) {
-            let s = spec.trim_start_matches("aws-kms:");
-            // An AWS KMS alias resolves only with a call to KMS: not checked here.
-            s.starts_with("alias/") || c.keys.iter().any(|k| k.key == s || k.key.ends_with(s))
-        } else {
-            let id = keyring
-                .and_then(|r| r.provider(spec).ok())
-                .and_then(|p| p.key().map(|(id, _)| id.to_string()));
-            id.is_some_and(|id| {
-                c.keys
-                    .iter()
-                    .any(|k| k.kind() == Some(ProviderKind::Keyring) && k.key == id)
-            })
-        };
+        let ours = super::keyspec::source_for_spec(spec).is_one_of(spec, &c.keys, keyring);
         if !ours {
             out.alert(format!(
                 "--key {spec} is not a key of this repository, so it does nothing here: the \

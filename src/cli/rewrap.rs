@@ -1,7 +1,7 @@
 //! `envarc rewrap` and `envarc reencrypt`.
 
 use super::fmt::{fmt_bytes, plural};
-use super::maint_repo::Opened;
+use super::keyspec::opened::OpenedRepo;
 use super::repo::RepoArgs;
 use super::{GlobalArgs, Output};
 use crate::error::exit;
@@ -92,7 +92,7 @@ fn failures(out: &Output, failed: &[String], what: &str) -> i32 {
 }
 
 pub fn rewrap(out: &Output, g: &GlobalArgs, a: RewrapArgs) -> Result<i32> {
-    let mut opened = Opened::open(&a.repo, g, out)?;
+    let mut opened = OpenedRepo::open(&a.repo, g, out)?;
     let rewrappers = opened.rewrappers(&a.repo)?;
     let progress = out.progress();
     let opts = RewrapOptions {
@@ -128,7 +128,7 @@ pub fn rewrap(out: &Output, g: &GlobalArgs, a: RewrapArgs) -> Result<i32> {
 }
 
 /// The version `--key-version` names, checked against the keyring.
-fn target(opened: &Opened, spec: &str) -> Result<KeyVersion> {
+fn target(opened: &OpenedRepo, spec: &str) -> Result<KeyVersion> {
     let target = KeyVersion::parse_spec(spec, |k| opened.resolve_key(k))?;
     if let (Some(kr), Some(v)) = (&opened.keyring, target.version) {
         if target.kind() == Some(ProviderKind::Keyring) && kr.get(&target.key)?.version(v).is_none()
@@ -144,7 +144,7 @@ fn target(opened: &Opened, spec: &str) -> Result<KeyVersion> {
 }
 
 pub fn reencrypt(out: &Output, g: &GlobalArgs, a: ReencryptArgs) -> Result<i32> {
-    let mut opened = Opened::open(&a.repo, g, out)?;
+    let mut opened = OpenedRepo::open(&a.repo, g, out)?;
     let target = target(&opened, &a.key_version)?;
     let current = opened.current(&a.repo, out);
     let is_current = |kv: &KeyVersion| current.contains(kv);

@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::fmt::{fmt_bytes, plural};
-use super::maint_repo::Opened;
+use super::keyspec::opened::OpenedRepo;
 use super::repo::RepoArgs;
 use super::{GlobalArgs, Output};
 use crate::error::exit;
@@ -112,7 +112,7 @@ pub fn stats(out: &Output, g: &GlobalArgs, a: StatsArgs) -> Result<i32> {
     if let Some(dir) = &a.recursive {
         return super::dircrypt::stats(out, dir);
     }
-    let opened = Opened::open(&a.repo, g, out)?;
+    let opened = OpenedRepo::open(&a.repo, g, out)?;
     let current = opened.current(&a.repo, out);
     let keyring_retired = opened.keyring_retired();
     let is_current = |kv: &KeyVersion| current.contains(kv);

@@ -9,7 +9,7 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use super::super::fmt::context_of;
-use super::super::keyring_args::load_keyring;
+use super::super::keyspec::keyring_open::load_keyring;
 use super::super::{GlobalArgs, Output};
 use super::{DataKeyArgs, Pairs};
 use crate::error::exit;

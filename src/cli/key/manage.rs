@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::super::keyring_args::{keyring_file, load_keyring};
+use super::super::keyspec::keyring_open::{keyring_file, load_keyring};
 use super::super::{GlobalArgs, Output};
 use super::CreateArgs;
 use crate::error::exit;

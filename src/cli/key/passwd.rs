@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use super::super::keyring_args::{
+use super::super::keyspec::keyring_open::{
     argon2_params, keyring_file, passphrase_from, read_key_file, PassphraseSource,
 };
 use super::super::{GlobalArgs, Output};

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use super::super::keyring_args::load_keyring;
+use super::super::keyspec::keyring_open::load_keyring;
 use super::super::{GlobalArgs, Output};
 use super::manage::update;
 use crate::error::exit;

@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
-use super::{GlobalArgs, Output};
+use super::super::Output;
+use super::GlobalArgs;
 use crate::keyring::{
     Argon2Params, KdfKind, Keyring, KeyringFile, KeyringOptions, Secret, UnlockRequest, Unlocker,
 };
