@@ -89,7 +89,7 @@ pub enum Command {
     /// they authenticate and a failure exits non-zero.
     Decrypt(crypt::DecryptArgs),
     /// Manage and use the customer master keys of the local keyring (a small KMS).
-    Key(key::KeyArgs),
+    Key(key::KeyCommandArgs),
     /// Create a repository.
     Init(repo::InitArgs),
     /// Back up files and folders into a new snapshot.

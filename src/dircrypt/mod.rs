@@ -37,7 +37,7 @@ use crate::{Error, Result};
 pub use naming::{Direction, DEFAULT_SUFFIX};
 pub use plan::Overwrite;
 
-use exec::{Engine, Outcome};
+use exec::{Engine, FileOutcome};
 use fsx::{Found, Root};
 use plan::{Existing, Kept, Record};
 
@@ -176,14 +176,14 @@ pub fn run(req: &Request, provider: &dyn KeyProvider, progress: &dyn Progress) -
     progress.finish();
     for (i, o) in outcomes {
         match o {
-            Outcome::Written { read, written } => {
+            FileOutcome::Written { read, written } => {
                 s.written += 1;
                 s.bytes_read += read;
                 s.bytes_written += written;
             }
-            Outcome::Current => s.kept_current += 1,
-            Outcome::Existed => s.kept_existing += 1,
-            Outcome::Failed(why) => failed.push((i, why)),
+            FileOutcome::Current => s.kept_current += 1,
+            FileOutcome::Existed => s.kept_existing += 1,
+            FileOutcome::Failed(why) => failed.push((i, why)),
         }
     }
     finish_dirs(&out_root, &scan.dirs, &touched, &mut folder_errors);

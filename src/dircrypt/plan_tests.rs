@@ -56,25 +56,25 @@ fn decide_one(direction: Direction, overwrite: Overwrite, existing: Existing) ->
     decide(&files, t, &[existing], &want)
 }
 
-enum Outcome {
-    Do(Action),
+enum Decision {
+    Do(FileAction),
     Keep(Kept),
     Fail,
 }
 
-fn outcome(p: &Plan) -> Outcome {
+fn outcome(p: &Plan) -> Decision {
     match (&p.jobs[..], &p.kept[..], &p.failed[..]) {
-        ([j], [], []) => Outcome::Do(j.action),
-        ([], [(_, k)], []) => Outcome::Keep(*k),
-        ([], [], [_]) => Outcome::Fail,
+        ([j], [], []) => Decision::Do(j.action),
+        ([], [(_, k)], []) => Decision::Keep(*k),
+        ([], [], [_]) => Decision::Fail,
         _ => panic!("one decision per file"),
     }
 }
 
 #[test]
 fn existing_outputs_are_kept_replaced_or_checked_as_asked() {
+    use Decision::*;
     use Direction::*;
-    use Outcome::*;
     use Overwrite::*;
     let same = stamp(10, 100);
     let good = || record(Some(same), SUITE, &[("team", "ops")]);
@@ -82,20 +82,20 @@ fn existing_outputs_are_kept_replaced_or_checked_as_asked() {
         stamp: stamp(99, 5),
         record,
     };
-    let cases: Vec<(&str, Direction, Overwrite, Existing, Outcome)> = vec![
+    let cases: Vec<(&str, Direction, Overwrite, Existing, Decision)> = vec![
         (
             "absent",
             Encrypt,
             Never,
             Existing::Absent,
-            Do(Action::Create),
+            Do(FileAction::Create),
         ),
         (
             "absent, always",
             Encrypt,
             Always,
             Existing::Absent,
-            Do(Action::Create),
+            Do(FileAction::Create),
         ),
         (
             "exists, never",
@@ -109,42 +109,42 @@ fn existing_outputs_are_kept_replaced_or_checked_as_asked() {
             Encrypt,
             Always,
             file(good()),
-            Do(Action::Replace),
+            Do(FileAction::Replace),
         ),
         (
             "records this source",
             Encrypt,
             IfChanged,
             file(good()),
-            Do(Action::ReplaceUnlessCurrent),
+            Do(FileAction::ReplaceUnlessCurrent),
         ),
         (
             "no record",
             Encrypt,
             IfChanged,
             file(None),
-            Do(Action::Replace),
+            Do(FileAction::Replace),
         ),
         (
             "record without stamp",
             Encrypt,
             IfChanged,
             file(record(None, SUITE, &[("team", "ops")])),
-            Do(Action::Replace),
+            Do(FileAction::Replace),
         ),
         (
             "source grew",
             Encrypt,
             IfChanged,
             file(record(Some(stamp(11, 100)), SUITE, &[("team", "ops")])),
-            Do(Action::Replace),
+            Do(FileAction::Replace),
         ),
         (
             "source touched",
             Encrypt,
             IfChanged,
             file(record(Some(stamp(10, 101)), SUITE, &[("team", "ops")])),
-            Do(Action::Replace),
+            Do(FileAction::Replace),
         ),
         (
             "other suite",
@@ -155,14 +155,14 @@ fn existing_outputs_are_kept_replaced_or_checked_as_asked() {
                 Suite::Aes256GcmHkdfSha512CommitEcdsaP384,
                 &[("team", "ops")],
             )),
-            Do(Action::Replace),
+            Do(FileAction::Replace),
         ),
         (
             "other context",
             Encrypt,
             IfChanged,
             file(record(Some(same), SUITE, &[("team", "dev")])),
-            Do(Action::Replace),
+            Do(FileAction::Replace),
         ),
         (
             "a folder there",
@@ -204,7 +204,7 @@ fn existing_outputs_are_kept_replaced_or_checked_as_asked() {
                 stamp: stamp(9, 100),
                 record: good(),
             },
-            Do(Action::Replace),
+            Do(FileAction::Replace),
         ),
         (
             "decrypted, no record, input's mtime",
@@ -224,7 +224,7 @@ fn existing_outputs_are_kept_replaced_or_checked_as_asked() {
                 stamp: stamp(10, 99),
                 record: None,
             },
-            Do(Action::Replace),
+            Do(FileAction::Replace),
         ),
         (
             "decrypted, never",

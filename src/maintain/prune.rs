@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use super::refs::used_chunks;
-use super::rewrite::{rewrite_packs, Action, Engine, Item, PackJob, RewritePlan};
+use super::rewrite::{rewrite_packs, ChunkAction, Engine, Item, PackJob, RewritePlan};
 use crate::pool::Pool;
 use crate::progress::Progress;
 use crate::repo::storage::ObjectInfo;
@@ -231,7 +231,7 @@ pub fn plan<'a>(
                 .into_iter()
                 .map(|c| Item {
                     chunk: *c,
-                    action: Action::Copy,
+                    action: ChunkAction::Copy,
                 })
                 .collect(),
         });

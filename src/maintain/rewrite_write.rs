@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
-use super::rewrite::{Action, Engine, Item, PackJob};
+use super::rewrite::{ChunkAction, Engine, Item, PackJob};
 use crate::envelope::Header;
 use crate::error::exit;
 use crate::pool::Pool;
@@ -259,11 +259,11 @@ fn write_item<'r>(
     let repo = e.repo;
     let c = &item.chunk;
     let (message, key_set): (Cow<[u8]>, u32) = match item.action {
-        Action::Copy => {
+        ChunkAction::Copy => {
             sh.copied.fetch_add(1, Ordering::Relaxed);
             (Cow::Borrowed(message), sh.key_set(c.key_set))
         }
-        Action::Reseal => {
+        ChunkAction::Reseal => {
             let opened = repo
                 .open_chunk_body(message, &c.location, &c.id)
                 .map_err(classify)?;

@@ -22,7 +22,7 @@ pub mod transit;
 mod transit_config;
 
 pub use transit::{
-    edk_key, edk_version, KeyRef, TransitKeyInfo, TransitProvider,
+    edk_key, edk_version, TransitKey, TransitKeyInfo, TransitProvider,
     PROVIDER_ID as TRANSIT_PROVIDER_ID,
 };
 pub use transit_config::{TransitConfig, DEFAULT_MOUNT as DEFAULT_TRANSIT_MOUNT};
