@@ -61,12 +61,14 @@
 //! - [`text`]: the bits of message text the library and the CLI share.
 //! - [`cli`]: clap definitions and one handler per command.
 //!
-//! Exit codes are defined once, in [`error::exit`]. A failed run's code is
-//! [`Error::exit_code`]; a run that finished with some items failed or
-//! problems found gets its code from its report
-//! ([`restore::RestoreReport::exit_code`], [`verify::VerifyReport::exit_code`])
-//! or from its CLI handler (which returns it from [`cli::run`]); `main`
-//! only turns the result into the process status.
+//! Exit codes are defined once, in [`error::exit`], and decided only in the
+//! CLI and `main`. A failed run's code is [`Error::exit_code`], from the
+//! error's [`Error::kind`]; library code that recovers from some failures
+//! asks [`Error::is_integrity`] or [`Error::is_key_problem`], never a code.
+//! A run that finished with some items failed or problems found gets its
+//! code from its CLI handler, which reads the pipeline's report (restore's
+//! failed entries, verify's problems); `main` only turns the result into
+//! the process status.
 //!
 //! Tests: unit tests sit beside the code (`#[cfg(test)]` modules and
 //! `*_tests.rs` files). The integration tests drive the built binary, one

@@ -21,7 +21,6 @@ use sha2::{Digest, Sha256};
 
 use super::rewrite::{ChunkAction, Engine, Item, PackJob};
 use crate::envelope::Header;
-use crate::error::exit;
 use crate::pool::Pool;
 use crate::repo::{
     pack_name, Compression, FileKey, Id, KeySetTable, KeyVersion, PackRecord, PackWriter,
@@ -124,9 +123,10 @@ enum Fail {
 /// Damaged messages and keys that do not open them are the item's problem;
 /// anything else (writing, a key service that cannot be reached) stops.
 fn classify(e: Error) -> Fail {
-    match e.exit_code() {
-        exit::INTEGRITY | exit::KEY => Fail::Item(e.to_string()),
-        _ => Fail::Batch(e),
+    if e.is_integrity() || e.is_key_problem() {
+        Fail::Item(e.to_string())
+    } else {
+        Fail::Batch(e)
     }
 }
 
