@@ -5,12 +5,12 @@ use std::io::{self, BufWriter, Read, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use crate::envelope::{
+use envarc::envelope::{
     context, pipeline, CommitmentPolicy, DecryptOptions, EncryptOptions, ReadLimits, Suite,
     DEFAULT_FRAME_LENGTH,
 };
-use crate::fsutil::AtomicFile;
-use crate::{Error, Result};
+use envarc::fsutil::AtomicFile;
+use envarc::{Error, Result};
 
 use super::fmt::context_of;
 use super::keyspec::{open_provider, provider, KeyArgs};
@@ -188,7 +188,7 @@ pub(super) fn check_output(p: &Option<PathBuf>, force: bool, binary: bool) -> Re
 /// a message at all (a plaintext file, a wrong path): say that.
 fn not_a_message(input: &Option<PathBuf>, e: Error) -> Error {
     match e {
-        Error::Envelope(crate::envelope::Error::UnsupportedVersion(b)) if b > 2 => {
+        Error::Envelope(envarc::envelope::Error::UnsupportedVersion(b)) if b > 2 => {
             let name = match input {
                 Some(p) if p.as_os_str() != "-" => p.display().to_string(),
                 _ => "the input".into(),
@@ -297,7 +297,7 @@ pub fn encrypt(out: &Output, g: &GlobalArgs, a: EncryptArgs) -> Result<i32> {
         "CiphertextBytes": info.total_len,
         "Suite": format!("{:#06x}", opts.suite.id()),
     }))?;
-    Ok(crate::error::exit::OK)
+    Ok(envarc::error::exit::OK)
 }
 
 pub fn decrypt(out: &Output, g: &GlobalArgs, a: DecryptArgs) -> Result<i32> {
@@ -343,5 +343,5 @@ pub fn decrypt(out: &Output, g: &GlobalArgs, a: DecryptArgs) -> Result<i32> {
         "EncryptionContext": h.context,
         "EncryptedDataKeys": h.edks.iter().map(|e| e.describe()).collect::<Vec<_>>(),
     }))?;
-    Ok(crate::error::exit::OK)
+    Ok(envarc::error::exit::OK)
 }

@@ -14,16 +14,16 @@ use sha2::{Digest, Sha256};
 use super::demo_tree::{capture, write_sample, Tree};
 use super::fmt::plural;
 use super::{GlobalArgs, Output};
-use crate::backup::{backup, BackupOptions};
-use crate::error::exit;
-use crate::keyring::{
+use envarc::backup::{backup, BackupOptions};
+use envarc::error::exit;
+use envarc::keyring::{
     fmt_date, Argon2Params, CreateKey, FixedSecret, KeyringFile, KeyringOptions, Secret,
 };
-use crate::maintain::KeyVersion;
-use crate::progress::Silent;
-use crate::providers::ProviderKind;
-use crate::repo::{ChunkId, EntryKind, Id, Index, InitOptions, KeyRef, Pins, Repository};
-use crate::{Error, Result};
+use envarc::maintain::KeyVersion;
+use envarc::progress::Silent;
+use envarc::providers::ProviderKind;
+use envarc::repo::{ChunkId, EntryKind, Id, Index, InitOptions, KeyRef, Pins, Repository};
+use envarc::{Error, Result};
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
@@ -121,7 +121,7 @@ impl Demo<'_> {
             kr.create_key(CreateKey {
                 description: "envarc demo".into(),
                 alias: Some(ALIAS.into()),
-                rotation_period_days: Some(crate::keyring::rotation::DEFAULT_PERIOD_DAYS),
+                rotation_period_days: Some(envarc::keyring::rotation::DEFAULT_PERIOD_DAYS),
                 ..CreateKey::default()
             })
         })?;
@@ -245,7 +245,7 @@ impl Demo<'_> {
             let bytes = self
                 .repo()
                 .storage()
-                .read_range(&crate::repo::pack_name(&loc.pack), loc.offset, loc.length)
+                .read_range(&envarc::repo::pack_name(&loc.pack), loc.offset, loc.length)
                 .map_err(|e| Error::io("reading a stored chunk", e))?;
             out.insert(*c, Sha256::digest(&bytes).into());
         }
@@ -317,11 +317,11 @@ impl Demo<'_> {
             version: Some(self.version()?),
         };
         let is_current = |kv: &KeyVersion| *kv == current;
-        let facts = crate::maintain::stats::KeyFacts {
+        let facts = envarc::maintain::stats::KeyFacts {
             is_current: &is_current,
             keyring_retired: &[],
         };
-        let s = crate::maintain::stats::stats(self.repo(), &facts, &Silent)?;
+        let s = envarc::maintain::stats::stats(self.repo(), &facts, &Silent)?;
         let label = |kv: &KeyVersion| {
             if kv.key == self.key_id {
                 format!("keyring key {} ({ALIAS})", kv.key)
@@ -372,7 +372,7 @@ fn workdir(dir: &Option<PathBuf>) -> Result<(PathBuf, Option<tempfile::TempDir>)
 pub fn demo(out: &Output, _g: &GlobalArgs, a: DemoArgs) -> Result<i32> {
     if out.json {
         // A walk-through for people: refuse rather than print nothing.
-        return Err(crate::Error::Usage(
+        return Err(envarc::Error::Usage(
             "demo prints a walk-through for people and has no JSON output; run the commands \
              it shows (backup, verify, stats, …) with --json"
                 .into(),

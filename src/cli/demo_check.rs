@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use super::demo::{Backup, Demo};
 use super::demo_tree::{capture, differences};
 use super::fmt::plural;
-use crate::progress::Silent;
-use crate::repo::ChunkId;
-use crate::restore::{restore, RestoreOptions};
-use crate::verify::{verify, ReadData, VerifyOptions};
-use crate::Result;
+use envarc::progress::Silent;
+use envarc::repo::ChunkId;
+use envarc::restore::{restore, RestoreOptions};
+use envarc::verify::{verify, ReadData, VerifyOptions};
+use envarc::Result;
 
 pub(super) fn check(
     d: &mut Demo<'_>,

@@ -30,7 +30,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::Result;
+use envarc::Result;
 
 pub use output::Output;
 
@@ -205,7 +205,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Demo(a) => demo::demo(&out, &cli.global, a),
         Command::Completions(a) => docs::completions(a),
         Command::Man(a) => docs::man(a),
-        Command::Check(_) => Err(crate::Error::Usage(
+        Command::Check(_) => Err(envarc::Error::Usage(
             "envarc has no `check`; use `envarc verify` (add --read-data to read every chunk)"
                 .into(),
         )),

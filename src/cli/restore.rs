@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use base64::Engine;
 use serde_json::json;
 
-use crate::error::exit;
-use crate::repo::EntryKind;
-use crate::restore::{restore as run_restore, Action, RestoreOptions, RestoreReport};
-use crate::{Error, Result};
+use envarc::error::exit;
+use envarc::repo::EntryKind;
+use envarc::restore::{restore as run_restore, Action, RestoreOptions, RestoreReport};
+use envarc::{Error, Result};
 
 use super::fmt::{fmt_bytes, plural};
 use super::repo::RepoArgs;
@@ -218,7 +218,7 @@ fn print_json(out: &Output, r: &RestoreReport) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use crate::restore::Overwrite;
+    use envarc::restore::Overwrite;
 
     #[test]
     fn overwrite_names_parse() {

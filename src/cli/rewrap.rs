@@ -4,13 +4,13 @@ use super::fmt::{fmt_bytes, plural};
 use super::keyspec::opened::OpenedRepo;
 use super::repo::RepoArgs;
 use super::{GlobalArgs, Output};
-use crate::error::exit;
-use crate::maintain::reencrypt::reencrypt as run_reencrypt;
-use crate::maintain::rekey::RekeyReport;
-use crate::maintain::rewrap::{rewrap as run_rewrap, RewrapOptions};
-use crate::maintain::KeyVersion;
-use crate::providers::ProviderKind;
-use crate::{Error, Result};
+use envarc::error::exit;
+use envarc::maintain::reencrypt::reencrypt as run_reencrypt;
+use envarc::maintain::rekey::RekeyReport;
+use envarc::maintain::rewrap::{rewrap as run_rewrap, RewrapOptions};
+use envarc::maintain::KeyVersion;
+use envarc::providers::ProviderKind;
+use envarc::{Error, Result};
 
 #[derive(clap::Args)]
 pub struct RewrapArgs {

@@ -6,10 +6,10 @@ use super::fmt::{fmt_bytes, plural};
 use super::keyspec::opened::OpenedRepo;
 use super::repo::RepoArgs;
 use super::{GlobalArgs, Output};
-use crate::error::exit;
-use crate::maintain::stats::{stats as compute, KeyFacts, Stats, VersionStats};
-use crate::maintain::KeyVersion;
-use crate::Result;
+use envarc::error::exit;
+use envarc::maintain::stats::{stats as compute, KeyFacts, Stats, VersionStats};
+use envarc::maintain::KeyVersion;
+use envarc::Result;
 
 /// Every option of `stats` (one struct, so that other modes can join it).
 #[derive(clap::Args)]

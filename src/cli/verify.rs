@@ -1,10 +1,10 @@
 //! `envarc verify`.
 
-use crate::envelope;
-use crate::error::exit;
-use crate::repo::Repository;
-use crate::verify::{verify as run_verify, Problem, ReadData, VerifyOptions, VerifyReport};
-use crate::{Error, Result};
+use envarc::envelope;
+use envarc::error::exit;
+use envarc::repo::Repository;
+use envarc::verify::{verify as run_verify, Problem, ReadData, VerifyOptions, VerifyReport};
+use envarc::{Error, Result};
 
 use super::fmt::{fmt_bytes, plural};
 use super::repo::RepoArgs;

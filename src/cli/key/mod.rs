@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use clap::Subcommand;
 
 use super::{GlobalArgs, Output};
-use crate::envelope::context;
-use crate::Result;
+use envarc::envelope::context;
+use envarc::Result;
 
 #[derive(clap::Args)]
 pub struct KeyCommandArgs {
@@ -51,7 +51,7 @@ pub struct VersionRef {
     #[command(flatten)]
     pub key: KeyName,
     /// The backing-key version: N or vN (see `envarc key rotations KEY`).
-    #[arg(long, value_name = "N", value_parser = crate::keyring::versions::parse_version)]
+    #[arg(long, value_name = "N", value_parser = envarc::keyring::versions::parse_version)]
     pub version: u32,
 }
 
@@ -109,7 +109,7 @@ pub enum KeyCommand {
         #[command(flatten)]
         key: KeyName,
         /// Days until deletion, 7 to 30.
-        #[arg(long, default_value_t = crate::keyring::DEFAULT_PENDING_WINDOW_DAYS, value_name = "DAYS")]
+        #[arg(long, default_value_t = envarc::keyring::DEFAULT_PENDING_WINDOW_DAYS, value_name = "DAYS")]
         pending_window_in_days: u32,
     },
     /// Cancel a scheduled deletion; the key comes back Disabled.
@@ -126,7 +126,7 @@ pub enum KeyCommand {
         #[command(flatten)]
         version: VersionRef,
         /// Days until the material is destroyed, 7 to 30.
-        #[arg(long, default_value_t = crate::keyring::DEFAULT_PENDING_WINDOW_DAYS, value_name = "DAYS")]
+        #[arg(long, default_value_t = envarc::keyring::DEFAULT_PENDING_WINDOW_DAYS, value_name = "DAYS")]
         pending_window_in_days: u32,
     },
     /// Cancel a version's scheduled destruction; it comes back retired.

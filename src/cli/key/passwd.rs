@@ -12,10 +12,10 @@ use super::super::keyspec::keyring_open::{
 };
 use super::super::{GlobalArgs, Output};
 use super::manage::notes;
-use crate::error::exit;
-use crate::keyring::kdf::Kdf;
-use crate::keyring::{KdfKind, Secret};
-use crate::Result;
+use envarc::error::exit;
+use envarc::keyring::kdf::Kdf;
+use envarc::keyring::{KdfKind, Secret};
+use envarc::Result;
 
 /// Environment variable with the new passphrase of `key passwd`.
 pub const NEW_PASSPHRASE_ENV: &str = "ENVARC_NEW_PASSPHRASE";

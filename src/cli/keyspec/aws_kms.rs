@@ -5,11 +5,11 @@
 //! `{"provider": "aws-kms", "key": "<key ARN>"}`. KMS rotates its keys inside
 //! the service, so they have no versions here.
 
-use crate::envelope::KeyProvider;
-use crate::keyring::Keyring;
-use crate::providers::ProviderKind;
-use crate::repo::KeyRef;
-use crate::{Error, Result};
+use envarc::envelope::KeyProvider;
+use envarc::keyring::Keyring;
+use envarc::providers::ProviderKind;
+use envarc::repo::KeyRef;
+use envarc::{Error, Result};
 
 use super::{GlobalArgs, KeyArgs, KeyEnv, KeySource, LazyProvider};
 
@@ -51,8 +51,8 @@ mod imp {
     use std::time::Duration;
 
     use super::*;
-    use crate::providers::aws_kms::parse_key_spec;
-    use crate::providers::{AwsKmsProvider, Kms, KmsConfig};
+    use envarc::providers::aws_kms::parse_key_spec;
+    use envarc::providers::{AwsKmsProvider, Kms, KmsConfig};
 
     pub fn kms(args: &KmsArgs) -> Result<Arc<Kms>> {
         if let Some(url) = &args.kms_endpoint {

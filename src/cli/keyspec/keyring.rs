@@ -2,12 +2,12 @@
 //! no other provider claims). Rotating keys: their backing-key versions are
 //! what `rewrap` moves data keys between.
 
-use crate::envelope::{EncryptedDataKey, KeyProvider, ProviderError};
-use crate::keyring::Keyring;
-use crate::maintain::rewrap::{KeyringRewrapper, Rewrapper};
-use crate::providers::ProviderKind;
-use crate::repo::{KeyRef, KeyVersion};
-use crate::{Error, Result};
+use envarc::envelope::{EncryptedDataKey, KeyProvider, ProviderError};
+use envarc::keyring::Keyring;
+use envarc::maintain::rewrap::{KeyringRewrapper, Rewrapper};
+use envarc::providers::ProviderKind;
+use envarc::repo::{KeyRef, KeyVersion};
+use envarc::{Error, Result};
 
 use super::keyring_open::load_keyring;
 use super::{GlobalArgs, KeyArgs, KeyEnv, KeySource, LazyProvider};
@@ -58,7 +58,7 @@ impl KeySource for KeyringSource {
     fn any_key(&self, _args: &KeyArgs, g: &GlobalArgs) -> Option<LazyProvider> {
         let g = g.clone();
         let lazy = LazyProvider::new(
-            |e| e.provider_id == crate::keyring::PROVIDER_ID,
+            |e| e.provider_id == envarc::keyring::PROVIDER_ID,
             move || {
                 load_keyring(&g).map(|kr| Box::new(kr.decrypt_provider()) as Box<dyn KeyProvider>)
             },
@@ -144,7 +144,7 @@ fn version(key: String, version: Option<u32>) -> KeyVersion {
 /// keyring that cannot be opened may simply not be the key.
 fn unopened(edks: &[EncryptedDataKey], why: &str) -> ProviderError {
     ProviderError::NoMatchingKey {
-        found: crate::envelope::provider::describe_edks(edks),
+        found: envarc::envelope::provider::describe_edks(edks),
         tried: format!(
             "the keyring, which could not be opened ({why}); for a raw AES key pass --raw-key-file FILE --key-name NAME"
         ),

@@ -13,10 +13,10 @@ use zeroize::Zeroizing;
 
 use super::super::Output;
 use super::GlobalArgs;
-use crate::keyring::{
+use envarc::keyring::{
     Argon2Params, KdfKind, Keyring, KeyringFile, KeyringOptions, Secret, UnlockRequest, Unlocker,
 };
-use crate::{Error, Result};
+use envarc::{Error, Result};
 
 /// Environment variable holding the keyring passphrase.
 pub const PASSPHRASE_ENV: &str = "ENVARC_PASSPHRASE";

@@ -6,11 +6,11 @@
 
 use std::sync::OnceLock;
 
-use crate::envelope::provider::describe_edks;
-use crate::envelope::{DataKey, EncryptedDataKey, EncryptionContext, KeyProvider, ProviderError};
-use crate::providers::multi::combine_errors;
-use crate::providers::ProviderKind;
-use crate::Result;
+use envarc::envelope::provider::describe_edks;
+use envarc::envelope::{DataKey, EncryptedDataKey, EncryptionContext, KeyProvider, ProviderError};
+use envarc::providers::multi::combine_errors;
+use envarc::providers::ProviderKind;
+use envarc::Result;
 
 use super::{GlobalArgs, KeyArgs, SOURCES};
 

@@ -26,12 +26,12 @@ pub mod transit;
 
 use std::path::PathBuf;
 
-use crate::envelope::{KeyProvider, ReadLimits};
-use crate::keyring::Keyring;
-use crate::maintain::rewrap::Rewrapper;
-use crate::providers::{MultiKeyProvider, ProviderKind};
-use crate::repo::{KeyRef, KeyVersion};
-use crate::{Error, Result};
+use envarc::envelope::{KeyProvider, ReadLimits};
+use envarc::keyring::Keyring;
+use envarc::maintain::rewrap::Rewrapper;
+use envarc::providers::{MultiKeyProvider, ProviderKind};
+use envarc::repo::{KeyRef, KeyVersion};
+use envarc::{Error, Result};
 
 use super::GlobalArgs;
 pub use lazy::{AnyKey, LazyProvider};

@@ -6,11 +6,11 @@
 use super::super::repo::RepoArgs;
 use super::super::Output;
 use super::{source, source_for_spec, GlobalArgs, KeySource};
-use crate::keyring::Keyring;
-use crate::maintain::rewrap::Rewrapper;
-use crate::providers::ProviderKind;
-use crate::repo::{describe_key, KeyRef, KeyVersion, Pins, Repository};
-use crate::{Error, Result};
+use envarc::keyring::Keyring;
+use envarc::maintain::rewrap::Rewrapper;
+use envarc::providers::ProviderKind;
+use envarc::repo::{describe_key, KeyRef, KeyVersion, Pins, Repository};
+use envarc::{Error, Result};
 
 /// A repository and what is known about its keys.
 pub struct OpenedRepo {

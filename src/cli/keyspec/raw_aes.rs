@@ -4,11 +4,11 @@
 
 use std::path::Path;
 
-use crate::envelope::{KeyProvider, RawAesKey};
-use crate::keyring::Keyring;
-use crate::providers::ProviderKind;
-use crate::repo::{describe_key, KeyRef};
-use crate::{Error, Result};
+use envarc::envelope::{KeyProvider, RawAesKey};
+use envarc::keyring::Keyring;
+use envarc::providers::ProviderKind;
+use envarc::repo::{describe_key, KeyRef};
+use envarc::{Error, Result};
 
 use super::{KeyArgs, KeyEnv, KeySource};
 

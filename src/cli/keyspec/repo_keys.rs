@@ -4,11 +4,11 @@
 //! [`KeySource`](super::KeySource). A repository may record several keys
 //! (`envarc init --key A --key B`); its provider then wraps under all.
 
-use crate::envelope::KeyProvider;
-use crate::keyring::Keyring;
-use crate::providers::MultiKeyProvider;
-use crate::repo::{describe_key, Config, KeyRef};
-use crate::{Error, Result};
+use envarc::envelope::KeyProvider;
+use envarc::keyring::Keyring;
+use envarc::providers::MultiKeyProvider;
+use envarc::repo::{describe_key, Config, KeyRef};
+use envarc::{Error, Result};
 
 use super::lazy::UnopenedKey;
 use super::{check_specs, raw_aes, source, source_for_spec, GlobalArgs, KeyArgs, KeyEnv};

@@ -6,12 +6,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::envelope::KeyProvider;
-use crate::keyring::Keyring;
-use crate::maintain::rewrap::{Rewrapper, TransitRewrapper};
-use crate::providers::{ProviderKind, TransitConfig, TransitProvider, TRANSIT_PROVIDER_ID};
-use crate::repo::{KeyRef, KeyVersion};
-use crate::{Error, Result};
+use envarc::envelope::KeyProvider;
+use envarc::keyring::Keyring;
+use envarc::maintain::rewrap::{Rewrapper, TransitRewrapper};
+use envarc::providers::{ProviderKind, TransitConfig, TransitProvider, TRANSIT_PROVIDER_ID};
+use envarc::repo::{KeyRef, KeyVersion};
+use envarc::{Error, Result};
 
 use super::{GlobalArgs, KeyArgs, KeyEnv, KeySource, LazyProvider};
 
@@ -83,7 +83,7 @@ impl KeySource for TransitSource {
             .transit
             .transit_mount
             .clone()
-            .unwrap_or_else(|| crate::providers::DEFAULT_TRANSIT_MOUNT.into());
+            .unwrap_or_else(|| envarc::providers::DEFAULT_TRANSIT_MOUNT.into());
         let key = KeyRef {
             provider: ProviderKind::Transit,
             key: name.to_string(),
@@ -145,7 +145,7 @@ impl KeySource for TransitSource {
                     .iter()
                     .find(|k| k.provider == ProviderKind::Transit && k.key == name)
                     .map_or(
-                        crate::providers::DEFAULT_TRANSIT_MOUNT,
+                        envarc::providers::DEFAULT_TRANSIT_MOUNT,
                         KeyRef::transit_mount,
                     );
                 format!("{mount}/{name}")
