@@ -305,9 +305,30 @@ pub struct DataKeyArgs {
     pub plaintext_out: Option<PathBuf>,
 }
 
+/// `envarc key …`: key lifecycle and aliases here, versions and data-key
+/// operations in their own dispatchers.
 pub fn run(out: &Output, g: &GlobalArgs, a: KeyCommandArgs) -> Result<i32> {
     use KeyCommand as K;
     match a.command {
+        c @ (K::RetireVersion(_)
+        | K::ReinstateVersion(_)
+        | K::ScheduleVersionDeletion { .. }
+        | K::CancelVersionDeletion(_)
+        | K::Rotations { .. }) => run_versions(out, g, c),
+        c @ (K::GenerateMac { .. }
+        | K::VerifyMac { .. }
+        | K::GenerateDataKey(_)
+        | K::GenerateDataKeyWithoutPlaintext(_)
+        | K::Encrypt { .. }
+        | K::Decrypt { .. }
+        | K::ReEncrypt { .. }) => run_data(out, g, c),
+        c => run_manage(out, g, c),
+    }
+}
+
+fn run_manage(out: &Output, g: &GlobalArgs, c: KeyCommand) -> Result<i32> {
+    use KeyCommand as K;
+    match c {
         K::Create(c) => manage::create(out, g, c),
         K::List => manage::list(out, g),
         K::ListAliases { key_id } => manage::list_aliases(out, g, key_id.as_deref()),
@@ -326,6 +347,25 @@ pub fn run(out: &Output, g: &GlobalArgs, a: KeyCommandArgs) -> Result<i32> {
             pending_window_in_days,
         } => manage::schedule_deletion(out, g, key.get(), pending_window_in_days),
         K::CancelDeletion(k) => manage::cancel_deletion(out, g, k.get()),
+        K::EnableRotation {
+            key,
+            rotation_period_in_days,
+        } => manage::set_rotation(out, g, key.get(), Some(rotation_period_in_days)),
+        K::DisableRotation(k) => manage::set_rotation(out, g, k.get(), None),
+        K::RotateOnDemand(k) => manage::rotate_on_demand(out, g, k.get()),
+        K::RotationStatus(k) => manage::rotation_status(out, g, k.get()),
+        K::RotateDue { as_of, force } => manage::rotate_due(out, g, as_of.as_deref(), force),
+        K::Passwd(p) => passwd::run(out, g, p),
+        K::ImportMaterial { key, material_file } => {
+            manage::import_material(out, g, key.get(), &material_file)
+        }
+        _ => unreachable!("run() sends only key management here"),
+    }
+}
+
+fn run_versions(out: &Output, g: &GlobalArgs, c: KeyCommand) -> Result<i32> {
+    use KeyCommand as K;
+    match c {
         K::RetireVersion(v) => versions::retire(out, g, v.key.get(), v.version, true),
         K::ReinstateVersion(v) => versions::retire(out, g, v.key.get(), v.version, false),
         K::ScheduleVersionDeletion {
@@ -333,12 +373,6 @@ pub fn run(out: &Output, g: &GlobalArgs, a: KeyCommandArgs) -> Result<i32> {
             pending_window_in_days,
         } => versions::schedule_deletion(out, g, v.key.get(), v.version, pending_window_in_days),
         K::CancelVersionDeletion(v) => versions::cancel_deletion(out, g, v.key.get(), v.version),
-        K::EnableRotation {
-            key,
-            rotation_period_in_days,
-        } => manage::set_rotation(out, g, key.get(), Some(rotation_period_in_days)),
-        K::DisableRotation(k) => manage::set_rotation(out, g, k.get(), None),
-        K::RotateOnDemand(k) => manage::rotate_on_demand(out, g, k.get()),
         K::Rotations {
             key,
             include_key_material,
@@ -348,12 +382,13 @@ pub fn run(out: &Output, g: &GlobalArgs, a: KeyCommandArgs) -> Result<i32> {
             key.get(),
             include_key_material == "ALL_KEY_MATERIAL",
         ),
-        K::RotationStatus(k) => manage::rotation_status(out, g, k.get()),
-        K::RotateDue { as_of, force } => manage::rotate_due(out, g, as_of.as_deref(), force),
-        K::Passwd(p) => passwd::run(out, g, p),
-        K::ImportMaterial { key, material_file } => {
-            manage::import_material(out, g, key.get(), &material_file)
-        }
+        _ => unreachable!("run() sends only version commands here"),
+    }
+}
+
+fn run_data(out: &Output, g: &GlobalArgs, c: KeyCommand) -> Result<i32> {
+    use KeyCommand as K;
+    match c {
         K::GenerateMac { key, message_file } => {
             data::generate_mac(out, g, key.get(), &message_file)
         }
@@ -405,5 +440,6 @@ pub fn run(out: &Output, g: &GlobalArgs, a: KeyCommandArgs) -> Result<i32> {
             &destination_context,
             output.as_deref(),
         ),
+        _ => unreachable!("run() sends only data-key commands here"),
     }
 }
