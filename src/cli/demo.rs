@@ -379,6 +379,26 @@ pub fn demo(out: &Output, _g: &GlobalArgs, a: DemoArgs) -> Result<i32> {
         ));
     }
     let (dir, _temp) = workdir(&a.dir)?;
+    let mut d = new_demo(out, &dir)?;
+    intro(out, &dir, a.dir.is_some());
+    std::fs::create_dir_all(&d.source)
+        .map_err(|e| Error::io(format!("creating {}", d.source.display()), e))?;
+    write_sample(&d.source)?;
+
+    d.create_key()?;
+    d.init()?;
+    let (backups, first_hashes) = backups(&mut d)?;
+    super::demo_check::check(&mut d, &backups, &first_hashes)?;
+
+    d.heading("The blast radius of each backing key");
+    d.cmd(&format!("stats -r {}", d.repo_dir.display()));
+    d.stats()?;
+    Ok(verdict(out, &d.failures))
+}
+
+/// The demo's state in `dir`: a keyring with a demo passphrase, nothing
+/// made yet.
+fn new_demo<'a>(out: &'a Output, dir: &Path) -> Result<Demo<'a>> {
     let keyring_path = dir.join("keyring");
     let mut opts = KeyringOptions::new(
         keyring_path.clone(),
@@ -392,7 +412,7 @@ pub fn demo(out: &Output, _g: &GlobalArgs, a: DemoArgs) -> Result<i32> {
         t: 2,
         p: 1,
     };
-    let mut d = Demo {
+    Ok(Demo {
         out,
         source: dir.join("source"),
         repo_dir: dir.join("repo"),
@@ -401,13 +421,18 @@ pub fn demo(out: &Output, _g: &GlobalArgs, a: DemoArgs) -> Result<i32> {
         repo: None,
         step: 0,
         failures: Vec::new(),
-        dir: dir.clone(),
-    };
+        dir: dir.to_path_buf(),
+    })
+}
+
+/// What the demo does and how to repeat its steps.
+fn intro(out: &Output, dir: &Path, kept: bool) {
+    let keyring_path = dir.join("keyring");
     out.say("envarc demo: envelope encryption with a rotating key, end to end");
     out.say(format!(
         "Working in {}{}.",
         dir.display(),
-        if a.dir.is_some() {
+        if kept {
             " (kept afterwards)"
         } else {
             " (removed at the end; keep it with --dir DIR)"
@@ -418,12 +443,11 @@ pub fn demo(out: &Output, _g: &GlobalArgs, a: DemoArgs) -> Result<i32> {
         "   export ENVARC_KEYRING={} ENVARC_PASSPHRASE={DEMO_PASSPHRASE}",
         keyring_path.display()
     ));
-    std::fs::create_dir_all(&d.source)
-        .map_err(|e| Error::io(format!("creating {}", d.source.display()), e))?;
-    write_sample(&d.source)?;
+}
 
-    d.create_key()?;
-    d.init()?;
+/// The four backups between rotations and edits; with the stored-message
+/// hashes of the first.
+fn backups(d: &mut Demo<'_>) -> Result<([Backup; 4], BTreeMap<ChunkId, [u8; 32]>)> {
     d.heading("First backup: the sample tree");
     let b1 = d.backup(None)?;
     let first_hashes = d.stored_hashes(&b1)?;
@@ -451,11 +475,16 @@ pub fn demo(out: &Output, _g: &GlobalArgs, a: DemoArgs) -> Result<i32> {
     d.edit("docs/2026/q3.csv", "quarter,files\n2026-Q3,42\n")?;
     d.say("(appended a row to docs/2026/report.csv; added docs/2026/q3.csv)");
     let b3 = d.backup(Some(&b2))?;
+    let b4 = rename_and_backup(d, &b3)?;
+    Ok(([b1, b2, b3, b4], first_hashes))
+}
 
+/// A renamed folder stores nothing new: every chunk is already there.
+fn rename_and_backup(d: &mut Demo<'_>, b3: &Backup) -> Result<Backup> {
     d.heading("Rename a folder and back up: nothing new is stored");
     d.rename("data", "assets")?;
     d.say("(renamed data/ to assets/, which holds the 150 KB blob.bin)");
-    let b4 = d.backup(Some(&b3))?;
+    let b4 = d.backup(Some(b3))?;
     let (_, entries) = d.repo().load_snapshot(&b4.id)?;
     let meta = d.repo().load_snapshot_meta(&b4.id)?;
     if meta.summary.chunks_added != 0 || meta.summary.data_keys != 0 {
@@ -475,22 +504,20 @@ pub fn demo(out: &Output, _g: &GlobalArgs, a: DemoArgs) -> Result<i32> {
         ));
     }
 
-    let backups = [b1, b2, b3, b4];
-    super::demo_check::check(&mut d, &backups, &first_hashes)?;
+    Ok(b4)
+}
 
-    d.heading("The blast radius of each backing key");
-    d.cmd(&format!("stats -r {}", d.repo_dir.display()));
-    d.stats()?;
-
+/// The last line, and the exit code: 4 when a check failed.
+fn verdict(out: &Output, failures: &[String]) -> i32 {
     out.say("");
-    if d.failures.is_empty() {
+    if failures.is_empty() {
         out.say("Result: every check passed.");
-        Ok(exit::OK)
+        exit::OK
     } else {
-        for f in &d.failures {
+        for f in failures {
             out.warn(format!("check failed: {f}"));
         }
-        out.say(format!("Result: {} checks failed.", d.failures.len()));
-        Ok(exit::INTEGRITY)
+        out.say(format!("Result: {} checks failed.", failures.len()));
+        exit::INTEGRITY
     }
 }
