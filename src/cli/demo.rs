@@ -445,9 +445,12 @@ fn intro(out: &Output, dir: &Path, kept: bool) {
     ));
 }
 
+/// SHA-256 of each stored chunk message, by chunk.
+type MessageHashes = BTreeMap<ChunkId, [u8; 32]>;
+
 /// The four backups between rotations and edits; with the stored-message
 /// hashes of the first.
-fn backups(d: &mut Demo<'_>) -> Result<([Backup; 4], BTreeMap<ChunkId, [u8; 32]>)> {
+fn backups(d: &mut Demo<'_>) -> Result<([Backup; 4], MessageHashes)> {
     d.heading("First backup: the sample tree");
     let b1 = d.backup(None)?;
     let first_hashes = d.stored_hashes(&b1)?;
