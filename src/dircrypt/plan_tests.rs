@@ -71,18 +71,48 @@ fn outcome(p: &Plan) -> Decision {
     }
 }
 
+type Case = (&'static str, Direction, Overwrite, Existing, Decision);
+
+/// The stamp of the sources in these cases.
+fn same() -> Stamp {
+    stamp(10, 100)
+}
+
+/// A record of this very source, suite and context.
+fn good() -> Option<Record> {
+    record(Some(same()), SUITE, &[("team", "ops")])
+}
+
+/// An output file (another stamp than the source's) with `record`.
+fn output(record: Option<Record>) -> Existing {
+    Existing::File {
+        stamp: stamp(99, 5),
+        record,
+    }
+}
+
+/// Each case decides as it says.
+fn check(cases: Vec<Case>) {
+    use Decision::*;
+    for (name, d, o, existing, want) in cases {
+        let got = outcome(&decide_one(d, o, existing));
+        let ok = match (&got, &want) {
+            (Do(a), Do(b)) => a == b,
+            (Keep(a), Keep(b)) => a == b,
+            (Fail, Fail) => true,
+            _ => false,
+        };
+        assert!(ok, "{name}");
+    }
+}
+
+/// Existing outputs are kept, replaced or checked as asked: absent, never, always.
 #[test]
-fn existing_outputs_are_kept_replaced_or_checked_as_asked() {
+fn absent_or_existing_outputs_follow_never_and_always() {
     use Decision::*;
     use Direction::*;
     use Overwrite::*;
-    let same = stamp(10, 100);
-    let good = || record(Some(same), SUITE, &[("team", "ops")]);
-    let file = |record| Existing::File {
-        stamp: stamp(99, 5),
-        record,
-    };
-    let cases: Vec<(&str, Direction, Overwrite, Existing, Decision)> = vec![
+    check(vec![
         (
             "absent",
             Encrypt,
@@ -101,57 +131,67 @@ fn existing_outputs_are_kept_replaced_or_checked_as_asked() {
             "exists, never",
             Encrypt,
             Never,
-            file(good()),
+            output(good()),
             Keep(Kept::Exists),
         ),
         (
             "exists, always",
             Encrypt,
             Always,
-            file(good()),
+            output(good()),
             Do(FileAction::Replace),
         ),
+    ]);
+}
+
+/// `if-changed` when encrypting: only an output that records this source, suite and context may be kept.
+#[test]
+fn if_changed_replaces_what_does_not_record_this_source() {
+    use Decision::*;
+    use Direction::*;
+    use Overwrite::*;
+    check(vec![
         (
             "records this source",
             Encrypt,
             IfChanged,
-            file(good()),
+            output(good()),
             Do(FileAction::ReplaceUnlessCurrent),
         ),
         (
             "no record",
             Encrypt,
             IfChanged,
-            file(None),
+            output(None),
             Do(FileAction::Replace),
         ),
         (
             "record without stamp",
             Encrypt,
             IfChanged,
-            file(record(None, SUITE, &[("team", "ops")])),
+            output(record(None, SUITE, &[("team", "ops")])),
             Do(FileAction::Replace),
         ),
         (
             "source grew",
             Encrypt,
             IfChanged,
-            file(record(Some(stamp(11, 100)), SUITE, &[("team", "ops")])),
+            output(record(Some(stamp(11, 100)), SUITE, &[("team", "ops")])),
             Do(FileAction::Replace),
         ),
         (
             "source touched",
             Encrypt,
             IfChanged,
-            file(record(Some(stamp(10, 101)), SUITE, &[("team", "ops")])),
+            output(record(Some(stamp(10, 101)), SUITE, &[("team", "ops")])),
             Do(FileAction::Replace),
         ),
         (
             "other suite",
             Encrypt,
             IfChanged,
-            file(record(
-                Some(same),
+            output(record(
+                Some(same()),
                 Suite::Aes256GcmHkdfSha512CommitEcdsaP384,
                 &[("team", "ops")],
             )),
@@ -161,9 +201,19 @@ fn existing_outputs_are_kept_replaced_or_checked_as_asked() {
             "other context",
             Encrypt,
             IfChanged,
-            file(record(Some(same), SUITE, &[("team", "dev")])),
+            output(record(Some(same()), SUITE, &[("team", "dev")])),
             Do(FileAction::Replace),
         ),
+    ]);
+}
+
+/// A folder, a symlink or an unreadable entry where the output goes: the file fails.
+#[test]
+fn outputs_that_are_not_files_fail() {
+    use Decision::*;
+    use Direction::*;
+    use Overwrite::*;
+    check(vec![
         (
             "a folder there",
             Encrypt,
@@ -186,12 +236,22 @@ fn existing_outputs_are_kept_replaced_or_checked_as_asked() {
             Fail,
         ),
         // Decryption: the output's stamp against what the input records.
+    ]);
+}
+
+/// Decrypting: outputs carry no record; the stamp decides.
+#[test]
+fn decrypted_outputs_are_judged_by_their_stamp() {
+    use Decision::*;
+    use Direction::*;
+    use Overwrite::*;
+    check(vec![
         (
             "decrypted, recorded stamp",
             Decrypt,
             IfChanged,
             Existing::File {
-                stamp: same,
+                stamp: same(),
                 record: good(),
             },
             Keep(Kept::Current),
@@ -236,17 +296,7 @@ fn existing_outputs_are_kept_replaced_or_checked_as_asked() {
             },
             Keep(Kept::Exists),
         ),
-    ];
-    for (name, d, o, existing, want) in cases {
-        let got = outcome(&decide_one(d, o, existing));
-        let ok = match (&got, &want) {
-            (Do(a), Do(b)) => a == b,
-            (Keep(a), Keep(b)) => a == b,
-            (Fail, Fail) => true,
-            _ => false,
-        };
-        assert!(ok, "{name}");
-    }
+    ]);
 }
 
 #[test]
