@@ -475,4 +475,25 @@ mod tests {
             .unwrap();
         assert!(e.to_string().contains("format 1"), "{e}");
     }
+
+    #[test]
+    fn a_key_of_an_unknown_provider_is_a_usage_error_naming_it() {
+        let (_, _, bytes) = setup();
+        // The outer JSON keeps the provider's name as configs always did.
+        assert!(String::from_utf8_lossy(&bytes).contains(r#""provider": "raw-aes""#));
+        let mut doc: Map<String, Value> = serde_json::from_slice(&bytes).unwrap();
+        doc.insert(
+            "keys".into(),
+            serde_json::json!([{"provider": "pkcs11", "key": "k"}]),
+        );
+        let e = OuterConfig::parse(&serde_json::to_vec(&doc).unwrap())
+            .err()
+            .unwrap();
+        assert_eq!(e.exit_code(), crate::error::exit::USAGE, "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("'pkcs11'") && msg.contains("envarc release"),
+            "{msg}"
+        );
+    }
 }
