@@ -32,7 +32,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("temp");
     let key = RawAesKey::new("envarc", "bench", &[7u8; 32]).expect("key");
     let kref = KeyRef {
-        provider: "raw-aes".into(),
+        provider: envarc::providers::ProviderKind::RawAes,
         key: "bench".into(),
         params: [("namespace".to_string(), "envarc".to_string())].into(),
     };

@@ -55,22 +55,48 @@ impl Error {
         }
     }
 
-    pub fn exit_code(&self) -> i32 {
+    /// What sort of failure this is: what code that recovers from some
+    /// failures branches on, and what [`Error::exit_code`] reports.
+    pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Envelope(e) => match e {
                 // A key service that cannot be reached is not a key problem.
-                envelope::Error::Provider(envelope::ProviderError::Unavailable(_)) => exit::FAILURE,
-                envelope::Error::Provider(_) => exit::KEY,
-                envelope::Error::Invalid(_) => exit::USAGE,
-                e if e.is_integrity() => exit::INTEGRITY,
-                _ => exit::FAILURE,
+                envelope::Error::Provider(envelope::ProviderError::Unavailable(_)) => {
+                    ErrorKind::Failure
+                }
+                envelope::Error::Provider(_) => ErrorKind::Key,
+                envelope::Error::Invalid(_) => ErrorKind::Usage,
+                e if e.is_integrity() => ErrorKind::Integrity,
+                _ => ErrorKind::Failure,
             },
-            Error::Usage(_) => exit::USAGE,
-            Error::Key { .. } => exit::KEY,
-            Error::Locked(_) => exit::LOCKED,
-            Error::Integrity(_) => exit::INTEGRITY,
-            Error::Io { .. } | Error::Other(_) => exit::FAILURE,
-            Error::Interrupted(_) => exit::INTERRUPTED,
+            Error::Usage(_) => ErrorKind::Usage,
+            Error::Key { .. } => ErrorKind::Key,
+            Error::Locked(_) => ErrorKind::Locked,
+            Error::Integrity(_) => ErrorKind::Integrity,
+            Error::Io { .. } | Error::Other(_) => ErrorKind::Failure,
+            Error::Interrupted(_) => ErrorKind::Interrupted,
+        }
+    }
+
+    /// Data that is damaged, forged or not this repository's (exit 4).
+    pub fn is_integrity(&self) -> bool {
+        self.kind() == ErrorKind::Integrity
+    }
+
+    /// A key that does not open the data or may not be used (exit 5); not
+    /// a key service that cannot be reached.
+    pub fn is_key_problem(&self) -> bool {
+        self.kind() == ErrorKind::Key
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        match self.kind() {
+            ErrorKind::Usage => exit::USAGE,
+            ErrorKind::Key => exit::KEY,
+            ErrorKind::Locked => exit::LOCKED,
+            ErrorKind::Integrity => exit::INTEGRITY,
+            ErrorKind::Failure => exit::FAILURE,
+            ErrorKind::Interrupted => exit::INTERRUPTED,
         }
     }
 
@@ -88,6 +114,18 @@ impl From<envelope::ProviderError> for Error {
     fn from(e: envelope::ProviderError) -> Error {
         Error::Envelope(envelope::Error::Provider(e))
     }
+}
+
+/// The sorts of failure, one per documented exit code other than 0 and 3
+/// (partial success is a report's verdict, not an error).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    Usage,
+    Key,
+    Locked,
+    Integrity,
+    Failure,
+    Interrupted,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -9,7 +9,7 @@
 //! Read this first. The crate is layered, and every dependency points down:
 //!
 //! ```text
-//! cli  (the only code that prints; parses, runs a pipeline, renders its report)
+//! cli  (binary only: the only code that prints; parses, runs a pipeline, renders its report)
 //!  |
 //!  v
 //! pipelines: backup  restore  verify  maintain  copy  diff  dircrypt
@@ -53,20 +53,28 @@
 //! - [`pool`]: the one worker pool of the pipelines.
 //! - [`progress`]: the [`progress::Progress`] trait. The library never
 //!   prints: pipelines report progress through it and return reports and
-//!   errors; only [`cli`] writes to the terminal.
+//!   errors; only the CLI writes to the terminal.
 //! - [`interrupt`]: SIGINT/SIGTERM as a flag the pipelines check between steps.
 //! - [`error`]: the crate-wide [`Error`] and the exit codes ([`error::exit`]).
 //! - [`pathmatch`]: the path patterns of `--exclude` and `--include`.
 //! - [`fsutil`]: crash-safe file writing (temporary file, fsync, rename).
 //! - [`text`]: the bits of message text the library and the CLI share.
-//! - [`cli`]: clap definitions and one handler per command.
 //!
-//! Exit codes are defined once, in [`error::exit`]. A failed run's code is
-//! [`Error::exit_code`]; a run that finished with some items failed or
-//! problems found gets its code from its report
-//! ([`restore::RestoreReport::exit_code`], [`verify::VerifyReport::exit_code`])
-//! or from its CLI handler (which returns it from [`cli::run`]); `main`
-//! only turns the result into the process status.
+//! The CLI is not part of the library: `src/cli` is a module of the binary
+//! (`src/main.rs` declares it) and reaches the library as `envarc::…`, like
+//! any other user of the crate; nothing in the library, the tests or the
+//! benches can import it. It holds the clap definitions, one handler per
+//! command, and `cli/keyspec/`, the registry of key providers as the command
+//! line and a repository config name them (one module per provider kind).
+//!
+//! Exit codes are defined once, in [`error::exit`], and decided only in the
+//! CLI and `main`. A failed run's code is [`Error::exit_code`], from the
+//! error's [`Error::kind`]; library code that recovers from some failures
+//! asks [`Error::is_integrity`] or [`Error::is_key_problem`], never a code.
+//! A run that finished with some items failed or problems found gets its
+//! code from its CLI handler, which reads the pipeline's report (restore's
+//! failed entries, verify's problems); `main` only turns the result into
+//! the process status.
 //!
 //! Tests: unit tests sit beside the code (`#[cfg(test)]` modules and
 //! `*_tests.rs` files). The integration tests drive the built binary, one
@@ -104,7 +112,6 @@ pub mod providers;
 pub mod repo;
 
 pub use error::{Error, Result};
-pub mod cli;
 pub mod copy;
 pub mod diff;
 pub mod fsutil;

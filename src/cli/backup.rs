@@ -5,11 +5,11 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use crate::backup::{backup as run_backup, BackupOptions, BackupReport};
-use crate::error::exit;
-use crate::pathmatch::PathMatcher;
-use crate::repo::Compression;
-use crate::Result;
+use envarc::backup::{backup as run_backup, BackupOptions, BackupReport};
+use envarc::error::exit;
+use envarc::pathmatch::PathMatcher;
+use envarc::repo::Compression;
+use envarc::Result;
 
 use super::fmt::fmt_bytes;
 use super::repo::RepoArgs;
@@ -164,10 +164,13 @@ fn warn_secrets_inside(
     paths: &[PathBuf],
     excludes: &[String],
 ) -> Result<()> {
-    use crate::backup::walk::clean_absolute;
+    use envarc::backup::walk::clean_absolute;
     let mut secrets = Vec::new();
     if keyring_in_use {
-        secrets.push(("the keyring", super::keyring_args::keyring_path(g)?));
+        secrets.push((
+            "the keyring",
+            super::keyspec::keyring_open::keyring_path(g)?,
+        ));
         if let Some(p) = &g.keyring_key_file {
             secrets.push(("the keyring's key file", p.clone()));
         }

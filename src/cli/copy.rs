@@ -5,13 +5,13 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use crate::copy::{copy as run_copy, CopyOptions};
-use crate::repo::Repository;
-use crate::{Error, Result};
+use envarc::copy::{copy as run_copy, CopyOptions};
+use envarc::repo::Repository;
+use envarc::{Error, Result};
 
-use super::crypt::KeyArgs;
+use super::keyspec::KeyArgs;
+use super::keyspec::KeyringCache;
 use super::repo::{open_pinned, RepoArgs};
-use super::repo_key::KeyringCache;
 use super::{GlobalArgs, Output};
 
 #[derive(clap::Args)]
@@ -119,5 +119,5 @@ pub fn copy(out: &Output, g: &GlobalArgs, a: CopyArgs) -> Result<i32> {
         "bytes_stored": r.bytes_stored,
         "data_keys": r.data_keys,
     }))?;
-    Ok(crate::error::exit::OK)
+    Ok(envarc::error::exit::OK)
 }

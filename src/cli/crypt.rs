@@ -5,58 +5,16 @@ use std::io::{self, BufWriter, Read, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use crate::envelope::{
-    context, pipeline, CommitmentPolicy, DecryptOptions, EncryptOptions, KeyProvider, RawAesKey,
-    ReadLimits, Suite, DEFAULT_FRAME_LENGTH,
+use envarc::envelope::{
+    context, pipeline, CommitmentPolicy, DecryptOptions, EncryptOptions, ReadLimits, Suite,
+    DEFAULT_FRAME_LENGTH,
 };
-use crate::fsutil::AtomicFile;
-use crate::{Error, Result};
+use envarc::fsutil::AtomicFile;
+use envarc::{Error, Result};
 
 use super::fmt::context_of;
+use super::keyspec::{open_provider, provider, KeyArgs};
 use super::{GlobalArgs, Output};
-
-/// Where the wrapping key comes from: the keyring (the default), or a raw key file.
-#[derive(clap::Args, Clone, Debug)]
-pub struct KeyArgs {
-    /// The CMK that wraps the data key: a keyring key id or alias/NAME,
-    /// transit:KEYNAME for an OpenBao/Vault transit key, or an AWS KMS key
-    /// (arn:aws:kms:…, aws-kms:alias/NAME). Repeat it to wrap each data key
-    /// under every key given, so that any one of them decrypts. To decrypt,
-    /// none is needed (the message names its keys); given, only those are used.
-    #[arg(
-        help_heading = "Key provider",
-        long,
-        value_name = "KEY",
-        conflicts_with = "raw_key_file"
-    )]
-    pub key: Vec<String>,
-    /// A file holding a raw AES wrapping key (16, 24 or 32 bytes, as they are).
-    #[arg(help_heading = "Key provider", long, value_name = "FILE")]
-    pub raw_key_file: Option<PathBuf>,
-    /// Namespace (ESDK provider ID) of the raw wrapping key.
-    #[arg(
-        help_heading = "Key provider",
-        long,
-        default_value = "envarc",
-        value_name = "NS",
-        requires = "raw_key_file"
-    )]
-    pub key_namespace: String,
-    /// Name of the raw wrapping key, as stored in each message.
-    #[arg(
-        help_heading = "Key provider",
-        long,
-        value_name = "NAME",
-        requires = "raw_key_file"
-    )]
-    pub key_name: Option<String>,
-    /// Where the server of transit: keys is.
-    #[command(flatten)]
-    pub transit: super::keys::TransitArgs,
-    /// How to reach AWS KMS.
-    #[command(flatten)]
-    pub kms: super::kms_key::KmsArgs,
-}
 
 #[derive(clap::Args)]
 pub struct EncryptArgs {
@@ -137,39 +95,6 @@ fn parse_suite(s: &str) -> std::result::Result<Suite, String> {
             names.join(", ")
         )
     })
-}
-
-/// Builds the key provider the arguments name: a raw key file, else the
-/// `--key`s (keyring, transit or KMS; several wrap under each); without any,
-/// a provider that only unwraps, with whichever key the message names.
-pub fn provider(args: &KeyArgs, g: &GlobalArgs) -> Result<Box<dyn KeyProvider>> {
-    open_provider(args, g, false)
-}
-
-/// `only_key`: decrypt accepts only EDKs of the `--key`s (KMS Decrypt with KeyId).
-fn open_provider(args: &KeyArgs, g: &GlobalArgs, only_key: bool) -> Result<Box<dyn KeyProvider>> {
-    let Some(path) = &args.raw_key_file else {
-        if args.key.is_empty() {
-            // No key named: unwrap with whichever provider the message's EDKs
-            // name, opening the keyring or reaching a key service only then.
-            return Ok(super::keys::keyless_decrypt(g, args));
-        }
-        return super::keys::spec_provider(args, g, only_key);
-    };
-    let Some(name) = &args.key_name else {
-        return Err(Error::Usage(
-            "--raw-key-file needs --key-name NAME (the name stored in each message)".into(),
-        ));
-    };
-    let material = zeroize::Zeroizing::new(
-        std::fs::read(path)
-            .map_err(|e| Error::io(format!("reading key file {}", path.display()), e))?,
-    );
-    Ok(Box::new(RawAesKey::new(
-        &args.key_namespace,
-        name,
-        &material,
-    )?))
 }
 
 /// Capacity of the buffer around the output. The pipeline writes batches of
@@ -263,7 +188,7 @@ pub(super) fn check_output(p: &Option<PathBuf>, force: bool, binary: bool) -> Re
 /// a message at all (a plaintext file, a wrong path): say that.
 fn not_a_message(input: &Option<PathBuf>, e: Error) -> Error {
     match e {
-        Error::Envelope(crate::envelope::Error::UnsupportedVersion(b)) if b > 2 => {
+        Error::Envelope(envarc::envelope::Error::UnsupportedVersion(b)) if b > 2 => {
             let name = match input {
                 Some(p) if p.as_os_str() != "-" => p.display().to_string(),
                 _ => "the input".into(),
@@ -372,7 +297,7 @@ pub fn encrypt(out: &Output, g: &GlobalArgs, a: EncryptArgs) -> Result<i32> {
         "CiphertextBytes": info.total_len,
         "Suite": format!("{:#06x}", opts.suite.id()),
     }))?;
-    Ok(crate::error::exit::OK)
+    Ok(envarc::error::exit::OK)
 }
 
 pub fn decrypt(out: &Output, g: &GlobalArgs, a: DecryptArgs) -> Result<i32> {
@@ -418,5 +343,5 @@ pub fn decrypt(out: &Output, g: &GlobalArgs, a: DecryptArgs) -> Result<i32> {
         "EncryptionContext": h.context,
         "EncryptedDataKeys": h.edks.iter().map(|e| e.describe()).collect::<Vec<_>>(),
     }))?;
-    Ok(crate::error::exit::OK)
+    Ok(envarc::error::exit::OK)
 }

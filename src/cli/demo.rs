@@ -14,16 +14,16 @@ use sha2::{Digest, Sha256};
 use super::demo_tree::{capture, write_sample, Tree};
 use super::fmt::plural;
 use super::{GlobalArgs, Output};
-use crate::backup::{backup, BackupOptions};
-use crate::error::exit;
-use crate::keyring::{
+use envarc::backup::{backup, BackupOptions};
+use envarc::error::exit;
+use envarc::keyring::{
     fmt_date, Argon2Params, CreateKey, FixedSecret, KeyringFile, KeyringOptions, Secret,
 };
-use crate::maintain::KeyVersion;
-use crate::progress::Silent;
-use crate::providers::ProviderKind;
-use crate::repo::{ChunkId, EntryKind, Id, Index, InitOptions, KeyRef, Pins, Repository};
-use crate::{Error, Result};
+use envarc::maintain::KeyVersion;
+use envarc::progress::Silent;
+use envarc::providers::ProviderKind;
+use envarc::repo::{ChunkId, EntryKind, Id, Index, InitOptions, KeyRef, Pins, Repository};
+use envarc::{Error, Result};
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
@@ -121,7 +121,7 @@ impl Demo<'_> {
             kr.create_key(CreateKey {
                 description: "envarc demo".into(),
                 alias: Some(ALIAS.into()),
-                rotation_period_days: Some(crate::keyring::rotation::DEFAULT_PERIOD_DAYS),
+                rotation_period_days: Some(envarc::keyring::rotation::DEFAULT_PERIOD_DAYS),
                 ..CreateKey::default()
             })
         })?;
@@ -148,7 +148,7 @@ impl Demo<'_> {
         ));
         let p = self.keyring.load()?.provider(&self.key_id)?;
         let key = KeyRef {
-            provider: ProviderKind::Keyring.into(),
+            provider: ProviderKind::Keyring,
             key: self.key_id.clone(),
             params: Default::default(),
         };
@@ -245,7 +245,7 @@ impl Demo<'_> {
             let bytes = self
                 .repo()
                 .storage()
-                .read_range(&crate::repo::pack_name(&loc.pack), loc.offset, loc.length)
+                .read_range(&envarc::repo::pack_name(&loc.pack), loc.offset, loc.length)
                 .map_err(|e| Error::io("reading a stored chunk", e))?;
             out.insert(*c, Sha256::digest(&bytes).into());
         }
@@ -317,11 +317,11 @@ impl Demo<'_> {
             version: Some(self.version()?),
         };
         let is_current = |kv: &KeyVersion| *kv == current;
-        let facts = crate::maintain::stats::KeyFacts {
+        let facts = envarc::maintain::stats::KeyFacts {
             is_current: &is_current,
             keyring_retired: &[],
         };
-        let s = crate::maintain::stats::stats(self.repo(), &facts, &Silent)?;
+        let s = envarc::maintain::stats::stats(self.repo(), &facts, &Silent)?;
         let label = |kv: &KeyVersion| {
             if kv.key == self.key_id {
                 format!("keyring key {} ({ALIAS})", kv.key)
@@ -372,13 +372,33 @@ fn workdir(dir: &Option<PathBuf>) -> Result<(PathBuf, Option<tempfile::TempDir>)
 pub fn demo(out: &Output, _g: &GlobalArgs, a: DemoArgs) -> Result<i32> {
     if out.json {
         // A walk-through for people: refuse rather than print nothing.
-        return Err(crate::Error::Usage(
+        return Err(envarc::Error::Usage(
             "demo prints a walk-through for people and has no JSON output; run the commands \
              it shows (backup, verify, stats, …) with --json"
                 .into(),
         ));
     }
     let (dir, _temp) = workdir(&a.dir)?;
+    let mut d = new_demo(out, &dir)?;
+    intro(out, &dir, a.dir.is_some());
+    std::fs::create_dir_all(&d.source)
+        .map_err(|e| Error::io(format!("creating {}", d.source.display()), e))?;
+    write_sample(&d.source)?;
+
+    d.create_key()?;
+    d.init()?;
+    let (backups, first_hashes) = backups(&mut d)?;
+    super::demo_check::check(&mut d, &backups, &first_hashes)?;
+
+    d.heading("The blast radius of each backing key");
+    d.cmd(&format!("stats -r {}", d.repo_dir.display()));
+    d.stats()?;
+    Ok(verdict(out, &d.failures))
+}
+
+/// The demo's state in `dir`: a keyring with a demo passphrase, nothing
+/// made yet.
+fn new_demo<'a>(out: &'a Output, dir: &Path) -> Result<Demo<'a>> {
     let keyring_path = dir.join("keyring");
     let mut opts = KeyringOptions::new(
         keyring_path.clone(),
@@ -392,7 +412,7 @@ pub fn demo(out: &Output, _g: &GlobalArgs, a: DemoArgs) -> Result<i32> {
         t: 2,
         p: 1,
     };
-    let mut d = Demo {
+    Ok(Demo {
         out,
         source: dir.join("source"),
         repo_dir: dir.join("repo"),
@@ -401,13 +421,18 @@ pub fn demo(out: &Output, _g: &GlobalArgs, a: DemoArgs) -> Result<i32> {
         repo: None,
         step: 0,
         failures: Vec::new(),
-        dir: dir.clone(),
-    };
+        dir: dir.to_path_buf(),
+    })
+}
+
+/// What the demo does and how to repeat its steps.
+fn intro(out: &Output, dir: &Path, kept: bool) {
+    let keyring_path = dir.join("keyring");
     out.say("envarc demo: envelope encryption with a rotating key, end to end");
     out.say(format!(
         "Working in {}{}.",
         dir.display(),
-        if a.dir.is_some() {
+        if kept {
             " (kept afterwards)"
         } else {
             " (removed at the end; keep it with --dir DIR)"
@@ -418,12 +443,14 @@ pub fn demo(out: &Output, _g: &GlobalArgs, a: DemoArgs) -> Result<i32> {
         "   export ENVARC_KEYRING={} ENVARC_PASSPHRASE={DEMO_PASSPHRASE}",
         keyring_path.display()
     ));
-    std::fs::create_dir_all(&d.source)
-        .map_err(|e| Error::io(format!("creating {}", d.source.display()), e))?;
-    write_sample(&d.source)?;
+}
 
-    d.create_key()?;
-    d.init()?;
+/// SHA-256 of each stored chunk message, by chunk.
+type MessageHashes = BTreeMap<ChunkId, [u8; 32]>;
+
+/// The four backups between rotations and edits; with the stored-message
+/// hashes of the first.
+fn backups(d: &mut Demo<'_>) -> Result<([Backup; 4], MessageHashes)> {
     d.heading("First backup: the sample tree");
     let b1 = d.backup(None)?;
     let first_hashes = d.stored_hashes(&b1)?;
@@ -451,11 +478,16 @@ pub fn demo(out: &Output, _g: &GlobalArgs, a: DemoArgs) -> Result<i32> {
     d.edit("docs/2026/q3.csv", "quarter,files\n2026-Q3,42\n")?;
     d.say("(appended a row to docs/2026/report.csv; added docs/2026/q3.csv)");
     let b3 = d.backup(Some(&b2))?;
+    let b4 = rename_and_backup(d, &b3)?;
+    Ok(([b1, b2, b3, b4], first_hashes))
+}
 
+/// A renamed folder stores nothing new: every chunk is already there.
+fn rename_and_backup(d: &mut Demo<'_>, b3: &Backup) -> Result<Backup> {
     d.heading("Rename a folder and back up: nothing new is stored");
     d.rename("data", "assets")?;
     d.say("(renamed data/ to assets/, which holds the 150 KB blob.bin)");
-    let b4 = d.backup(Some(&b3))?;
+    let b4 = d.backup(Some(b3))?;
     let (_, entries) = d.repo().load_snapshot(&b4.id)?;
     let meta = d.repo().load_snapshot_meta(&b4.id)?;
     if meta.summary.chunks_added != 0 || meta.summary.data_keys != 0 {
@@ -475,22 +507,20 @@ pub fn demo(out: &Output, _g: &GlobalArgs, a: DemoArgs) -> Result<i32> {
         ));
     }
 
-    let backups = [b1, b2, b3, b4];
-    super::demo_check::check(&mut d, &backups, &first_hashes)?;
+    Ok(b4)
+}
 
-    d.heading("The blast radius of each backing key");
-    d.cmd(&format!("stats -r {}", d.repo_dir.display()));
-    d.stats()?;
-
+/// The last line, and the exit code: 4 when a check failed.
+fn verdict(out: &Output, failures: &[String]) -> i32 {
     out.say("");
-    if d.failures.is_empty() {
+    if failures.is_empty() {
         out.say("Result: every check passed.");
-        Ok(exit::OK)
+        exit::OK
     } else {
-        for f in &d.failures {
+        for f in failures {
             out.warn(format!("check failed: {f}"));
         }
-        out.say(format!("Result: {} checks failed.", d.failures.len()));
-        Ok(exit::INTEGRITY)
+        out.say(format!("Result: {} checks failed.", failures.len()));
+        exit::INTEGRITY
     }
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::{Error, Result};
+use envarc::{Error, Result};
 
 /// The files of `fixtures/sample`, by relative path.
 pub const SAMPLE_FILES: &[(&str, &[u8])] = &[

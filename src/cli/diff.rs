@@ -5,9 +5,9 @@ use std::io::Write;
 use base64::Engine;
 use serde_json::json;
 
-use crate::diff::{diff as run_diff, Change};
-use crate::error::exit;
-use crate::{Error, Result};
+use envarc::diff::{diff as run_diff, Change};
+use envarc::error::exit;
+use envarc::{Error, Result};
 
 use super::repo::RepoArgs;
 use super::{GlobalArgs, Output};

@@ -1,5 +1,5 @@
 //! `envarc encrypt|decrypt --recursive DIR -o OUTDIR` and
-//! `envarc stats --recursive DIR`: the CLI side of `crate::dircrypt`.
+//! `envarc stats --recursive DIR`: the CLI side of `envarc::dircrypt`.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -8,13 +8,13 @@ use serde_json::json;
 
 use super::fmt::{fmt_bytes, plural};
 use super::Output;
-use crate::dircrypt::stats::DirStats;
-use crate::dircrypt::{self, Direction, Overwrite, Request, Summary, DEFAULT_SUFFIX};
-use crate::envelope::{DecryptOptions, EncryptOptions, KeyProvider};
-use crate::error::exit;
-use crate::providers::ProviderKind;
-use crate::repo::KeyVersion;
-use crate::{Error, Result};
+use envarc::dircrypt::stats::DirStats;
+use envarc::dircrypt::{self, Direction, Overwrite, Request, Summary, DEFAULT_SUFFIX};
+use envarc::envelope::{DecryptOptions, EncryptOptions, KeyProvider};
+use envarc::error::exit;
+use envarc::providers::ProviderKind;
+use envarc::repo::KeyVersion;
+use envarc::{Error, Result};
 
 /// Directory mode, shared by `encrypt` and `decrypt`.
 #[derive(clap::Args, Clone, Debug)]

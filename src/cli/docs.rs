@@ -5,8 +5,8 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use crate::error::exit;
-use crate::{Error, Result};
+use envarc::error::exit;
+use envarc::{Error, Result};
 
 #[derive(clap::Args)]
 pub struct CompletionsArgs {

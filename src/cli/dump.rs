@@ -9,9 +9,9 @@ use super::crypt::{check_output, is_stdio, with_output};
 use super::fmt::lossy;
 use super::repo::RepoArgs;
 use super::{GlobalArgs, Output};
-use crate::error::exit;
-use crate::repo::{Entry, EntryKind, LockKind};
-use crate::{Error, Result};
+use envarc::error::exit;
+use envarc::repo::{Entry, EntryKind, LockKind};
+use envarc::{Error, Result};
 
 #[derive(clap::Args)]
 pub struct DumpArgs {
@@ -32,7 +32,7 @@ pub struct DumpArgs {
 }
 
 /// The entry at `want`, or an error that says what is there instead.
-fn find(repo: &crate::repo::Repository, id: &crate::repo::Id, want: &[u8]) -> Result<Entry> {
+fn find(repo: &envarc::repo::Repository, id: &envarc::repo::Id, want: &[u8]) -> Result<Entry> {
     let mut found = None;
     repo.load_snapshot_with(id, |e| {
         if e.path == want {
@@ -70,7 +70,7 @@ fn damaged(e: Error) -> Error {
         Error::Envelope(x)
             if !matches!(
                 x,
-                crate::envelope::Error::Provider(_) | crate::envelope::Error::Io(_)
+                envarc::envelope::Error::Provider(_) | envarc::envelope::Error::Io(_)
             ) =>
         {
             Error::Integrity(x.to_string())
@@ -87,7 +87,7 @@ pub fn dump(out: &Output, g: &GlobalArgs, a: DumpArgs) -> Result<i32> {
         ));
     }
     check_output(&a.output, a.force, false)?;
-    let want = crate::backup::walk::clean_absolute(&a.path)?;
+    let want = envarc::backup::walk::clean_absolute(&a.path)?;
     let repo = a.repo.open(g, out)?;
     let progress = out.progress();
     let _lock = repo.lock(LockKind::Shared, progress.as_ref())?;
@@ -99,7 +99,7 @@ pub fn dump(out: &Output, g: &GlobalArgs, a: DumpArgs) -> Result<i32> {
     let mut written = 0u64;
     with_output(&a.output, |w| {
         for (i, c) in entry.chunks.iter().enumerate() {
-            crate::interrupt::check()?;
+            envarc::interrupt::check()?;
             // The error names the chunk and its pack; the file is the one asked for.
             let chunk = repo.read_chunk(&index, c).map_err(damaged)?;
             if i == 0 && guard_tty && chunk.contains(&0) {

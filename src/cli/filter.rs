@@ -4,8 +4,8 @@
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use crate::repo::{Id, SnapshotMeta};
-use crate::Result;
+use envarc::repo::{Id, SnapshotMeta};
+use envarc::Result;
 
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct SnapshotFilter {
@@ -38,7 +38,7 @@ impl SnapshotFilter {
     pub fn build(&self) -> Result<Filter> {
         let mut paths = Vec::with_capacity(self.path.len());
         for p in &self.path {
-            let abs = crate::backup::walk::clean_absolute(p)?;
+            let abs = envarc::backup::walk::clean_absolute(p)?;
             paths.push(abs.as_os_str().as_bytes().to_vec());
         }
         let tags = self
@@ -99,7 +99,7 @@ impl Filter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repo::{Summary, Time, SNAPSHOT_VERSION};
+    use envarc::repo::{Summary, Time, SNAPSHOT_VERSION};
 
     fn meta(host: &str, tags: &[&str], paths: &[&str]) -> SnapshotMeta {
         SnapshotMeta {

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use crate::envelope::EncryptionContext;
-use crate::{Error, Result};
+use envarc::envelope::EncryptionContext;
+use envarc::{Error, Result};
 
-pub use crate::text::{fmt_duration, lossy, plural};
+pub use envarc::text::{fmt_duration, lossy, plural};
 
 /// Parses `30s`, `5m`, `2h`, `1d`, `2w`, `1y` (365 days), plain seconds,
 /// or a sum of them (`1d12h`). `m` is minutes, as everywhere in envarc (not

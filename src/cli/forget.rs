@@ -7,14 +7,14 @@ use serde_json::json;
 use super::fmt::{fmt_bytes, fmt_duration, parse_duration, plural};
 use super::repo::RepoArgs;
 use super::{GlobalArgs, Output};
-use crate::error::exit;
-use crate::maintain::forget::{
+use envarc::error::exit;
+use envarc::maintain::forget::{
     forget as run_forget, forget_named as run_forget_named, ForgetReport,
 };
-use crate::maintain::prune::{prune as run_prune, PruneOptions, PruneReport};
-use crate::maintain::retention::{Count, Policy};
-use crate::repo::{Id, Repository, SnapshotMeta};
-use crate::Result;
+use envarc::maintain::prune::{prune as run_prune, PruneOptions, PruneReport};
+use envarc::maintain::retention::{Count, Policy};
+use envarc::repo::{Id, Repository, SnapshotMeta};
+use envarc::Result;
 
 #[derive(clap::Args)]
 pub struct ForgetArgs {
@@ -274,7 +274,7 @@ fn finish(out: &Output, repo: &Repository, a: &ForgetArgs, r: serde_json::Value)
 /// `forget SNAP…`: the named snapshots, with nothing of a policy.
 fn forget_named(out: &Output, g: &GlobalArgs, a: ForgetArgs, policy: &Policy) -> Result<i32> {
     if !policy.is_empty() || !a.filter.is_empty() {
-        return Err(crate::Error::Usage(
+        return Err(envarc::Error::Usage(
             "give either snapshots to remove or a --keep-* policy (with --host/--tag/--path), \
              not both (nothing was removed)"
                 .into(),

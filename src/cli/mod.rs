@@ -15,14 +15,10 @@ mod filter;
 pub mod fmt;
 mod forget;
 mod key;
-pub mod keyring_args;
-pub mod keys;
-pub mod kms_key;
-mod maint_repo;
+pub mod keyspec;
 mod output;
 mod progress_bar;
 mod repo;
-mod repo_key;
 mod restore;
 mod rewrap;
 mod stats;
@@ -34,7 +30,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::Result;
+use envarc::Result;
 
 pub use output::Output;
 
@@ -93,7 +89,7 @@ pub enum Command {
     /// they authenticate and a failure exits non-zero.
     Decrypt(crypt::DecryptArgs),
     /// Manage and use the customer master keys of the local keyring (a small KMS).
-    Key(key::KeyArgs),
+    Key(key::KeyCommandArgs),
     /// Create a repository.
     Init(repo::InitArgs),
     /// Back up files and folders into a new snapshot.
@@ -209,7 +205,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Demo(a) => demo::demo(&out, &cli.global, a),
         Command::Completions(a) => docs::completions(a),
         Command::Man(a) => docs::man(a),
-        Command::Check(_) => Err(crate::Error::Usage(
+        Command::Check(_) => Err(envarc::Error::Usage(
             "envarc has no `check`; use `envarc verify` (add --read-data to read every chunk)"
                 .into(),
         )),

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::progress_bar::{Bar, WarningsOnly};
 use super::GlobalArgs;
-use crate::progress::Progress;
+use envarc::progress::Progress;
 
 pub struct Output {
     pub json: bool,
@@ -57,12 +57,12 @@ impl Output {
     }
 
     /// The JSON document of a command, pretty-printed, when --json is on.
-    pub fn json<T: Serialize>(&self, value: &T) -> crate::Result<()> {
+    pub fn json<T: Serialize>(&self, value: &T) -> envarc::Result<()> {
         if self.json {
             let s = serde_json::to_string_pretty(value)
-                .map_err(|e| crate::Error::Other(e.to_string()))?;
+                .map_err(|e| envarc::Error::Other(e.to_string()))?;
             let mut o = std::io::stdout().lock();
-            writeln!(o, "{s}").map_err(|e| crate::Error::io("writing to stdout", e))?;
+            writeln!(o, "{s}").map_err(|e| envarc::Error::io("writing to stdout", e))?;
         }
         Ok(())
     }

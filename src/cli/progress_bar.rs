@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressFinish, ProgressState, ProgressStyle};
 
-use crate::progress::Progress;
+use envarc::progress::Progress;
 
 /// Columns of the phase name (`backing up`, `restoring`, …).
 const PHASE: usize = 12;
 
 /// The line for byte counts: every field has a bounded width, so that with
 /// up to 99,999 files everything but the current file takes
-/// [`FIXED_WIDTH`] columns and the file gets the rest of an 80-column
+/// `FIXED_WIDTH` columns and the file gets the rest of an 80-column
 /// terminal (its end: `{wide_msg:>}` cuts from the left, so the name shows).
 const BYTES_TEMPLATE: &str =
     "{prefix:>12} [{bar:8}] {percent:>3}% {files} {rate:>12} ETA {eta:>3} {wide_msg:>}";

@@ -10,28 +10,28 @@ use std::path::PathBuf;
 use base64::Engine;
 use serde_json::json;
 
-use crate::envelope::{Suite, DEFAULT_FRAME_LENGTH};
-use crate::repo::storage::Location;
-use crate::repo::{
+use envarc::envelope::{Suite, DEFAULT_FRAME_LENGTH};
+use envarc::repo::storage::Location;
+use envarc::repo::{
     ChunkerParams, Compression, Entry, EntryKind, InitOptions, PinStatus, Pins, Repository,
     SnapshotMeta, Storage, Unopened, DEFAULT_PACK_SIZE,
 };
-use crate::{Error, Result};
+use envarc::{Error, Result};
 
-use super::crypt::KeyArgs;
 use super::fmt::{fmt_bytes, lossy, parse_size};
-use super::repo_key::{init_keys, repo_provider, KeyringCache};
+use super::keyspec::repo_keys::{init_keys, repo_provider, KeyringCache};
+use super::keyspec::KeyArgs;
 use super::{GlobalArgs, Output};
 
 /// The storage at a repository location (a folder, `s3:…`, `sftp:…`, as
-/// restic spells them; see [`crate::repo::storage::url`]): the only place
+/// restic spells them; see [`envarc::repo::storage::url`]): the only place
 /// the CLI makes one. Its `location()` is what pins record.
 pub fn open_storage(location: impl AsRef<std::ffi::OsStr>) -> Result<Box<dyn Storage>> {
     let l = location.as_ref();
     match l.to_str() {
-        Some(url) => crate::repo::storage::open(url),
+        Some(url) => envarc::repo::storage::open(url),
         // Not UTF-8, so no URL: a folder.
-        None => crate::repo::storage::url::open_local(std::path::Path::new(l)),
+        None => envarc::repo::storage::url::open_local(std::path::Path::new(l)),
     }
 }
 
@@ -84,8 +84,8 @@ impl RepoArgs {
             repo.set_lock_wait(w);
         }
         // Past the prompts: from here a Ctrl-C stops the run between steps,
-        // so it removes its lock and temporary files (see crate::interrupt).
-        crate::interrupt::install();
+        // so it removes its lock and temporary files (see envarc::interrupt).
+        envarc::interrupt::install();
         Ok((repo, keyring))
     }
 
@@ -93,7 +93,7 @@ impl RepoArgs {
     /// out; `None` for a remote one.
     pub fn local_dir_id(&self) -> Option<(u64, u64)> {
         use std::os::unix::fs::MetadataExt;
-        match crate::repo::storage::url::parse(&self.repo).ok()? {
+        match envarc::repo::storage::url::parse(&self.repo).ok()? {
             Location::Local(p) => std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino())),
             _ => None,
         }
@@ -155,30 +155,12 @@ pub(super) fn open_pinned(
 /// is a no-op the user should hear about, even under `-q`.
 fn warn_foreign_keys(
     key: &KeyArgs,
-    c: &crate::repo::Config,
-    keyring: Option<&crate::keyring::Keyring>,
+    c: &envarc::repo::Config,
+    keyring: Option<&envarc::keyring::Keyring>,
     out: &Output,
 ) {
-    use crate::providers::ProviderKind;
     for spec in &key.key {
-        let ours = if let Some(name) = spec.strip_prefix("transit:") {
-            c.keys
-                .iter()
-                .any(|k| k.kind() == Some(ProviderKind::Transit) && k.key == name)
-        } else if super::kms_key::is_kms_spec(spec) {
-            let s = spec.trim_start_matches("aws-kms:");
-            // An AWS KMS alias resolves only with a call to KMS: not checked here.
-            s.starts_with("alias/") || c.keys.iter().any(|k| k.key == s || k.key.ends_with(s))
-        } else {
-            let id = keyring
-                .and_then(|r| r.provider(spec).ok())
-                .and_then(|p| p.key().map(|(id, _)| id.to_string()));
-            id.is_some_and(|id| {
-                c.keys
-                    .iter()
-                    .any(|k| k.kind() == Some(ProviderKind::Keyring) && k.key == id)
-            })
-        };
+        let ours = super::keyspec::source_for_spec(spec).is_one_of(spec, &c.keys, keyring);
         if !ours {
             out.alert(format!(
                 "--key {spec} is not a key of this repository, so it does nothing here: the \
@@ -314,7 +296,7 @@ pub fn init(out: &Output, g: &GlobalArgs, a: InitArgs) -> Result<i32> {
             src.storage().location()
         ));
     }
-    Ok(crate::error::exit::OK)
+    Ok(envarc::error::exit::OK)
 }
 
 #[derive(clap::Args)]
@@ -357,7 +339,7 @@ pub fn trust(out: &Output, g: &GlobalArgs, a: TrustArgs) -> Result<i32> {
         "generation": c.generation,
         "keys": c.keys,
     }))?;
-    Ok(crate::error::exit::OK)
+    Ok(envarc::error::exit::OK)
 }
 
 #[derive(clap::Args)]
@@ -368,7 +350,7 @@ pub struct SnapshotsArgs {
     pub filter: super::filter::SnapshotFilter,
 }
 
-fn snapshot_json(id: &crate::repo::Id, m: &SnapshotMeta) -> serde_json::Value {
+fn snapshot_json(id: &envarc::repo::Id, m: &SnapshotMeta) -> serde_json::Value {
     json!({
         "id": id.to_hex(),
         "short_id": id.short(),
@@ -397,9 +379,9 @@ pub fn snapshots(out: &Output, g: &GlobalArgs, a: SnapshotsArgs) -> Result<i32> 
         out.warn(format!("snapshot {id} cannot be read: {e}"));
     }
     let code = if failed.is_empty() {
-        crate::error::exit::OK
+        envarc::error::exit::OK
     } else {
-        crate::error::exit::INTEGRITY
+        envarc::error::exit::INTEGRITY
     };
     if out.json {
         let list: Vec<_> = all.iter().map(|(id, m)| snapshot_json(id, m)).collect();
@@ -485,7 +467,7 @@ pub fn ls(out: &Output, g: &GlobalArgs, a: LsArgs) -> Result<i32> {
     let id = repo.resolve_snapshot(&a.snapshot)?;
     let prefix = match &a.path {
         Some(p) => Some(
-            crate::backup::walk::clean_absolute(p)?
+            envarc::backup::walk::clean_absolute(p)?
                 .as_os_str()
                 .as_bytes()
                 .to_vec(),
@@ -543,5 +525,5 @@ pub fn ls(out: &Output, g: &GlobalArgs, a: LsArgs) -> Result<i32> {
                 .unwrap_or_default()
         )));
     }
-    Ok(crate::error::exit::OK)
+    Ok(envarc::error::exit::OK)
 }

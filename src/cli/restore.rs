@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use base64::Engine;
 use serde_json::json;
 
-use crate::repo::EntryKind;
-use crate::restore::{restore as run_restore, Action, RestoreOptions, RestoreReport};
-use crate::{Error, Result};
+use envarc::error::exit;
+use envarc::repo::EntryKind;
+use envarc::restore::{restore as run_restore, Action, RestoreOptions, RestoreReport};
+use envarc::{Error, Result};
 
 use super::fmt::{fmt_bytes, plural};
 use super::repo::RepoArgs;
@@ -93,9 +94,21 @@ pub fn restore(out: &Output, g: &GlobalArgs, a: RestoreArgs) -> Result<i32> {
             &r.snapshot[..8.min(r.snapshot.len())],
             &r.snapshot[..8.min(r.snapshot.len())],
         ));
-        return Ok(r.exit_code().max(crate::error::exit::PARTIAL));
+        return Ok(exit_code(&r).max(exit::PARTIAL));
     }
-    Ok(r.exit_code())
+    Ok(exit_code(&r))
+}
+
+/// 0 when everything selected was restored; 4 when any entry failed for
+/// an integrity reason; 3 when entries failed otherwise.
+fn exit_code(r: &RestoreReport) -> i32 {
+    if r.errors.iter().any(|e| e.integrity) {
+        exit::INTEGRITY
+    } else if r.errors.is_empty() {
+        exit::OK
+    } else {
+        exit::PARTIAL
+    }
 }
 
 fn print_plan(r: &RestoreReport) -> Result<()> {
@@ -205,7 +218,7 @@ fn print_json(out: &Output, r: &RestoreReport) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use crate::restore::Overwrite;
+    use envarc::restore::Overwrite;
 
     #[test]
     fn overwrite_names_parse() {

@@ -1,16 +1,16 @@
 //! `envarc rewrap` and `envarc reencrypt`.
 
 use super::fmt::{fmt_bytes, plural};
-use super::maint_repo::Opened;
+use super::keyspec::opened::OpenedRepo;
 use super::repo::RepoArgs;
 use super::{GlobalArgs, Output};
-use crate::error::exit;
-use crate::maintain::reencrypt::reencrypt as run_reencrypt;
-use crate::maintain::rekey::RekeyReport;
-use crate::maintain::rewrap::{rewrap as run_rewrap, RewrapOptions};
-use crate::maintain::KeyVersion;
-use crate::providers::ProviderKind;
-use crate::{Error, Result};
+use envarc::error::exit;
+use envarc::maintain::reencrypt::reencrypt as run_reencrypt;
+use envarc::maintain::rekey::RekeyReport;
+use envarc::maintain::rewrap::{rewrap as run_rewrap, RewrapOptions};
+use envarc::maintain::KeyVersion;
+use envarc::providers::ProviderKind;
+use envarc::{Error, Result};
 
 #[derive(clap::Args)]
 pub struct RewrapArgs {
@@ -92,7 +92,7 @@ fn failures(out: &Output, failed: &[String], what: &str) -> i32 {
 }
 
 pub fn rewrap(out: &Output, g: &GlobalArgs, a: RewrapArgs) -> Result<i32> {
-    let mut opened = Opened::open(&a.repo, g, out)?;
+    let mut opened = OpenedRepo::open(&a.repo, g, out)?;
     let rewrappers = opened.rewrappers(&a.repo)?;
     let progress = out.progress();
     let opts = RewrapOptions {
@@ -128,7 +128,7 @@ pub fn rewrap(out: &Output, g: &GlobalArgs, a: RewrapArgs) -> Result<i32> {
 }
 
 /// The version `--key-version` names, checked against the keyring.
-fn target(opened: &Opened, spec: &str) -> Result<KeyVersion> {
+fn target(opened: &OpenedRepo, spec: &str) -> Result<KeyVersion> {
     let target = KeyVersion::parse_spec(spec, |k| opened.resolve_key(k))?;
     if let (Some(kr), Some(v)) = (&opened.keyring, target.version) {
         if target.kind() == Some(ProviderKind::Keyring) && kr.get(&target.key)?.version(v).is_none()
@@ -144,7 +144,7 @@ fn target(opened: &Opened, spec: &str) -> Result<KeyVersion> {
 }
 
 pub fn reencrypt(out: &Output, g: &GlobalArgs, a: ReencryptArgs) -> Result<i32> {
-    let mut opened = Opened::open(&a.repo, g, out)?;
+    let mut opened = OpenedRepo::open(&a.repo, g, out)?;
     let target = target(&opened, &a.key_version)?;
     let current = opened.current(&a.repo, out);
     let is_current = |kv: &KeyVersion| current.contains(kv);

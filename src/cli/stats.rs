@@ -3,13 +3,13 @@
 use serde_json::json;
 
 use super::fmt::{fmt_bytes, plural};
-use super::maint_repo::Opened;
+use super::keyspec::opened::OpenedRepo;
 use super::repo::RepoArgs;
 use super::{GlobalArgs, Output};
-use crate::error::exit;
-use crate::maintain::stats::{stats as compute, KeyFacts, Stats, VersionStats};
-use crate::maintain::KeyVersion;
-use crate::Result;
+use envarc::error::exit;
+use envarc::maintain::stats::{stats as compute, KeyFacts, Stats, VersionStats};
+use envarc::maintain::KeyVersion;
+use envarc::Result;
 
 /// Every option of `stats` (one struct, so that other modes can join it).
 #[derive(clap::Args)]
@@ -112,7 +112,7 @@ pub fn stats(out: &Output, g: &GlobalArgs, a: StatsArgs) -> Result<i32> {
     if let Some(dir) = &a.recursive {
         return super::dircrypt::stats(out, dir);
     }
-    let opened = Opened::open(&a.repo, g, out)?;
+    let opened = OpenedRepo::open(&a.repo, g, out)?;
     let current = opened.current(&a.repo, out);
     let keyring_retired = opened.keyring_retired();
     let is_current = |kv: &KeyVersion| current.contains(kv);

@@ -8,9 +8,9 @@ use serde_json::json;
 use super::filter::SnapshotFilter;
 use super::repo::RepoArgs;
 use super::{GlobalArgs, Output};
-use crate::error::exit;
-use crate::repo::{Id, LockKind, Repository};
-use crate::{Error, Result};
+use envarc::error::exit;
+use envarc::repo::{Id, LockKind, Repository};
+use envarc::{Error, Result};
 
 #[derive(clap::Args)]
 pub struct TagArgs {
@@ -97,7 +97,7 @@ pub fn tag(out: &Output, g: &GlobalArgs, a: TagArgs) -> Result<i32> {
     let mut changed = Vec::new();
     let mut unchanged = 0u64;
     for id in selected(&repo, &a)? {
-        if crate::interrupt::requested() {
+        if envarc::interrupt::requested() {
             return Err(Error::Interrupted(format!(
                 "{} changed before the interrupt (printed above)",
                 super::fmt::plural(changed.len() as u64, "snapshot was", "snapshots were")

@@ -5,8 +5,8 @@
 
 use serde_json::json;
 
-use crate::repo::storage::lock::remove_locks;
-use crate::{Error, Result};
+use envarc::repo::storage::lock::remove_locks;
+use envarc::{Error, Result};
 
 use super::repo::open_storage;
 use super::{GlobalArgs, Output};
@@ -57,5 +57,5 @@ pub fn unlock(out: &Output, _g: &GlobalArgs, a: UnlockArgs) -> Result<i32> {
         "removed": removed,
         "kept": kept,
     }))?;
-    Ok(crate::error::exit::OK)
+    Ok(envarc::error::exit::OK)
 }

@@ -1,10 +1,10 @@
 //! `envarc verify`.
 
-use crate::envelope;
-use crate::error::exit;
-use crate::repo::Repository;
-use crate::verify::{verify as run_verify, Problem, ReadData, VerifyOptions, VerifyReport};
-use crate::{Error, Result};
+use envarc::envelope;
+use envarc::error::exit;
+use envarc::repo::Repository;
+use envarc::verify::{verify as run_verify, Problem, ReadData, VerifyOptions, VerifyReport};
+use envarc::{Error, Result};
 
 use super::fmt::{fmt_bytes, plural};
 use super::repo::RepoArgs;
@@ -58,7 +58,7 @@ pub fn verify(out: &Output, g: &GlobalArgs, a: VerifyArgs) -> Result<i32> {
                 ..Default::default()
             };
             print(out, &report);
-            return Ok(report.exit_code());
+            return Ok(exit_code(&report));
         }
         Err((e, false)) => return Err(e),
     };
@@ -74,7 +74,16 @@ pub fn verify(out: &Output, g: &GlobalArgs, a: VerifyArgs) -> Result<i32> {
     let progress = out.progress();
     let report = run_verify(&repo, &opts, progress.as_ref())?;
     print(out, &report);
-    Ok(report.exit_code())
+    Ok(exit_code(&report))
+}
+
+/// 0 when everything checked is sound, else 4.
+fn exit_code(r: &VerifyReport) -> i32 {
+    if r.is_sound() {
+        exit::OK
+    } else {
+        exit::INTEGRITY
+    }
 }
 
 /// The first line of `envarc verify`'s report (and of the demo's verify).
@@ -146,7 +155,7 @@ fn print(out: &Output, r: &VerifyReport) {
         out.say(format!("info: {i}"));
     }
     out.say(verdict_line(r));
-    if r.exit_code() != exit::OK {
+    if !r.is_sound() {
         let detail = if out.quiet {
             " verification; run without --quiet for each one's consequence"
         } else {

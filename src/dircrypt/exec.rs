@@ -30,7 +30,7 @@ use std::sync::Mutex;
 
 use super::fsx::{self, set_meta, split, Root, Temp};
 use super::naming::Direction;
-use super::plan::{Action, Job};
+use super::plan::{FileAction, Job};
 use super::record::{add_stamp, recorded, user_pairs, Stamp};
 use super::walk::SourceFile;
 use crate::envelope::{
@@ -46,7 +46,7 @@ const IO_BUFFER: usize = 64 * 1024;
 
 /// How one file ended.
 #[derive(Debug)]
-pub enum Outcome {
+pub enum FileOutcome {
     Written {
         read: u64,
         written: u64,
@@ -94,7 +94,7 @@ impl From<String> for Stop {
 impl Engine<'_> {
     /// Runs every job; returns each job's outcome (in no particular order)
     /// and the output folders that got new entries.
-    pub fn run(&self, jobs: &[Job]) -> (Vec<(usize, Outcome)>, Vec<PathBuf>) {
+    pub fn run(&self, jobs: &[Job]) -> (Vec<(usize, FileOutcome)>, Vec<PathBuf>) {
         let (small, large): (Vec<&Job>, Vec<&Job>) = jobs
             .iter()
             .partition(|j| self.files[j.file].stamp.size < LARGE_FILE);
@@ -150,10 +150,10 @@ impl Engine<'_> {
 
     /// Turns a result into an outcome, and brings the progress display to
     /// the whole file's bytes whatever was read of it.
-    fn finish(&self, job: &Job, r: Result<Outcome, Stop>, counted: &AtomicU64) -> Outcome {
+    fn finish(&self, job: &Job, r: Result<FileOutcome, Stop>, counted: &AtomicU64) -> FileOutcome {
         let o = match r {
             Ok(o) => o,
-            Err(Stop::Failed(why)) => Outcome::Failed(why),
+            Err(Stop::Failed(why)) => FileOutcome::Failed(why),
             Err(Stop::Handoff) => unreachable!("the large lane takes every message"),
         };
         let size = self.files[job.file].stamp.size;
@@ -195,7 +195,7 @@ impl Engine<'_> {
         lane: Lane,
         buf: &mut [u8],
         counted: &AtomicU64,
-    ) -> Result<Outcome, Stop> {
+    ) -> Result<FileOutcome, Stop> {
         let f = &self.files[job.file];
         let (file, md) = self.open_source(f)?;
         let (parent, name) = split(&job.out).map_err(|e| e.to_string())?;
@@ -216,10 +216,10 @@ impl Engine<'_> {
             .into()
         };
         let stamp = Stamp::of(&md);
-        if job.action == Action::ReplaceUnlessCurrent
+        if job.action == FileAction::ReplaceUnlessCurrent
             && self.is_current(dir.as_fd(), name, stamp, &out_path)?
         {
-            return Ok(Outcome::Current);
+            return Ok(FileOutcome::Current);
         }
         let (temp, tf) = Temp::create(dir.as_fd(), name)
             .map_err(|e| io_err("creating a temporary file for", &e))?;
@@ -243,9 +243,9 @@ impl Engine<'_> {
         set_meta(&tf, md.mode(), mtime).map_err(|e| io_err("setting mode and mtime of", &e))?;
         tf.sync_all().map_err(|e| io_err("flushing", &e))?;
         drop(tf);
-        match temp.commit(name, job.action != Action::Create) {
-            Ok(true) => Ok(Outcome::Written { read, written }),
-            Ok(false) => Ok(Outcome::Existed),
+        match temp.commit(name, job.action != FileAction::Create) {
+            Ok(true) => Ok(FileOutcome::Written { read, written }),
+            Ok(false) => Ok(FileOutcome::Existed),
             Err(e) => Err(io_err("renaming into place", &e)),
         }
     }
@@ -368,12 +368,12 @@ impl Engine<'_> {
 }
 
 fn record(
-    results: &Mutex<Vec<(usize, Outcome)>>,
+    results: &Mutex<Vec<(usize, FileOutcome)>>,
     touched: &Mutex<std::collections::BTreeSet<PathBuf>>,
     job: &Job,
-    o: Outcome,
+    o: FileOutcome,
 ) {
-    if let Outcome::Written { .. } = o {
+    if let FileOutcome::Written { .. } = o {
         let parent = job.out.parent().unwrap_or(Path::new("")).to_path_buf();
         touched.lock().expect("no worker panics").insert(parent);
     }

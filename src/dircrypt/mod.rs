@@ -37,7 +37,7 @@ use crate::{Error, Result};
 pub use naming::{Direction, DEFAULT_SUFFIX};
 pub use plan::Overwrite;
 
-use exec::{Engine, Outcome};
+use exec::{Engine, FileOutcome};
 use fsx::{Found, Root};
 use plan::{Existing, Kept, Record};
 
@@ -91,25 +91,13 @@ pub struct Summary {
 /// are collected in the summary; an error is returned only when the run
 /// cannot start (bad arguments, nested trees, the output locked).
 pub fn run(req: &Request, provider: &dyn KeyProvider, progress: &dyn Progress) -> Result<Summary> {
-    naming::check_suffix(req.suffix).map_err(Error::Usage)?;
-    if req.direction == Direction::Encrypt {
-        record::check_user_context(&req.encrypt.context).map_err(Error::Usage)?;
-    }
-    let (input, output) = check_roots(req.input, req.output)?;
-    let in_root = Root::open(&input)
-        .map_err(|e| Error::io(format!("opening the input folder {}", input.display()), e))?;
-    let (out_root, created) = Root::create(&output).map_err(|e| {
-        Error::io(
-            format!("creating the output folder {}", output.display()),
-            e,
-        )
-    })?;
-    out_root.lock().map_err(|_| {
-        Error::Locked(format!(
-            "another envarc run is writing into {}; wait for it to end (or stop it), then run this again",
-            output.display()
-        ))
-    })?;
+    let Roots {
+        input,
+        output,
+        in_root,
+        out_root,
+        created,
+    } = open_roots(req)?;
 
     progress.start("scanning", None, None);
     let scan = walk::scan(&in_root, progress);
@@ -162,30 +150,7 @@ pub fn run(req: &Request, provider: &dyn KeyProvider, progress: &dyn Progress) -
         workers,
         small_frame_max,
     };
-    let total: u64 = plan
-        .jobs
-        .iter()
-        .map(|j| scan.files[j.file].stamp.size)
-        .sum();
-    let phase = match req.direction {
-        Direction::Encrypt => "encrypting",
-        Direction::Decrypt => "decrypting",
-    };
-    progress.start(phase, Some(plan.jobs.len() as u64), Some(total));
-    let (outcomes, touched) = engine.run(&plan.jobs);
-    progress.finish();
-    for (i, o) in outcomes {
-        match o {
-            Outcome::Written { read, written } => {
-                s.written += 1;
-                s.bytes_read += read;
-                s.bytes_written += written;
-            }
-            Outcome::Current => s.kept_current += 1,
-            Outcome::Existed => s.kept_existing += 1,
-            Outcome::Failed(why) => failed.push((i, why)),
-        }
-    }
+    let touched = execute(&engine, &plan.jobs, &mut s, &mut failed);
     finish_dirs(&out_root, &scan.dirs, &touched, &mut folder_errors);
     if let Some(root) = root_meta {
         if let Err(e) = fsx::set_root_meta(&out_root, created.then_some(root.mode), root.mtime) {
@@ -198,6 +163,80 @@ pub fn run(req: &Request, provider: &dyn KeyProvider, progress: &dyn Progress) -
         .chain(failed.into_iter().map(|(_, m)| m))
         .collect();
     Ok(s)
+}
+
+/// The folders of a run, opened, the output locked.
+struct Roots {
+    input: PathBuf,
+    output: PathBuf,
+    in_root: Root,
+    out_root: Root,
+    /// Whether this run made the output folder.
+    created: bool,
+}
+
+/// Checks the request, opens the input folder, creates the output folder
+/// (if need be) and locks it.
+fn open_roots(req: &Request) -> Result<Roots> {
+    naming::check_suffix(req.suffix).map_err(Error::Usage)?;
+    if req.direction == Direction::Encrypt {
+        record::check_user_context(&req.encrypt.context).map_err(Error::Usage)?;
+    }
+    let (input, output) = check_roots(req.input, req.output)?;
+    let in_root = Root::open(&input)
+        .map_err(|e| Error::io(format!("opening the input folder {}", input.display()), e))?;
+    let (out_root, created) = Root::create(&output).map_err(|e| {
+        Error::io(
+            format!("creating the output folder {}", output.display()),
+            e,
+        )
+    })?;
+    out_root.lock().map_err(|_| {
+        Error::Locked(format!(
+            "another envarc run is writing into {}; wait for it to end (or stop it), then run this again",
+            output.display()
+        ))
+    })?;
+    Ok(Roots {
+        input,
+        output,
+        in_root,
+        out_root,
+        created,
+    })
+}
+
+/// Runs the jobs and counts how each file ended into `s` and `failed`;
+/// returns the folders that got a file.
+fn execute(
+    engine: &Engine<'_>,
+    jobs: &[plan::Job],
+    s: &mut Summary,
+    failed: &mut Vec<(usize, String)>,
+) -> Vec<PathBuf> {
+    let total: u64 = jobs.iter().map(|j| engine.files[j.file].stamp.size).sum();
+    let phase = match engine.direction {
+        Direction::Encrypt => "encrypting",
+        Direction::Decrypt => "decrypting",
+    };
+    engine
+        .progress
+        .start(phase, Some(jobs.len() as u64), Some(total));
+    let (outcomes, touched) = engine.run(jobs);
+    engine.progress.finish();
+    for (i, o) in outcomes {
+        match o {
+            FileOutcome::Written { read, written } => {
+                s.written += 1;
+                s.bytes_read += read;
+                s.bytes_written += written;
+            }
+            FileOutcome::Current => s.kept_current += 1,
+            FileOutcome::Existed => s.kept_existing += 1,
+            FileOutcome::Failed(why) => failed.push((i, why)),
+        }
+    }
+    touched
 }
 
 /// The input root as a folder entry (relative path `""`).

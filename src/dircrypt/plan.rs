@@ -6,7 +6,7 @@
 //! `--overwrite if-changed` never keeps an output on the word of bytes that
 //! no key authenticated: a mismatch in what the existing output records can
 //! only cause it to be written again, and an output that seems current is
-//! kept only after its header authenticated (see [`Action::ReplaceUnlessCurrent`]).
+//! kept only after its header authenticated (see [`FileAction::ReplaceUnlessCurrent`]).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -54,7 +54,7 @@ pub enum Existing {
 
 /// What a worker does with one file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
+pub enum FileAction {
     /// Write the output; should one appear meanwhile, keep it.
     Create,
     /// Write the output over the existing one.
@@ -80,7 +80,7 @@ pub struct Job {
     pub file: usize,
     /// Relative to the output root.
     pub out: PathBuf,
-    pub action: Action,
+    pub action: FileAction,
 }
 
 /// Each file's output path, or why it has none.
@@ -172,7 +172,7 @@ pub fn decide(files: &[SourceFile], targets: Targets, existing: &[Existing], wan
     for (i, out) in targets.out.into_iter().enumerate() {
         let Some(out) = out else { continue };
         let action = match &existing[i] {
-            Existing::Absent => Action::Create,
+            Existing::Absent => FileAction::Create,
             Existing::Other(kind) => {
                 plan.failed.push((
                     i,
@@ -189,17 +189,17 @@ pub fn decide(files: &[SourceFile], targets: Targets, existing: &[Existing], wan
                     plan.kept.push((i, Kept::Exists));
                     continue;
                 }
-                Overwrite::Always => Action::Replace,
+                Overwrite::Always => FileAction::Replace,
                 Overwrite::IfChanged => match want.direction {
                     Direction::Encrypt if encrypted_current(&files[i], record.as_ref(), want) => {
-                        Action::ReplaceUnlessCurrent
+                        FileAction::ReplaceUnlessCurrent
                     }
-                    Direction::Encrypt => Action::Replace,
+                    Direction::Encrypt => FileAction::Replace,
                     Direction::Decrypt if decrypted_current(&files[i], stamp, record.as_ref()) => {
                         plan.kept.push((i, Kept::Current));
                         continue;
                     }
-                    Direction::Decrypt => Action::Replace,
+                    Direction::Decrypt => FileAction::Replace,
                 },
             },
         };

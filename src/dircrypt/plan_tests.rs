@@ -56,114 +56,164 @@ fn decide_one(direction: Direction, overwrite: Overwrite, existing: Existing) ->
     decide(&files, t, &[existing], &want)
 }
 
-enum Outcome {
-    Do(Action),
+enum Decision {
+    Do(FileAction),
     Keep(Kept),
     Fail,
 }
 
-fn outcome(p: &Plan) -> Outcome {
+fn outcome(p: &Plan) -> Decision {
     match (&p.jobs[..], &p.kept[..], &p.failed[..]) {
-        ([j], [], []) => Outcome::Do(j.action),
-        ([], [(_, k)], []) => Outcome::Keep(*k),
-        ([], [], [_]) => Outcome::Fail,
+        ([j], [], []) => Decision::Do(j.action),
+        ([], [(_, k)], []) => Decision::Keep(*k),
+        ([], [], [_]) => Decision::Fail,
         _ => panic!("one decision per file"),
     }
 }
 
-#[test]
-fn existing_outputs_are_kept_replaced_or_checked_as_asked() {
-    use Direction::*;
-    use Outcome::*;
-    use Overwrite::*;
-    let same = stamp(10, 100);
-    let good = || record(Some(same), SUITE, &[("team", "ops")]);
-    let file = |record| Existing::File {
+type Case = (&'static str, Direction, Overwrite, Existing, Decision);
+
+/// The stamp of the sources in these cases.
+fn same() -> Stamp {
+    stamp(10, 100)
+}
+
+/// A record of this very source, suite and context.
+fn good() -> Option<Record> {
+    record(Some(same()), SUITE, &[("team", "ops")])
+}
+
+/// An output file (another stamp than the source's) with `record`.
+fn output(record: Option<Record>) -> Existing {
+    Existing::File {
         stamp: stamp(99, 5),
         record,
-    };
-    let cases: Vec<(&str, Direction, Overwrite, Existing, Outcome)> = vec![
+    }
+}
+
+/// Each case decides as it says.
+fn check(cases: Vec<Case>) {
+    use Decision::*;
+    for (name, d, o, existing, want) in cases {
+        let got = outcome(&decide_one(d, o, existing));
+        let ok = match (&got, &want) {
+            (Do(a), Do(b)) => a == b,
+            (Keep(a), Keep(b)) => a == b,
+            (Fail, Fail) => true,
+            _ => false,
+        };
+        assert!(ok, "{name}");
+    }
+}
+
+/// Existing outputs are kept, replaced or checked as asked: absent, never, always.
+#[test]
+fn absent_or_existing_outputs_follow_never_and_always() {
+    use Decision::*;
+    use Direction::*;
+    use Overwrite::*;
+    check(vec![
         (
             "absent",
             Encrypt,
             Never,
             Existing::Absent,
-            Do(Action::Create),
+            Do(FileAction::Create),
         ),
         (
             "absent, always",
             Encrypt,
             Always,
             Existing::Absent,
-            Do(Action::Create),
+            Do(FileAction::Create),
         ),
         (
             "exists, never",
             Encrypt,
             Never,
-            file(good()),
+            output(good()),
             Keep(Kept::Exists),
         ),
         (
             "exists, always",
             Encrypt,
             Always,
-            file(good()),
-            Do(Action::Replace),
+            output(good()),
+            Do(FileAction::Replace),
         ),
+    ]);
+}
+
+/// `if-changed` when encrypting: only an output that records this source, suite and context may be kept.
+#[test]
+fn if_changed_replaces_what_does_not_record_this_source() {
+    use Decision::*;
+    use Direction::*;
+    use Overwrite::*;
+    check(vec![
         (
             "records this source",
             Encrypt,
             IfChanged,
-            file(good()),
-            Do(Action::ReplaceUnlessCurrent),
+            output(good()),
+            Do(FileAction::ReplaceUnlessCurrent),
         ),
         (
             "no record",
             Encrypt,
             IfChanged,
-            file(None),
-            Do(Action::Replace),
+            output(None),
+            Do(FileAction::Replace),
         ),
         (
             "record without stamp",
             Encrypt,
             IfChanged,
-            file(record(None, SUITE, &[("team", "ops")])),
-            Do(Action::Replace),
+            output(record(None, SUITE, &[("team", "ops")])),
+            Do(FileAction::Replace),
         ),
         (
             "source grew",
             Encrypt,
             IfChanged,
-            file(record(Some(stamp(11, 100)), SUITE, &[("team", "ops")])),
-            Do(Action::Replace),
+            output(record(Some(stamp(11, 100)), SUITE, &[("team", "ops")])),
+            Do(FileAction::Replace),
         ),
         (
             "source touched",
             Encrypt,
             IfChanged,
-            file(record(Some(stamp(10, 101)), SUITE, &[("team", "ops")])),
-            Do(Action::Replace),
+            output(record(Some(stamp(10, 101)), SUITE, &[("team", "ops")])),
+            Do(FileAction::Replace),
         ),
         (
             "other suite",
             Encrypt,
             IfChanged,
-            file(record(
-                Some(same),
+            output(record(
+                Some(same()),
                 Suite::Aes256GcmHkdfSha512CommitEcdsaP384,
                 &[("team", "ops")],
             )),
-            Do(Action::Replace),
+            Do(FileAction::Replace),
         ),
         (
             "other context",
             Encrypt,
             IfChanged,
-            file(record(Some(same), SUITE, &[("team", "dev")])),
-            Do(Action::Replace),
+            output(record(Some(same()), SUITE, &[("team", "dev")])),
+            Do(FileAction::Replace),
         ),
+    ]);
+}
+
+/// A folder, a symlink or an unreadable entry where the output goes: the file fails.
+#[test]
+fn outputs_that_are_not_files_fail() {
+    use Decision::*;
+    use Direction::*;
+    use Overwrite::*;
+    check(vec![
         (
             "a folder there",
             Encrypt,
@@ -186,12 +236,22 @@ fn existing_outputs_are_kept_replaced_or_checked_as_asked() {
             Fail,
         ),
         // Decryption: the output's stamp against what the input records.
+    ]);
+}
+
+/// Decrypting: outputs carry no record; the stamp decides.
+#[test]
+fn decrypted_outputs_are_judged_by_their_stamp() {
+    use Decision::*;
+    use Direction::*;
+    use Overwrite::*;
+    check(vec![
         (
             "decrypted, recorded stamp",
             Decrypt,
             IfChanged,
             Existing::File {
-                stamp: same,
+                stamp: same(),
                 record: good(),
             },
             Keep(Kept::Current),
@@ -204,7 +264,7 @@ fn existing_outputs_are_kept_replaced_or_checked_as_asked() {
                 stamp: stamp(9, 100),
                 record: good(),
             },
-            Do(Action::Replace),
+            Do(FileAction::Replace),
         ),
         (
             "decrypted, no record, input's mtime",
@@ -224,7 +284,7 @@ fn existing_outputs_are_kept_replaced_or_checked_as_asked() {
                 stamp: stamp(10, 99),
                 record: None,
             },
-            Do(Action::Replace),
+            Do(FileAction::Replace),
         ),
         (
             "decrypted, never",
@@ -236,17 +296,7 @@ fn existing_outputs_are_kept_replaced_or_checked_as_asked() {
             },
             Keep(Kept::Exists),
         ),
-    ];
-    for (name, d, o, existing, want) in cases {
-        let got = outcome(&decide_one(d, o, existing));
-        let ok = match (&got, &want) {
-            (Do(a), Do(b)) => a == b,
-            (Keep(a), Keep(b)) => a == b,
-            (Fail, Fail) => true,
-            _ => false,
-        };
-        assert!(ok, "{name}");
-    }
+    ]);
 }
 
 #[test]

@@ -36,7 +36,7 @@ pub struct SourceDir {
 
 /// What the walk found. Folders come before their contents; names sorted bytewise.
 #[derive(Default)]
-pub struct Scan {
+pub struct TreeScan {
     pub files: Vec<SourceFile>,
     pub dirs: Vec<SourceDir>,
     /// Entries of kinds that are not encrypted, phrased for the user.
@@ -57,11 +57,11 @@ fn kind_name(ft: FileType) -> &'static str {
 }
 
 /// Walks the tree below `root`.
-pub fn scan(root: &Root, progress: &dyn Progress) -> Scan {
+pub fn scan(root: &Root, progress: &dyn Progress) -> TreeScan {
     let mut w = Walker {
         root,
         progress,
-        scan: Scan::default(),
+        scan: TreeScan::default(),
     };
     match rfs::openat(
         root.fd(),
@@ -78,7 +78,7 @@ pub fn scan(root: &Root, progress: &dyn Progress) -> Scan {
 struct Walker<'a> {
     root: &'a Root,
     progress: &'a dyn Progress,
-    scan: Scan,
+    scan: TreeScan,
 }
 
 impl Walker<'_> {

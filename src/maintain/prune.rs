@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use super::refs::used_chunks;
-use super::rewrite::{rewrite_packs, Action, Engine, Item, PackJob, RewritePlan};
+use super::rewrite::{rewrite_packs, ChunkAction, Engine, Item, PackJob, RewritePlan};
 use crate::pool::Pool;
 use crate::progress::Progress;
 use crate::repo::storage::ObjectInfo;
@@ -231,16 +231,34 @@ pub fn plan<'a>(
                 .into_iter()
                 .map(|c| Item {
                     chunk: *c,
-                    action: Action::Copy,
+                    action: ChunkAction::Copy,
                 })
                 .collect(),
         });
     }
+    let unindexed = unindexed_packs(index, stored, now, opts, &mut report);
+    report.bytes_freed = report.bytes_freed.saturating_sub(report.bytes_repacked);
+    PrunePlan {
+        rewrite,
+        unindexed,
+        report,
+    }
+}
+
+/// Packs no index lists: those older than the grace period go (their
+/// bytes counted as freed), the others are counted as kept. Pure.
+fn unindexed_packs(
+    index: &Index,
+    stored: &HashMap<Id, PackFile>,
+    now: SystemTime,
+    opts: &PruneOptions,
+    report: &mut PruneReport,
+) -> Vec<PackFile> {
     let indexed: HashSet<Id> = index.packs().iter().map(|p| p.id).collect();
     for p in stored.values() {
         if !indexed.contains(&p.id) && !older_than(p.modified, opts.grace, now) {
             report.unindexed_packs_kept_recent += 1;
-            kept_recent(&mut report, p.modified, p.size, opts.grace, now);
+            kept_recent(report, p.modified, p.size, opts.grace, now);
         }
     }
     let mut unindexed: Vec<PackFile> = stored
@@ -251,12 +269,7 @@ pub fn plan<'a>(
     unindexed.sort_by_key(|p| p.id);
     report.unindexed_packs_deleted = unindexed.len() as u64;
     report.bytes_freed += unindexed.iter().map(|p| p.size).sum::<u64>();
-    report.bytes_freed = report.bytes_freed.saturating_sub(report.bytes_repacked);
-    PrunePlan {
-        rewrite,
-        unindexed,
-        report,
-    }
+    unindexed
 }
 
 /// Fails if a snapshot appeared that prune did not read: a backup wrote it

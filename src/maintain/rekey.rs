@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use super::messages::{config_wrapped_by, renew_snapshots, scan, wrapped_by};
 use super::refs::{references, Touching};
-use super::rewrite::{rewrite_packs, Action, Engine, Item, PackJob, Rekey, RewritePlan};
+use super::rewrite::{rewrite_packs, ChunkAction, Engine, Item, PackJob, Rekey, RewritePlan};
 use crate::pool::Pool;
 use crate::progress::Progress;
 use crate::repo::{ChunkId, Id, Index, IndexedChunk, KeyVersion, RepoLock, Repository};
@@ -92,14 +92,14 @@ pub fn plan_chunks<'a>(
         let mut items = Vec::new();
         for c in chunks {
             let action = match (is_old(c), droppable.contains(&c.id)) {
-                (false, _) => Action::Copy,
+                (false, _) => ChunkAction::Copy,
                 (true, true) => {
                     counts.dropped += 1;
                     continue;
                 }
-                (true, false) => Action::Reseal,
+                (true, false) => ChunkAction::Reseal,
             };
-            if action == Action::Copy {
+            if action == ChunkAction::Copy {
                 counts.copied += 1;
             } else {
                 counts.resealed += 1;

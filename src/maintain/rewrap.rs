@@ -26,7 +26,7 @@ use crate::envelope::{
 };
 use crate::keyring::KeyringProvider;
 use crate::progress::Progress;
-use crate::providers::transit::{KeyRef as TransitKey, TransitProvider};
+use crate::providers::transit::{TransitKey, TransitProvider};
 use crate::providers::ProviderKind;
 use crate::repo::{Compression, FileKey, KeyVersion, LockKind, Repository};
 use crate::{Error, Result};

@@ -2,8 +2,8 @@
 //! writing what of them stays into new packs, in an order that never loses a
 //! chunk:
 //!
-//! 1. the chunks that stay go into new packs ([`Action::Copy`]: the message
-//!    byte for byte, same message ID and header; [`Action::Reseal`]: a *new*
+//! 1. the chunks that stay go into new packs ([`ChunkAction::Copy`]: the message
+//!    byte for byte, same message ID and header; [`ChunkAction::Reseal`]: a *new*
 //!    message, new message ID, under the data key a [`Rekey`] gives), each
 //!    pack committed (durable) by the storage;
 //! 2. index files for the new packs (durable);
@@ -34,7 +34,7 @@ use crate::Result;
 
 /// What becomes of one chunk message that stays.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
+pub enum ChunkAction {
     /// Its bytes, unchanged.
     Copy,
     /// A new message (new message ID) for its body, under the key the
@@ -45,7 +45,7 @@ pub enum Action {
 #[derive(Clone, Copy, Debug)]
 pub struct Item<'a> {
     pub chunk: IndexedChunk<'a>,
-    pub action: Action,
+    pub action: ChunkAction,
 }
 
 /// A pack to retire and the chunk messages of it that stay (the others are
@@ -96,7 +96,7 @@ pub struct Engine<'a> {
     pub index: &'a Index,
     /// `index.by_pack()`, computed once by the caller.
     pub by_pack: &'a [Vec<IndexedChunk<'a>>],
-    /// For [`Action::Reseal`] items.
+    /// For [`ChunkAction::Reseal`] items.
     pub rekey: Option<&'a dyn Rekey>,
     pub phase: &'a str,
     pub progress: &'a dyn Progress,
@@ -106,7 +106,7 @@ pub struct Engine<'a> {
 
 /// What [`rewrite_packs`] did.
 #[derive(Clone, Debug, Default)]
-pub struct Outcome {
+pub struct RewriteOutcome {
     pub packs_written: u64,
     pub packs_deleted: u64,
     pub chunks_copied: u64,
@@ -169,14 +169,14 @@ pub fn rewrite_packs(
     e: &Engine,
     mut plan: RewritePlan,
     guard: &dyn Fn() -> Result<()>,
-) -> Result<Outcome> {
+) -> Result<RewriteOutcome> {
     plan.packs.sort_by_key(|p| p.pack);
     for p in &mut plan.packs {
         p.items.sort_by_key(|i| i.chunk.location.offset);
     }
     let pool = Pool::for_repo(e.repo)?;
     let mut files = IndexFiles::of(e.index);
-    let mut out = Outcome::default();
+    let mut out = RewriteOutcome::default();
     let batch_bytes = match e.batch_bytes {
         0 => e.repo.config().pack_size.saturating_mul(16),
         n => n,
@@ -223,7 +223,7 @@ fn commit(
     new: IndexData,
     retired: &HashSet<Id>,
     renew: &[Id],
-    out: &mut Outcome,
+    out: &mut RewriteOutcome,
 ) -> Result<()> {
     if !new.packs.is_empty() {
         out.index_files_written += e.repo.save_index(new)?.len() as u64;
@@ -311,7 +311,7 @@ pub(super) fn test_item(pack: u8, offset: u64, length: u64) -> Item<'static> {
             key_set_no: 0,
             pack_no: 0,
         },
-        action: Action::Copy,
+        action: ChunkAction::Copy,
     }
 }
 

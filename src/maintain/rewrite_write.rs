@@ -19,9 +19,8 @@ use std::sync::{Arc, Mutex};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
-use super::rewrite::{Action, Engine, Item, PackJob};
+use super::rewrite::{ChunkAction, Engine, Item, PackJob};
 use crate::envelope::Header;
-use crate::error::exit;
 use crate::pool::Pool;
 use crate::repo::{
     pack_name, Compression, FileKey, Id, KeySetTable, KeyVersion, PackRecord, PackWriter,
@@ -124,9 +123,10 @@ enum Fail {
 /// Damaged messages and keys that do not open them are the item's problem;
 /// anything else (writing, a key service that cannot be reached) stops.
 fn classify(e: Error) -> Fail {
-    match e.exit_code() {
-        exit::INTEGRITY | exit::KEY => Fail::Item(e.to_string()),
-        _ => Fail::Batch(e),
+    if e.is_integrity() || e.is_key_problem() {
+        Fail::Item(e.to_string())
+    } else {
+        Fail::Batch(e)
     }
 }
 
@@ -259,11 +259,11 @@ fn write_item<'r>(
     let repo = e.repo;
     let c = &item.chunk;
     let (message, key_set): (Cow<[u8]>, u32) = match item.action {
-        Action::Copy => {
+        ChunkAction::Copy => {
             sh.copied.fetch_add(1, Ordering::Relaxed);
             (Cow::Borrowed(message), sh.key_set(c.key_set))
         }
-        Action::Reseal => {
+        ChunkAction::Reseal => {
             let opened = repo
                 .open_chunk_body(message, &c.location, &c.id)
                 .map_err(classify)?;

@@ -6,8 +6,12 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// A kind of key provider, as named in the repository config.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+use serde::{Deserialize, Serialize};
+
+/// A kind of key provider, as named in the repository config (serialized as
+/// that name, so configs and the sealed copy's bytes stay as they were).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum ProviderKind {
     /// A CMK of the local keyring.
     Keyring,
@@ -47,6 +51,12 @@ impl ProviderKind {
         }
     }
 
+    /// The names of all kinds, for messages: "keyring, transit, aws-kms, raw-aes".
+    pub fn known() -> String {
+        let known: Vec<&str> = ProviderKind::ALL.iter().map(|k| k.as_str()).collect();
+        known.join(", ")
+    }
+
     /// The kind named `name`, `None` for a provider envarc does not know
     /// (a config or an EDK may name one; callers say what to do about it).
     pub fn of(name: &str) -> Option<ProviderKind> {
@@ -65,12 +75,19 @@ impl FromStr for ProviderKind {
 
     fn from_str(s: &str) -> Result<ProviderKind, String> {
         ProviderKind::of(s).ok_or_else(|| {
-            let known: Vec<&str> = ProviderKind::ALL.iter().map(|k| k.as_str()).collect();
             format!(
                 "'{s}' is not a key provider envarc knows; use one of {}",
-                known.join(", ")
+                ProviderKind::known()
             )
         })
+    }
+}
+
+impl TryFrom<String> for ProviderKind {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<ProviderKind, String> {
+        s.parse()
     }
 }
 
@@ -92,5 +109,13 @@ mod tests {
         assert_eq!(ProviderKind::of("aws-kms"), Some(ProviderKind::AwsKms));
         let e = "pkcs11".parse::<ProviderKind>().unwrap_err();
         assert!(e.contains("pkcs11") && e.contains("raw-aes"), "{e}");
+        // Serialized as the name, as configs have always recorded it.
+        let json = serde_json::to_string(&ProviderKind::AwsKms).unwrap();
+        assert_eq!(json, "\"aws-kms\"");
+        assert_eq!(
+            serde_json::from_str::<ProviderKind>(&json).unwrap(),
+            ProviderKind::AwsKms
+        );
+        assert!(serde_json::from_str::<ProviderKind>("\"pkcs11\"").is_err());
     }
 }

@@ -22,7 +22,7 @@ pub mod transit;
 mod transit_config;
 
 pub use transit::{
-    edk_key, edk_version, KeyRef, TransitKeyInfo, TransitProvider,
+    edk_key, edk_version, TransitKey, TransitKeyInfo, TransitProvider,
     PROVIDER_ID as TRANSIT_PROVIDER_ID,
 };
 pub use transit_config::{TransitConfig, DEFAULT_MOUNT as DEFAULT_TRANSIT_MOUNT};
@@ -34,27 +34,3 @@ pub use {
     aws_kms::{AwsKmsProvider, KmsArn, PROVIDER_ID as AWS_KMS_PROVIDER_ID},
     aws_kms_client::{Kms, KmsConfig},
 };
-
-/// Runs `f` (rayon parallel iterators that call `provider` once per item) on
-/// a pool of at least
-/// [`KeyProvider::max_in_flight`](crate::envelope::KeyProvider::max_in_flight) threads, so that the
-/// round trips of a remote key service overlap; on the global pool (one
-/// thread per core) when that is enough, as for local keys.
-pub fn run_for_provider<R: Send>(
-    provider: &dyn crate::envelope::KeyProvider,
-    f: impl FnOnce() -> R + Send,
-) -> R {
-    let want = provider.max_in_flight();
-    if want <= rayon::current_num_threads() {
-        return f();
-    }
-    match rayon::ThreadPoolBuilder::new()
-        .num_threads(want)
-        .thread_name(|i| format!("envarc-io-{i}"))
-        .build()
-    {
-        Ok(pool) => pool.install(f),
-        // No threads to spare: the global pool still does the work.
-        Err(_) => f(),
-    }
-}

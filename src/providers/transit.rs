@@ -40,7 +40,7 @@ pub const CONTEXT_PREFIX: &[u8] = b"envarc/transit/v1\0";
 
 /// A transit key: mount and name.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeyRef {
+pub struct TransitKey {
     pub mount: String,
     pub name: String,
 }
@@ -48,7 +48,7 @@ pub struct KeyRef {
 /// What `GET <mount>/keys/<name>` says about a key (for `stats` and checks).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TransitKeyInfo {
-    pub key: KeyRef,
+    pub key: TransitKey,
     pub key_type: String,
     pub derived: bool,
     pub latest_version: u32,
@@ -83,14 +83,14 @@ pub fn edk_version(edk: &EncryptedDataKey) -> Option<u32> {
 }
 
 /// The transit key an EDK names, if it is a well-formed transit EDK.
-pub fn edk_key(edk: &EncryptedDataKey) -> Option<KeyRef> {
+pub fn edk_key(edk: &EncryptedDataKey) -> Option<TransitKey> {
     if edk.provider_id != PROVIDER_ID {
         return None;
     }
     let info = std::str::from_utf8(&edk.provider_info).ok()?;
     let (mount, name) = info.rsplit_once('/')?;
     check_key_name(name).ok()?;
-    Some(KeyRef {
+    Some(TransitKey {
         mount: normalize_mount(mount).ok()?,
         name: name.to_string(),
     })
@@ -135,7 +135,7 @@ enum Op {
 }
 
 impl Op {
-    fn path(self, k: &KeyRef) -> String {
+    fn path(self, k: &TransitKey) -> String {
         let verb = match self {
             Op::ReadKey => "keys",
             Op::DataKey => "datakey/plaintext",
@@ -185,8 +185,8 @@ impl TransitProvider {
     }
 
     /// The key new data keys are wrapped with, if any.
-    pub fn wrapping_key(&self) -> Option<KeyRef> {
-        Some(KeyRef {
+    pub fn wrapping_key(&self) -> Option<TransitKey> {
+        Some(TransitKey {
             mount: self.mount.clone().unwrap_or_else(|| DEFAULT_MOUNT.into()),
             name: self.key.clone()?,
         })
@@ -223,7 +223,7 @@ impl TransitProvider {
     }
 
     /// Reads a key's versions and settings (`read` on `<mount>/keys/<name>`).
-    pub fn key_info(&self, key: &KeyRef) -> Result<TransitKeyInfo, ProviderError> {
+    pub fn key_info(&self, key: &TransitKey) -> Result<TransitKeyInfo, ProviderError> {
         let out = self
             .client
             .get(&Op::ReadKey.path(key))
@@ -244,7 +244,7 @@ impl TransitProvider {
 
     /// The wrapping key, checked (once) to be a derived key: on any other,
     /// transit would silently ignore the encryption context.
-    fn wrapping_key_checked(&self) -> Result<KeyRef, ProviderError> {
+    fn wrapping_key_checked(&self) -> Result<TransitKey, ProviderError> {
         let k = self.wrapping_key().ok_or_else(|| {
             ProviderError::Other(
                 "this transit provider has no wrapping key; pass --key transit:KEYNAME".into(),
@@ -264,7 +264,7 @@ impl TransitProvider {
         Ok(k)
     }
 
-    fn key_of(&self, edk: &EncryptedDataKey) -> Result<KeyRef, ProviderError> {
+    fn key_of(&self, edk: &EncryptedDataKey) -> Result<TransitKey, ProviderError> {
         let mut k = edk_key(edk).ok_or_else(|| {
             ProviderError::Other(format!(
                 "malformed transit EDK ({}): its provider info is not <mount>/<key name>",
@@ -303,7 +303,7 @@ impl TransitProvider {
         op: Op,
         edk: &EncryptedDataKey,
         ctx: &EncryptionContext,
-    ) -> Result<(KeyRef, T), ProviderError> {
+    ) -> Result<(TransitKey, T), ProviderError> {
         let k = self.key_of(edk)?;
         let body = serde_json::json!({
             "ciphertext": ciphertext_str(edk, &k)?,
@@ -317,7 +317,7 @@ impl TransitProvider {
         Ok((k, data))
     }
 
-    fn data_key(&self, b64: Zeroizing<String>, k: &KeyRef) -> Result<DataKey, ProviderError> {
+    fn data_key(&self, b64: Zeroizing<String>, k: &TransitKey) -> Result<DataKey, ProviderError> {
         let bytes = Zeroizing::new(B64.decode(b64.as_bytes()).unwrap_or_default());
         DataKey::from_slice(&bytes).ok_or_else(|| {
             ProviderError::Other(format!(
@@ -327,7 +327,7 @@ impl TransitProvider {
         })
     }
 
-    fn edk(&self, k: &KeyRef, ciphertext: String) -> Result<EncryptedDataKey, ProviderError> {
+    fn edk(&self, k: &TransitKey, ciphertext: String) -> Result<EncryptedDataKey, ProviderError> {
         if !ciphertext.starts_with("vault:v") {
             return Err(ProviderError::Other(format!(
                 "{} returned a ciphertext that does not start with vault:v; is this a transit engine?",
@@ -345,7 +345,7 @@ impl TransitProvider {
         &self,
         body: &[u8],
         op: Op,
-        k: &KeyRef,
+        k: &TransitKey,
     ) -> Result<T, ProviderError> {
         serde_json::from_slice(body).map_err(|_| {
             ProviderError::Other(format!(
@@ -358,13 +358,13 @@ impl TransitProvider {
         })
     }
 
-    fn what(&self, k: &KeyRef) -> String {
+    fn what(&self, k: &TransitKey) -> String {
         format!("{} at {}", key_desc(k), self.address())
     }
 
     /// Phrases a failed request for the user: what happened, to which key at
     /// which server, and what to do. Never includes the token.
-    fn failure(&self, op: Op, k: &KeyRef, version: Option<u32>, f: Failure) -> ProviderError {
+    fn failure(&self, op: Op, k: &TransitKey, version: Option<u32>, f: Failure) -> ProviderError {
         let what = self.what(k);
         let addr = self.address();
         match f {
@@ -432,7 +432,7 @@ impl TransitProvider {
 
     /// The message for a ciphertext below `min_decryption_version`, with the
     /// key's current setting when the token may read it.
-    fn too_old(&self, k: &KeyRef, version: Option<u32>) -> ProviderError {
+    fn too_old(&self, k: &TransitKey, version: Option<u32>) -> ProviderError {
         let v = version
             .map(|v| format!("v{v}"))
             .unwrap_or_else(|| "an old version".into());
@@ -449,11 +449,11 @@ impl TransitProvider {
     }
 }
 
-fn key_desc(k: &KeyRef) -> String {
+fn key_desc(k: &TransitKey) -> String {
     format!("transit key '{}' (mount '{}')", k.name, k.mount)
 }
 
-fn ciphertext_str<'a>(edk: &'a EncryptedDataKey, k: &KeyRef) -> Result<&'a str, ProviderError> {
+fn ciphertext_str<'a>(edk: &'a EncryptedDataKey, k: &TransitKey) -> Result<&'a str, ProviderError> {
     std::str::from_utf8(&edk.ciphertext)
         .ok()
         .filter(|s| s.starts_with("vault:v"))
@@ -556,7 +556,7 @@ mod tests {
         assert_eq!(edk_version(&e), Some(12));
         assert_eq!(
             edk_key(&e),
-            Some(KeyRef {
+            Some(TransitKey {
                 mount: "team/transit".into(),
                 name: "backup".into()
             })

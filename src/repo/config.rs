@@ -29,6 +29,7 @@ use crate::envelope::{
     decrypt_to_vec, encrypt_to_vec, CommitmentPolicy, DecryptOptions, EncryptOptions, KeyProvider,
     ProviderError, ReadLimits, Suite,
 };
+use crate::providers::ProviderKind;
 use crate::{Error, Result};
 
 use super::chunker::ChunkerParams;
@@ -216,6 +217,27 @@ pub fn key_fingerprint(keys: &[KeyRef]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(json)))
 }
 
+/// A key of a provider this envarc does not know is not a damaged config
+/// (a newer envarc may have written it): a usage error that names it.
+fn refuse_unknown_providers(fields: &Map<String, Value>) -> Result<()> {
+    let Some(Value::Array(keys)) = fields.get("keys") else {
+        return Ok(());
+    };
+    let names = keys
+        .iter()
+        .filter_map(|k| k.get("provider").and_then(Value::as_str));
+    for name in names {
+        if ProviderKind::of(name).is_none() {
+            return Err(Error::Usage(format!(
+                "the repository's key is of provider '{name}', which this envarc does not support \
+                 (it knows {}); open it with an envarc release that knows '{name}'",
+                ProviderKind::known()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The config object as read, before any key was used: the clear fields
 /// (untrusted) and the sealed message.
 pub struct OuterConfig {
@@ -265,6 +287,7 @@ impl OuterConfig {
                 .map_err(|_| invalid("`sealed` is not base64"))?,
             _ => return Err(invalid("it has no `sealed` message")),
         };
+        refuse_unknown_providers(&fields)?;
         let claimed: Config =
             serde_json::from_value(Value::Object(fields.clone())).map_err(invalid)?;
         claimed.check()?;
@@ -398,7 +421,7 @@ mod tests {
     fn setup() -> (RawAesKey, Config, Vec<u8>) {
         let key = RawAesKey::new("envarc", "k", &[7u8; 32]).unwrap();
         let kref = KeyRef {
-            provider: ProviderKind::RawAes.into(),
+            provider: ProviderKind::RawAes,
             key: "k".into(),
             params: [("namespace".to_string(), "envarc".to_string())].into(),
         };
@@ -451,5 +474,26 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.to_string().contains("format 1"), "{e}");
+    }
+
+    #[test]
+    fn a_key_of_an_unknown_provider_is_a_usage_error_naming_it() {
+        let (_, _, bytes) = setup();
+        // The outer JSON keeps the provider's name as configs always did.
+        assert!(String::from_utf8_lossy(&bytes).contains(r#""provider": "raw-aes""#));
+        let mut doc: Map<String, Value> = serde_json::from_slice(&bytes).unwrap();
+        doc.insert(
+            "keys".into(),
+            serde_json::json!([{"provider": "pkcs11", "key": "k"}]),
+        );
+        let e = OuterConfig::parse(&serde_json::to_vec(&doc).unwrap())
+            .err()
+            .unwrap();
+        assert_eq!(e.exit_code(), crate::error::exit::USAGE, "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("'pkcs11'") && msg.contains("envarc release"),
+            "{msg}"
+        );
     }
 }

@@ -142,7 +142,9 @@ impl fmt::Display for KeyVersion {
 /// [`KeyProvider`].
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct KeyRef {
-    pub provider: String,
+    /// Serialized as its name (`"keyring"`, …); a config naming a provider
+    /// this envarc does not know is refused when it is read.
+    pub provider: ProviderKind,
     pub key: String,
     /// Provider-specific, non-secret parameters (e.g. the raw-AES namespace).
     #[serde(flatten)]
@@ -150,26 +152,34 @@ pub struct KeyRef {
 }
 
 impl KeyRef {
-    /// The provider's kind; `None` for a provider envarc does not know.
-    pub fn kind(&self) -> Option<ProviderKind> {
-        ProviderKind::of(&self.provider)
+    /// A key without parameters.
+    pub fn new(provider: ProviderKind, key: impl Into<String>) -> KeyRef {
+        KeyRef {
+            provider,
+            key: key.into(),
+            params: BTreeMap::new(),
+        }
+    }
+
+    /// The transit mount this key lives under (its recorded `mount`, else
+    /// the default).
+    pub fn transit_mount(&self) -> &str {
+        self.params
+            .get("mount")
+            .map_or(crate::providers::DEFAULT_TRANSIT_MOUNT, String::as_str)
     }
 
     /// Whether an EDK named `kv` was wrapped by this key (any version).
     pub fn names(&self, kv: &KeyVersion) -> bool {
-        match self.kind() {
-            Some(ProviderKind::Keyring | ProviderKind::AwsKms) | None => {
-                kv.provider == self.provider && kv.key == self.key
+        match self.provider {
+            ProviderKind::Keyring | ProviderKind::AwsKms => {
+                kv.kind() == Some(self.provider) && kv.key == self.key
             }
-            Some(ProviderKind::Transit) => {
-                let mount = self
-                    .params
-                    .get("mount")
-                    .map_or(crate::providers::DEFAULT_TRANSIT_MOUNT, String::as_str);
+            ProviderKind::Transit => {
                 kv.kind() == Some(ProviderKind::Transit)
-                    && kv.key == format!("{mount}/{}", self.key)
+                    && kv.key == format!("{}/{}", self.transit_mount(), self.key)
             }
-            Some(ProviderKind::RawAes) => {
+            ProviderKind::RawAes => {
                 let ns = self
                     .params
                     .get("namespace")
@@ -423,7 +433,7 @@ mod tests {
     fn the_policy_admits_only_the_repository_keys_and_live_versions() {
         let id = uuid::Uuid::new_v4();
         let ours = KeyRef {
-            provider: ProviderKind::Keyring.into(),
+            provider: ProviderKind::Keyring,
             key: id.to_string(),
             params: Default::default(),
         };

@@ -241,7 +241,7 @@ mod tests {
 
     fn config(key: &str) -> Config {
         let k = KeyRef {
-            provider: crate::providers::ProviderKind::Keyring.into(),
+            provider: crate::providers::ProviderKind::Keyring,
             key: key.into(),
             params: Default::default(),
         };

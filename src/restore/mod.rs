@@ -25,7 +25,6 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::error::exit;
 use crate::progress::Progress;
 use crate::repo::{manifest, Entry, EntryKind, Id, LockKind, Repository};
 use crate::text::{lossy, plural};
@@ -129,20 +128,6 @@ pub struct RestoreReport {
     /// The plan of a dry run, in manifest order.
     #[serde(skip)]
     pub planned: Vec<Planned>,
-}
-
-impl RestoreReport {
-    /// 0 when everything selected was restored; 4 when any entry failed for
-    /// an integrity reason; 3 when entries failed otherwise.
-    pub fn exit_code(&self) -> i32 {
-        if self.errors.iter().any(|e| e.integrity) {
-            exit::INTEGRITY
-        } else if self.errors.is_empty() {
-            exit::OK
-        } else {
-            exit::PARTIAL
-        }
-    }
 }
 
 /// A selected entry and its path's components below the target.

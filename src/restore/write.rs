@@ -7,7 +7,6 @@ use std::os::fd::{AsFd, OwnedFd};
 use rayon::prelude::*;
 use rustix::fs::FileType;
 
-use crate::error::exit;
 use crate::progress::Progress;
 use crate::repo::{ChunkId, Entry, EntryKind, Index, Repository};
 use crate::text::lossy;
@@ -126,7 +125,7 @@ impl Worker<'_> {
         let n = match write_chunks(ctx, &e.chunks, &mut file) {
             Ok(n) => n,
             Err(err) => {
-                let integrity = err.exit_code() == exit::INTEGRITY;
+                let integrity = err.is_integrity();
                 return Outcome::Failed(it.fail(err.to_string(), integrity));
             }
         };

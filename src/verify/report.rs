@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::error::exit;
+use crate::error::ErrorKind;
 use crate::Error;
 
 /// Which object a problem is about.
@@ -54,11 +54,11 @@ impl std::fmt::Display for Class {
 }
 
 impl Class {
-    /// The class of a crate error, from its exit code.
+    /// The class of a crate error.
     pub fn of(e: &Error) -> Class {
-        match e.exit_code() {
-            exit::INTEGRITY => Class::Corrupt,
-            exit::KEY => Class::Key,
+        match e.kind() {
+            ErrorKind::Integrity => Class::Corrupt,
+            ErrorKind::Key => Class::Key,
             _ => Class::Io,
         }
     }
@@ -159,14 +159,5 @@ pub struct VerifyReport {
 impl VerifyReport {
     pub fn is_sound(&self) -> bool {
         self.problems.is_empty()
-    }
-
-    /// 0 when everything checked is sound, else 4.
-    pub fn exit_code(&self) -> i32 {
-        if self.is_sound() {
-            exit::OK
-        } else {
-            exit::INTEGRITY
-        }
     }
 }

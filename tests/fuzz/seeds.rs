@@ -290,12 +290,12 @@ fn config_seeds() -> Vec<Vec<u8>> {
         .provider(targets::KEYRING_KEY_ID)
         .expect("fixed key");
     let raw_ref = KeyRef {
-        provider: "raw-aes".into(),
+        provider: "raw-aes".parse().unwrap(),
         key: targets::RAW_NAME.into(),
         params: [("namespace".to_string(), targets::RAW_NAMESPACE.to_string())].into(),
     };
     let kr_ref = KeyRef {
-        provider: "keyring".into(),
+        provider: "keyring".parse().unwrap(),
         key: targets::KEYRING_KEY_ID.into(),
         params: Default::default(),
     };

@@ -39,7 +39,7 @@ fn key() -> (tempfile::TempDir, PathBuf, Vec<u8>) {
 
 fn raw_ref() -> KeyRef {
     KeyRef {
-        provider: "raw-aes".into(),
+        provider: "raw-aes".parse().unwrap(),
         key: KEY_NAME.into(),
         params: [("namespace".to_string(), NAMESPACE.to_string())].into(),
     }

@@ -9,11 +9,11 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use super::super::fmt::context_of;
-use super::super::keyring_args::load_keyring;
+use super::super::keyspec::keyring_open::load_keyring;
 use super::super::{GlobalArgs, Output};
 use super::{DataKeyArgs, Pairs};
-use crate::error::exit;
-use crate::{Error, Result};
+use envarc::error::exit;
+use envarc::{Error, Result};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 /// Inputs of these commands are small (≤ 4 KiB payloads, blobs, 32-byte keys).
@@ -42,7 +42,7 @@ pub fn read_input(path: &Path, what: &str) -> Result<Zeroizing<Vec<u8>>> {
 
 /// Writes atomically; `secret` outputs get mode 0600.
 fn write_output(path: &Path, bytes: &[u8], secret: bool) -> Result<()> {
-    crate::fsutil::atomic_write(path, bytes, secret.then_some(0o600))
+    envarc::fsutil::atomic_write(path, bytes, secret.then_some(0o600))
         .map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }
 

@@ -6,14 +6,14 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::super::keyring_args::{keyring_file, load_keyring};
+use super::super::keyspec::keyring_open::{keyring_file, load_keyring};
 use super::super::{GlobalArgs, Output};
 use super::CreateArgs;
-use crate::error::exit;
-use crate::keyring::{
+use envarc::error::exit;
+use envarc::keyring::{
     fmt_date, rotation, Clock, CreateKey, KeySpec, KeyState, Keyring, MaintenanceReport, Origin,
 };
-use crate::{Error, Result};
+use envarc::{Error, Result};
 
 /// What due maintenance did while the keyring was open, one line each.
 pub(super) fn notes(r: &MaintenanceReport) -> Vec<String> {
@@ -421,7 +421,7 @@ fn parse_date(s: &str) -> Result<OffsetDateTime> {
 /// An `--as-of` in the future dates new backing keys then and cuts pending
 /// windows short, so it needs `--force`.
 fn check_as_of(out: &Output, as_of: OffsetDateTime, force: bool) -> Result<()> {
-    let now = crate::keyring::SystemClock.now();
+    let now = envarc::keyring::SystemClock.now();
     if as_of <= now {
         return Ok(());
     }

@@ -11,11 +11,11 @@ use std::path::PathBuf;
 use clap::Subcommand;
 
 use super::{GlobalArgs, Output};
-use crate::envelope::context;
-use crate::Result;
+use envarc::envelope::context;
+use envarc::Result;
 
 #[derive(clap::Args)]
-pub struct KeyArgs {
+pub struct KeyCommandArgs {
     #[command(subcommand)]
     pub command: KeyCommand,
 }
@@ -27,7 +27,7 @@ type Pairs = Vec<(String, String)>;
 /// A key, named as every key command takes it: positionally, or with
 /// `--key-id` as the AWS CLI spells it.
 #[derive(clap::Args)]
-pub struct KeyRef {
+pub struct KeyName {
     /// The key: its id (a UUID, or a unique prefix of one) or alias/NAME.
     #[arg(value_name = "KEY", required_unless_present = "key_id")]
     key: Option<String>,
@@ -36,7 +36,7 @@ pub struct KeyRef {
     key_id: Option<String>,
 }
 
-impl KeyRef {
+impl KeyName {
     pub fn get(&self) -> &str {
         self.key
             .as_deref()
@@ -49,9 +49,9 @@ impl KeyRef {
 #[derive(clap::Args)]
 pub struct VersionRef {
     #[command(flatten)]
-    pub key: KeyRef,
+    pub key: KeyName,
     /// The backing-key version: N or vN (see `envarc key rotations KEY`).
-    #[arg(long, value_name = "N", value_parser = crate::keyring::versions::parse_version)]
+    #[arg(long, value_name = "N", value_parser = envarc::keyring::versions::parse_version)]
     pub version: u32,
 }
 
@@ -73,14 +73,14 @@ pub enum KeyCommand {
     /// Show a key's metadata and the state of each backing-key version
     /// (never its material).
     #[command(visible_alias = "describe-key")]
-    Describe(KeyRef),
+    Describe(KeyName),
     /// Point a new alias at a key.
     CreateAlias {
         /// The new alias: alias/NAME.
         #[arg(value_name = "ALIAS")]
         alias: String,
         #[command(flatten)]
-        key: KeyRef,
+        key: KeyName,
     },
     /// Move an alias to another key of the same spec.
     UpdateAlias {
@@ -88,7 +88,7 @@ pub enum KeyCommand {
         #[arg(value_name = "ALIAS")]
         alias: String,
         #[command(flatten)]
-        key: KeyRef,
+        key: KeyName,
     },
     /// Delete an alias (the key stays).
     DeleteAlias {
@@ -98,23 +98,23 @@ pub enum KeyCommand {
     },
     /// Enable a disabled key.
     #[command(visible_alias = "enable-key")]
-    Enable(KeyRef),
+    Enable(KeyName),
     /// Disable a key: it can neither encrypt nor decrypt until enabled again.
     #[command(visible_alias = "disable-key")]
-    Disable(KeyRef),
+    Disable(KeyName),
     /// Schedule a key's deletion; after the window its material is destroyed
     /// and everything encrypted under it becomes unrecoverable.
     #[command(visible_alias = "schedule-key-deletion")]
     ScheduleDeletion {
         #[command(flatten)]
-        key: KeyRef,
+        key: KeyName,
         /// Days until deletion, 7 to 30.
-        #[arg(long, default_value_t = crate::keyring::DEFAULT_PENDING_WINDOW_DAYS, value_name = "DAYS")]
+        #[arg(long, default_value_t = envarc::keyring::DEFAULT_PENDING_WINDOW_DAYS, value_name = "DAYS")]
         pending_window_in_days: u32,
     },
     /// Cancel a scheduled deletion; the key comes back Disabled.
     #[command(visible_alias = "cancel-key-deletion")]
-    CancelDeletion(KeyRef),
+    CancelDeletion(KeyName),
     /// Retire one backing-key version that is not the current one: it
     /// unwraps nothing more (undo with reinstate-version).
     RetireVersion(VersionRef),
@@ -126,7 +126,7 @@ pub enum KeyCommand {
         #[command(flatten)]
         version: VersionRef,
         /// Days until the material is destroyed, 7 to 30.
-        #[arg(long, default_value_t = crate::keyring::DEFAULT_PENDING_WINDOW_DAYS, value_name = "DAYS")]
+        #[arg(long, default_value_t = envarc::keyring::DEFAULT_PENDING_WINDOW_DAYS, value_name = "DAYS")]
         pending_window_in_days: u32,
     },
     /// Cancel a version's scheduled destruction; it comes back retired.
@@ -135,23 +135,23 @@ pub enum KeyCommand {
     #[command(visible_alias = "enable-key-rotation")]
     EnableRotation {
         #[command(flatten)]
-        key: KeyRef,
+        key: KeyName,
         /// 90 to 2560 days; default 365 (or the current period).
         #[arg(long, value_name = "DAYS")]
         rotation_period_in_days: Option<u32>,
     },
     /// Turn off automatic rotation.
     #[command(visible_alias = "disable-key-rotation")]
-    DisableRotation(KeyRef),
+    DisableRotation(KeyName),
     /// Rotate now: add a backing key that wraps every new data key (at most
     /// 10 times per key).
     #[command(visible_alias = "rotate-key-on-demand")]
-    RotateOnDemand(KeyRef),
+    RotateOnDemand(KeyName),
     /// List a key's rotations (KMS ListKeyRotations) and each version's state.
     #[command(visible_alias = "list-key-rotations")]
     Rotations {
         #[command(flatten)]
-        key: KeyRef,
+        key: KeyName,
         /// ROTATIONS_ONLY (as in KMS, the default): --json lists the
         /// rotations, not the initial material; ALL_KEY_MATERIAL: that too.
         #[arg(long, value_name = "WHICH", default_value = "ROTATIONS_ONLY", value_parser = ["ROTATIONS_ONLY", "ALL_KEY_MATERIAL"])]
@@ -159,7 +159,7 @@ pub enum KeyCommand {
     },
     /// Show whether a key rotates, its period and next rotation date.
     #[command(visible_alias = "get-key-rotation-status")]
-    RotationStatus(KeyRef),
+    RotationStatus(KeyName),
     /// Carry out the rotations and deletions that are due (for cron).
     RotateDue {
         /// Act as of this date (RFC 3339 or YYYY-MM-DD, UTC); a date in the
@@ -184,7 +184,7 @@ pub enum KeyCommand {
     #[command(visible_alias = "import-key-material")]
     ImportMaterial {
         #[command(flatten)]
-        key: KeyRef,
+        key: KeyName,
         /// The 32 bytes of material ("-" for stdin).
         #[arg(long, value_name = "FILE")]
         material_file: PathBuf,
@@ -192,7 +192,7 @@ pub enum KeyCommand {
     /// HMAC-SHA-256 of a message (at most 4096 bytes) under an HMAC_256 key.
     GenerateMac {
         #[command(flatten)]
-        key: KeyRef,
+        key: KeyName,
         /// The message ("-" for stdin).
         #[arg(long, value_name = "FILE")]
         message_file: PathBuf,
@@ -200,7 +200,7 @@ pub enum KeyCommand {
     /// Check a MAC; exits 4 when it does not match.
     VerifyMac {
         #[command(flatten)]
-        key: KeyRef,
+        key: KeyName,
         /// The message ("-" for stdin).
         #[arg(long, value_name = "FILE")]
         message_file: PathBuf,
@@ -215,7 +215,7 @@ pub enum KeyCommand {
     /// Encrypt up to 4096 bytes into a ciphertext blob.
     Encrypt {
         #[command(flatten)]
-        key: KeyRef,
+        key: KeyName,
         /// The plaintext ("-" for stdin).
         #[arg(long, value_name = "FILE")]
         plaintext_file: PathBuf,
@@ -287,7 +287,7 @@ pub struct CreateArgs {
 #[derive(clap::Args)]
 pub struct DataKeyArgs {
     #[command(flatten)]
-    pub key: KeyRef,
+    pub key: KeyName,
     /// An encryption context pair; repeatable. Decrypt needs the same pairs.
     #[arg(short = 'c', long = "context", value_name = "KEY=VALUE", value_parser = context::parse_pair)]
     pub context: Vec<(String, String)>,
@@ -305,9 +305,30 @@ pub struct DataKeyArgs {
     pub plaintext_out: Option<PathBuf>,
 }
 
-pub fn run(out: &Output, g: &GlobalArgs, a: KeyArgs) -> Result<i32> {
+/// `envarc key …`: key lifecycle and aliases here, versions and data-key
+/// operations in their own dispatchers.
+pub fn run(out: &Output, g: &GlobalArgs, a: KeyCommandArgs) -> Result<i32> {
     use KeyCommand as K;
     match a.command {
+        c @ (K::RetireVersion(_)
+        | K::ReinstateVersion(_)
+        | K::ScheduleVersionDeletion { .. }
+        | K::CancelVersionDeletion(_)
+        | K::Rotations { .. }) => run_versions(out, g, c),
+        c @ (K::GenerateMac { .. }
+        | K::VerifyMac { .. }
+        | K::GenerateDataKey(_)
+        | K::GenerateDataKeyWithoutPlaintext(_)
+        | K::Encrypt { .. }
+        | K::Decrypt { .. }
+        | K::ReEncrypt { .. }) => run_data(out, g, c),
+        c => run_manage(out, g, c),
+    }
+}
+
+fn run_manage(out: &Output, g: &GlobalArgs, c: KeyCommand) -> Result<i32> {
+    use KeyCommand as K;
+    match c {
         K::Create(c) => manage::create(out, g, c),
         K::List => manage::list(out, g),
         K::ListAliases { key_id } => manage::list_aliases(out, g, key_id.as_deref()),
@@ -326,6 +347,25 @@ pub fn run(out: &Output, g: &GlobalArgs, a: KeyArgs) -> Result<i32> {
             pending_window_in_days,
         } => manage::schedule_deletion(out, g, key.get(), pending_window_in_days),
         K::CancelDeletion(k) => manage::cancel_deletion(out, g, k.get()),
+        K::EnableRotation {
+            key,
+            rotation_period_in_days,
+        } => manage::set_rotation(out, g, key.get(), Some(rotation_period_in_days)),
+        K::DisableRotation(k) => manage::set_rotation(out, g, k.get(), None),
+        K::RotateOnDemand(k) => manage::rotate_on_demand(out, g, k.get()),
+        K::RotationStatus(k) => manage::rotation_status(out, g, k.get()),
+        K::RotateDue { as_of, force } => manage::rotate_due(out, g, as_of.as_deref(), force),
+        K::Passwd(p) => passwd::run(out, g, p),
+        K::ImportMaterial { key, material_file } => {
+            manage::import_material(out, g, key.get(), &material_file)
+        }
+        _ => unreachable!("run() sends only key management here"),
+    }
+}
+
+fn run_versions(out: &Output, g: &GlobalArgs, c: KeyCommand) -> Result<i32> {
+    use KeyCommand as K;
+    match c {
         K::RetireVersion(v) => versions::retire(out, g, v.key.get(), v.version, true),
         K::ReinstateVersion(v) => versions::retire(out, g, v.key.get(), v.version, false),
         K::ScheduleVersionDeletion {
@@ -333,12 +373,6 @@ pub fn run(out: &Output, g: &GlobalArgs, a: KeyArgs) -> Result<i32> {
             pending_window_in_days,
         } => versions::schedule_deletion(out, g, v.key.get(), v.version, pending_window_in_days),
         K::CancelVersionDeletion(v) => versions::cancel_deletion(out, g, v.key.get(), v.version),
-        K::EnableRotation {
-            key,
-            rotation_period_in_days,
-        } => manage::set_rotation(out, g, key.get(), Some(rotation_period_in_days)),
-        K::DisableRotation(k) => manage::set_rotation(out, g, k.get(), None),
-        K::RotateOnDemand(k) => manage::rotate_on_demand(out, g, k.get()),
         K::Rotations {
             key,
             include_key_material,
@@ -348,12 +382,13 @@ pub fn run(out: &Output, g: &GlobalArgs, a: KeyArgs) -> Result<i32> {
             key.get(),
             include_key_material == "ALL_KEY_MATERIAL",
         ),
-        K::RotationStatus(k) => manage::rotation_status(out, g, k.get()),
-        K::RotateDue { as_of, force } => manage::rotate_due(out, g, as_of.as_deref(), force),
-        K::Passwd(p) => passwd::run(out, g, p),
-        K::ImportMaterial { key, material_file } => {
-            manage::import_material(out, g, key.get(), &material_file)
-        }
+        _ => unreachable!("run() sends only version commands here"),
+    }
+}
+
+fn run_data(out: &Output, g: &GlobalArgs, c: KeyCommand) -> Result<i32> {
+    use KeyCommand as K;
+    match c {
         K::GenerateMac { key, message_file } => {
             data::generate_mac(out, g, key.get(), &message_file)
         }
@@ -405,5 +440,6 @@ pub fn run(out: &Output, g: &GlobalArgs, a: KeyArgs) -> Result<i32> {
             &destination_context,
             output.as_deref(),
         ),
+        _ => unreachable!("run() sends only data-key commands here"),
     }
 }

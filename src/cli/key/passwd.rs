@@ -7,15 +7,15 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use super::super::keyring_args::{
+use super::super::keyspec::keyring_open::{
     argon2_params, keyring_file, passphrase_from, read_key_file, PassphraseSource,
 };
 use super::super::{GlobalArgs, Output};
 use super::manage::notes;
-use crate::error::exit;
-use crate::keyring::kdf::Kdf;
-use crate::keyring::{KdfKind, Secret};
-use crate::Result;
+use envarc::error::exit;
+use envarc::keyring::kdf::Kdf;
+use envarc::keyring::{KdfKind, Secret};
+use envarc::Result;
 
 /// Environment variable with the new passphrase of `key passwd`.
 pub const NEW_PASSPHRASE_ENV: &str = "ENVARC_NEW_PASSPHRASE";

@@ -3,13 +3,13 @@
 
 use serde_json::json;
 
-use super::super::keyring_args::load_keyring;
+use super::super::keyspec::keyring_open::load_keyring;
 use super::super::{GlobalArgs, Output};
 use super::manage::update;
-use crate::error::exit;
-use crate::keyring::versions::Change;
-use crate::keyring::{fmt_date, BackingKey, Cmk, Origin, VersionState};
-use crate::Result;
+use envarc::error::exit;
+use envarc::keyring::versions::Change;
+use envarc::keyring::{fmt_date, BackingKey, Cmk, Origin, VersionState};
+use envarc::Result;
 
 /// KMS `KeyMaterialState`: `CURRENT` (wraps and unwraps) or `NON_CURRENT`
 /// (only unwraps, in KMS). envarc's own `VersionState` says more.

@@ -11,11 +11,12 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
-use super::{GlobalArgs, Output};
-use crate::keyring::{
+use super::super::Output;
+use super::GlobalArgs;
+use envarc::keyring::{
     Argon2Params, KdfKind, Keyring, KeyringFile, KeyringOptions, Secret, UnlockRequest, Unlocker,
 };
-use crate::{Error, Result};
+use envarc::{Error, Result};
 
 /// Environment variable holding the keyring passphrase.
 pub const PASSPHRASE_ENV: &str = "ENVARC_PASSPHRASE";
