@@ -486,7 +486,7 @@ fn backups(d: &mut Demo<'_>) -> Result<([Backup; 4], MessageHashes)> {
 fn rename_and_backup(d: &mut Demo<'_>, b3: &Backup) -> Result<Backup> {
     d.heading("Rename a folder and back up: nothing new is stored");
     d.rename("data", "assets")?;
-    d.say("(renamed data/ to assets/, which holds the 150 KB blob.bin)");
+    d.say("(renamed data/ to assets/, which holds the 120 KB blob.bin)");
     let b4 = d.backup(Some(b3))?;
     let (_, entries) = d.repo().load_snapshot(&b4.id)?;
     let meta = d.repo().load_snapshot_meta(&b4.id)?;
