@@ -14,6 +14,7 @@
 
 use std::cell::RefCell;
 use std::fmt;
+use std::ops::Range;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -174,6 +175,126 @@ pub fn decode(context: &str, body: Vec<u8>, raw_len: usize) -> Result<Vec<u8>, S
     Ok(out)
 }
 
+/// A chunk's plaintext as [`decode_parts`] found it: ranges of the buffer
+/// that held the message (no copy), or decompressed bytes.
+pub enum Decoded {
+    Parts(Vec<Range<usize>>),
+    Owned(Vec<u8>),
+}
+
+/// [`decode`] for a message body that lies in `parts` of `buf` (a message
+/// decrypted in place: one part per frame). A `none` body and a stored frame
+/// of raw blocks as [`stored_frame`] writes it (the shape of incompressible
+/// chunks) come back as ranges of `buf`, without copying; any other zstd
+/// frame is gathered and decompressed exactly as [`decode`] does, so that
+/// what is accepted does not change.
+pub fn decode_parts(
+    context: &str,
+    buf: &[u8],
+    parts: &[Range<usize>],
+    raw_len: usize,
+) -> Result<Decoded, String> {
+    let body = Spread { buf, parts };
+    if context == "zstd" {
+        if let Some(blocks) = raw_blocks(&body, raw_len) {
+            return Ok(Decoded::Parts(body.map(&blocks)));
+        }
+    }
+    let len = body.len();
+    if context == "none" && len == raw_len {
+        return Ok(Decoded::Parts(parts.to_vec()));
+    }
+    let mut whole = Vec::with_capacity(len);
+    for p in parts {
+        whole.extend_from_slice(&buf[p.clone()]);
+    }
+    decode(context, whole, raw_len).map(Decoded::Owned)
+}
+
+/// Logical bytes spread over ranges of one buffer.
+struct Spread<'a> {
+    buf: &'a [u8],
+    parts: &'a [Range<usize>],
+}
+
+impl Spread<'_> {
+    fn len(&self) -> usize {
+        self.parts.iter().map(|p| p.len()).sum()
+    }
+
+    /// Logical bytes `at..at + N`, when there are that many.
+    fn get<const N: usize>(&self, at: usize) -> Option<[u8; N]> {
+        let mut out = [0u8; N];
+        let mut skip = at;
+        let mut got = 0;
+        for p in self.parts {
+            if skip >= p.len() {
+                skip -= p.len();
+                continue;
+            }
+            let piece = &self.buf[p.start + skip..p.end];
+            let n = piece.len().min(N - got);
+            out[got..got + n].copy_from_slice(&piece[..n]);
+            got += n;
+            skip = 0;
+            if got == N {
+                return Some(out);
+            }
+        }
+        None
+    }
+
+    /// The ranges of `buf` that hold logical ranges `wanted` (in order).
+    fn map(&self, wanted: &[Range<usize>]) -> Vec<Range<usize>> {
+        let mut out = Vec::with_capacity(wanted.len() + self.parts.len());
+        let mut base = 0;
+        let mut parts = self.parts.iter().peekable();
+        for w in wanted {
+            let mut from = w.start;
+            while from < w.end {
+                let p = parts.peek().expect("wanted ranges lie inside the body");
+                if from >= base + p.len() {
+                    base += p.len();
+                    parts.next();
+                    continue;
+                }
+                let to = w.end.min(base + p.len());
+                out.push(p.start + from - base..p.start + to - base);
+                from = to;
+            }
+        }
+        out
+    }
+}
+
+/// The logical ranges of a stored frame's raw blocks, when `body` is exactly
+/// such a frame (header, raw blocks of at most 128 KiB, the last flagged,
+/// nothing after it) of `raw_len` bytes; `None` for anything else.
+fn raw_blocks(body: &Spread, raw_len: usize) -> Option<Vec<Range<usize>>> {
+    let head: [u8; 9] = body.get(0)?;
+    let magic = u32::from_le_bytes(head[..4].try_into().ok()?);
+    let size = u32::from_le_bytes(head[5..].try_into().ok()?) as usize;
+    if magic != 0xFD2F_B528 || head[4] != 0b1010_0000 || size != raw_len {
+        return None;
+    }
+    let (len, mut at, mut total) = (body.len(), 9, 0);
+    let mut blocks = Vec::with_capacity(raw_len / RAW_BLOCK_MAX + 1);
+    loop {
+        let h: [u8; 3] = body.get(at)?;
+        let h = u32::from_le_bytes([h[0], h[1], h[2], 0]);
+        let n = (h >> 3) as usize;
+        if (h >> 1) & 3 != 0 || n > RAW_BLOCK_MAX || at + 3 + n > len {
+            return None;
+        }
+        blocks.push(at + 3..at + 3 + n);
+        at += 3 + n;
+        total += n;
+        if h & 1 == 1 {
+            return (at == len && total == raw_len).then_some(blocks);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,5 +332,55 @@ mod tests {
         assert_eq!(decode("zstd", s, noise.len()).unwrap(), noise);
         assert!(decode("zstd", encode(Compression::Auto, &noise), 5).is_err());
         assert!(decode("lz4", noise.clone(), noise.len()).is_err());
+    }
+
+    /// Joins the parts `decode_parts` returns.
+    fn joined(buf: &[u8], d: Decoded) -> Vec<u8> {
+        match d {
+            Decoded::Parts(ps) => ps.into_iter().flat_map(|p| buf[p].to_vec()).collect(),
+            Decoded::Owned(v) => v,
+        }
+    }
+
+    #[test]
+    fn decoding_in_parts_matches_decode_and_copies_no_stored_frame() {
+        let noise = util_noise(3 * RAW_BLOCK_MAX + 5);
+        let text = b"compressible text, again and again; ".repeat(9000);
+        for (data, stored) in [(&noise, true), (&text, false)] {
+            let body = encode(Compression::Auto, data);
+            // The body spread over parts with gaps between them (as frames
+            // opened in place leave them), cut at awkward places.
+            for cut in [1usize, 2, 3, 7, 4096, 65536] {
+                let mut buf = Vec::new();
+                let mut parts = Vec::new();
+                for piece in body.chunks(cut) {
+                    buf.extend_from_slice(&[0xEE; 5]);
+                    parts.push(buf.len()..buf.len() + piece.len());
+                    buf.extend_from_slice(piece);
+                }
+                let d = decode_parts("zstd", &buf, &parts, data.len()).unwrap();
+                assert_eq!(matches!(d, Decoded::Parts(_)), stored, "cut {cut}");
+                assert_eq!(&joined(&buf, d), data, "cut {cut}");
+                assert!(decode_parts("zstd", &buf, &parts, data.len() + 1).is_err());
+            }
+            // Any change to a stored frame's structure goes to zstd, which
+            // decides as before.
+            for at in [0, 4, 5, 9, 10, 11, body.len() - 1] {
+                let mut bad = body.clone();
+                bad[at] ^= 0x08;
+                let whole = decode("zstd", bad.clone(), data.len());
+                let parts = decode_parts("zstd", &bad, &[0..bad.len()], data.len());
+                assert_eq!(whole.is_ok(), parts.is_ok(), "byte {at}");
+                if let (Ok(a), Ok(b)) = (whole, parts) {
+                    assert_eq!(a, joined(&bad, b));
+                }
+            }
+            let mut long = body.clone();
+            long.push(0);
+            assert!(decode_parts("zstd", &long, &[0..long.len()], data.len()).is_err());
+        }
+        let d = decode_parts("none", &noise, &[0..10, 20..noise.len()], noise.len() - 10);
+        assert!(matches!(d, Ok(Decoded::Parts(p)) if p.len() == 2));
+        assert!(decode_parts("none", &noise, &[0..10], 11).is_err());
     }
 }
