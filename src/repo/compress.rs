@@ -14,6 +14,7 @@
 
 use std::cell::RefCell;
 use std::fmt;
+use std::io::{self, Write};
 use std::ops::Range;
 use std::str::FromStr;
 
@@ -70,8 +71,12 @@ impl FromStr for Compression {
     }
 }
 
-/// Bytes of each of the [`SAMPLES`] probes of a chunk.
-const SAMPLE: usize = 4 * 1024;
+/// Bytes of each of the [`SAMPLES`] probes of a chunk: a 32nd of it,
+/// between 1 and 4 KiB (zstd still finds 10% in 1 KiB of text), so that a
+/// small file's chunk is not compressed half over just to decide.
+fn sample_len(len: usize) -> usize {
+    (len / 32).clamp(1024, 4 * 1024)
+}
 const SAMPLES: usize = 4;
 const RAW_BLOCK_MAX: usize = 128 * 1024;
 
@@ -98,28 +103,37 @@ fn compress(data: &[u8], level: i32) -> Vec<u8> {
 /// into text or zeros (disk images). The probes cost about 2% of the
 /// chunk's encryption.
 fn pays(data: &[u8]) -> bool {
-    if data.len() <= SAMPLES * SAMPLE {
+    let sample = sample_len(data.len());
+    if data.len() <= SAMPLES * sample {
         return (compress(data, 1).len() as f64) < 0.9 * data.len() as f64;
     }
     (0..SAMPLES).any(|i| {
-        let at = (data.len() - SAMPLE) * i / (SAMPLES - 1);
-        let probe = &data[at..at + SAMPLE];
-        (compress(probe, 1).len() as f64) < 0.9 * SAMPLE as f64
+        let at = (data.len() - sample) * i / (SAMPLES - 1);
+        let probe = &data[at..at + sample];
+        (compress(probe, 1).len() as f64) < 0.9 * sample as f64
     })
 }
 
 /// The plaintext of a chunk message for `data` (see the module docs).
 pub fn encode(c: Compression, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + data.len() / RAW_BLOCK_MAX * 3 + 16);
+    encode_into(c, data, &mut out).expect("writing to a Vec does not fail");
+    out
+}
+
+/// [`encode`], written to `w` (a message being encrypted): a chunk stored
+/// as it is goes there without an intermediate copy.
+pub fn encode_into(c: Compression, data: &[u8], w: &mut impl Write) -> io::Result<()> {
     match c {
-        Compression::Off => data.to_vec(),
-        Compression::Auto if !pays(data) => stored_frame(data),
+        Compression::Off => w.write_all(data),
+        Compression::Auto if !pays(data) => stored_frame_into(data, w),
         Compression::Auto | Compression::Max => {
             let level = if c == Compression::Max { 12 } else { 3 };
             let z = compress(data, level);
             if z.len() < data.len() {
-                z
+                w.write_all(&z)
             } else {
-                stored_frame(data)
+                stored_frame_into(data, w)
             }
         }
     }
@@ -128,22 +142,28 @@ pub fn encode(c: Compression, data: &[u8]) -> Vec<u8> {
 /// A zstd frame holding `data` in raw blocks: single segment, 4-byte
 /// content size, no checksum (the message's AEAD authenticates it).
 pub fn stored_frame(data: &[u8]) -> Vec<u8> {
-    let blocks = data.len().div_ceil(RAW_BLOCK_MAX).max(1);
-    let mut out = Vec::with_capacity(9 + 3 * blocks + data.len());
-    out.extend_from_slice(&0xFD2F_B528u32.to_le_bytes());
-    out.push(0b1010_0000); // 4-byte Frame_Content_Size, Single_Segment
-    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    let mut out = Vec::with_capacity(data.len() + data.len() / RAW_BLOCK_MAX * 3 + 16);
+    stored_frame_into(data, &mut out).expect("writing to a Vec does not fail");
+    out
+}
+
+fn stored_frame_into(data: &[u8], w: &mut impl Write) -> io::Result<()> {
+    let mut head = [0u8; 9];
+    head[..4].copy_from_slice(&0xFD2F_B528u32.to_le_bytes());
+    head[4] = 0b1010_0000; // 4-byte Frame_Content_Size, Single_Segment
+    head[5..].copy_from_slice(&(data.len() as u32).to_le_bytes());
+    w.write_all(&head)?;
     let mut parts = data.chunks(RAW_BLOCK_MAX).peekable();
     if parts.peek().is_none() {
-        out.extend_from_slice(&[1, 0, 0]); // one empty last raw block
+        w.write_all(&[1, 0, 0])?; // one empty last raw block
     }
     while let Some(part) = parts.next() {
         let last = u32::from(parts.peek().is_none());
         let header = ((part.len() as u32) << 3) | last; // Block_Type 0: raw
-        out.extend_from_slice(&header.to_le_bytes()[..3]);
-        out.extend_from_slice(part);
+        w.write_all(&header.to_le_bytes()[..3])?;
+        w.write_all(part)?;
     }
-    out
+    Ok(())
 }
 
 /// Turns a chunk message's plaintext back into the chunk, which must be

@@ -309,12 +309,12 @@ impl Repository {
     /// The complete message for one chunk under a file's data key (a new
     /// message ID every time).
     pub fn seal_chunk(&self, key: &FileKey, chunk: &[u8]) -> Result<Vec<u8>> {
-        let body = compress::encode(key.compression, chunk);
         let mut opts = self.encrypt_options(Kind::Chunk, None);
         opts.context = self.chunk_context(key.compression);
-        let out = Vec::with_capacity(body.len() + body.len() / 1024 + 1024);
+        let out = Vec::with_capacity(chunk.len() + chunk.len() / 1024 + 1024);
         let mut enc = Encryptor::with_data_key(&key.data_key, key.edks.clone(), &opts, out)?;
-        io::Write::write_all(&mut enc, &body).map_err(crate::envelope::from_io)?;
+        compress::encode_into(key.compression, chunk, &mut enc)
+            .map_err(crate::envelope::from_io)?;
         Ok(enc.finish()?.0)
     }
 
