@@ -143,7 +143,7 @@ impl ChunkData {
         match d {
             Decoded::Parts(parts) => ChunkData { buf, parts },
             Decoded::Owned(v) => ChunkData {
-                parts: vec![0..v.len()],
+                parts: std::iter::once(0..v.len()).collect(),
                 buf: v,
             },
         }
