@@ -329,17 +329,29 @@ impl Repository {
     /// [`Repository::open_chunk`] on a message that may be decrypted where it
     /// lies (the same checks, in the same order): the plaintext as ranges of
     /// `message`, or decompressed bytes.
+    /// Its frames are opened on the calling thread: the caller's tasks are
+    /// the parallel unit (verify's packs).
     pub fn open_chunk_in_place(
         &self,
         message: &mut [u8],
         loc: &Location,
         id: &ChunkId,
     ) -> Result<Decoded> {
+        self.open_in_place(message, loc, id, false)
+    }
+
+    fn open_in_place(
+        &self,
+        message: &mut [u8],
+        loc: &Location,
+        id: &ChunkId,
+        parallel: bool,
+    ) -> Result<Decoded> {
         let name = chunk_name(loc, id);
         let compression = self.chunk_compression(message, &name)?;
         let opts = self.decrypt_options(Kind::Chunk, None);
-        let (_, ranges) =
-            decrypt_in_place(self.provider(), &opts, message).map_err(|e| named(e, &name))?;
+        let (_, ranges) = decrypt_in_place(self.provider(), &opts, message, parallel)
+            .map_err(|e| named(e, &name))?;
         let decoded =
             compress::decode_parts(&compression, message, &ranges, loc.raw_length as usize)
                 .map_err(|why| Error::Integrity(format!("{name}: {why}")))?;
@@ -460,7 +472,7 @@ impl Repository {
                 _ => Error::io(format!("reading {name}"), e),
             })?;
         let mut message = message;
-        let d = self.open_chunk_in_place(&mut message, loc, id)?;
+        let d = self.open_in_place(&mut message, loc, id, true)?;
         Ok(ChunkData::new(message, d))
     }
 

@@ -59,6 +59,7 @@ pub fn decrypt_stream<R: Read + Send, W: Write + Send>(
             message_id: &header.message_id,
             frame_len,
             signed: header.suite.is_signed(),
+            parallel: true,
             seq: 1,
             carry: Vec::new(),
             held: None,
@@ -79,13 +80,14 @@ pub fn decrypt_stream<R: Read + Send, W: Write + Send>(
 /// Decrypts a whole message held in memory, in place: the checks of
 /// [`decrypt_stream`] (tags, sequence numbers, IVs, the final frame, the
 /// signature, nothing after the end), the frames opened in parallel when
-/// there are enough, and no copy of the body. Returns the header and the
+/// there are enough and `parallel`, and no copy of the body. Returns the header and the
 /// ranges of `message` that hold the plaintext, in order. On an error
 /// `message` holds partly decrypted bytes: discard it.
 pub fn decrypt_in_place(
     provider: &dyn KeyProvider,
     opts: &DecryptOptions,
     message: &mut [u8],
+    parallel: bool,
 ) -> Result<(Header, Vec<Range<usize>>), Error> {
     let o = open(provider, opts, &message[..])?;
     let start = o.header_len as usize;
@@ -112,6 +114,7 @@ pub fn decrypt_in_place(
         message_id: &header.message_id,
         frame_len: header.frame_length as usize,
         signed: header.suite.is_signed(),
+        parallel,
         seq: 1,
         carry: Vec::new(),
         held: None,
@@ -213,6 +216,10 @@ struct Body<'a> {
     message_id: &'a [u8],
     frame_len: usize,
     signed: bool,
+    /// Whether frames may go to the pool (not when the caller's own tasks
+    /// are the parallel unit: a worker waiting on frames would steal more
+    /// of them, each with its buffer).
+    parallel: bool,
     seq: u32,
     /// A frame that straddles two chunks, gathered here.
     carry: Vec<u8>,
@@ -511,7 +518,8 @@ impl Body<'_> {
     /// parallel; the error is the first failed frame's.
     fn open_regular(&self, frames: &mut [u8], seqs: &[u32]) -> Result<(), Error> {
         let (cipher, id, flen) = (self.cipher, self.message_id, self.frame_len);
-        let bytes = frames.len();
+        // Zero bytes: below the size at which frames go to the pool.
+        let bytes = if self.parallel { frames.len() } else { 0 };
         let items: Vec<(u32, &mut [u8])> = seqs
             .iter()
             .copied()

@@ -27,7 +27,7 @@ fn message(suite: Suite, frame: u32, len: usize) -> (Vec<u8>, Vec<u8>) {
 
 fn in_place(message: &[u8]) -> Result<Vec<u8>, Error> {
     let mut buf = message.to_vec();
-    let (_, ranges) = decrypt_in_place(&key(), &DecryptOptions::default(), &mut buf)?;
+    let (_, ranges) = decrypt_in_place(&key(), &DecryptOptions::default(), &mut buf, true)?;
     Ok(ranges.into_iter().flat_map(|r| buf[r].to_vec()).collect())
 }
 
