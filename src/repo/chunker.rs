@@ -181,6 +181,16 @@ impl Chunker {
         h.update(plaintext);
         ChunkId(*h.finalize().as_bytes())
     }
+
+    /// [`Chunker::id`] of the concatenation of `parts` (a chunk read in
+    /// place, in pieces).
+    pub fn id_of_parts<'a>(&self, parts: impl IntoIterator<Item = &'a [u8]>) -> ChunkId {
+        let mut h = self.mac.clone();
+        for p in parts {
+            h.update(p);
+        }
+        ChunkId(*h.finalize().as_bytes())
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,8 @@
 
 use std::cell::RefCell;
 use std::fmt;
+use std::io::{self, Write};
+use std::ops::Range;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -69,8 +71,12 @@ impl FromStr for Compression {
     }
 }
 
-/// Bytes of each of the [`SAMPLES`] probes of a chunk.
-const SAMPLE: usize = 4 * 1024;
+/// Bytes of each of the [`SAMPLES`] probes of a chunk: a 32nd of it,
+/// between 1 and 4 KiB (zstd still finds 10% in 1 KiB of text), so that a
+/// small file's chunk is not compressed half over just to decide.
+fn sample_len(len: usize) -> usize {
+    (len / 32).clamp(1024, 4 * 1024)
+}
 const SAMPLES: usize = 4;
 const RAW_BLOCK_MAX: usize = 128 * 1024;
 
@@ -97,28 +103,37 @@ fn compress(data: &[u8], level: i32) -> Vec<u8> {
 /// into text or zeros (disk images). The probes cost about 2% of the
 /// chunk's encryption.
 fn pays(data: &[u8]) -> bool {
-    if data.len() <= SAMPLES * SAMPLE {
+    let sample = sample_len(data.len());
+    if data.len() <= SAMPLES * sample {
         return (compress(data, 1).len() as f64) < 0.9 * data.len() as f64;
     }
     (0..SAMPLES).any(|i| {
-        let at = (data.len() - SAMPLE) * i / (SAMPLES - 1);
-        let probe = &data[at..at + SAMPLE];
-        (compress(probe, 1).len() as f64) < 0.9 * SAMPLE as f64
+        let at = (data.len() - sample) * i / (SAMPLES - 1);
+        let probe = &data[at..at + sample];
+        (compress(probe, 1).len() as f64) < 0.9 * sample as f64
     })
 }
 
 /// The plaintext of a chunk message for `data` (see the module docs).
 pub fn encode(c: Compression, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + data.len() / RAW_BLOCK_MAX * 3 + 16);
+    encode_into(c, data, &mut out).expect("writing to a Vec does not fail");
+    out
+}
+
+/// [`encode`], written to `w` (a message being encrypted): a chunk stored
+/// as it is goes there without an intermediate copy.
+pub fn encode_into(c: Compression, data: &[u8], w: &mut impl Write) -> io::Result<()> {
     match c {
-        Compression::Off => data.to_vec(),
-        Compression::Auto if !pays(data) => stored_frame(data),
+        Compression::Off => w.write_all(data),
+        Compression::Auto if !pays(data) => stored_frame_into(data, w),
         Compression::Auto | Compression::Max => {
             let level = if c == Compression::Max { 12 } else { 3 };
             let z = compress(data, level);
             if z.len() < data.len() {
-                z
+                w.write_all(&z)
             } else {
-                stored_frame(data)
+                stored_frame_into(data, w)
             }
         }
     }
@@ -127,22 +142,28 @@ pub fn encode(c: Compression, data: &[u8]) -> Vec<u8> {
 /// A zstd frame holding `data` in raw blocks: single segment, 4-byte
 /// content size, no checksum (the message's AEAD authenticates it).
 pub fn stored_frame(data: &[u8]) -> Vec<u8> {
-    let blocks = data.len().div_ceil(RAW_BLOCK_MAX).max(1);
-    let mut out = Vec::with_capacity(9 + 3 * blocks + data.len());
-    out.extend_from_slice(&0xFD2F_B528u32.to_le_bytes());
-    out.push(0b1010_0000); // 4-byte Frame_Content_Size, Single_Segment
-    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    let mut out = Vec::with_capacity(data.len() + data.len() / RAW_BLOCK_MAX * 3 + 16);
+    stored_frame_into(data, &mut out).expect("writing to a Vec does not fail");
+    out
+}
+
+fn stored_frame_into(data: &[u8], w: &mut impl Write) -> io::Result<()> {
+    let mut head = [0u8; 9];
+    head[..4].copy_from_slice(&0xFD2F_B528u32.to_le_bytes());
+    head[4] = 0b1010_0000; // 4-byte Frame_Content_Size, Single_Segment
+    head[5..].copy_from_slice(&(data.len() as u32).to_le_bytes());
+    w.write_all(&head)?;
     let mut parts = data.chunks(RAW_BLOCK_MAX).peekable();
     if parts.peek().is_none() {
-        out.extend_from_slice(&[1, 0, 0]); // one empty last raw block
+        w.write_all(&[1, 0, 0])?; // one empty last raw block
     }
     while let Some(part) = parts.next() {
         let last = u32::from(parts.peek().is_none());
         let header = ((part.len() as u32) << 3) | last; // Block_Type 0: raw
-        out.extend_from_slice(&header.to_le_bytes()[..3]);
-        out.extend_from_slice(part);
+        w.write_all(&header.to_le_bytes()[..3])?;
+        w.write_all(part)?;
     }
-    out
+    Ok(())
 }
 
 /// Turns a chunk message's plaintext back into the chunk, which must be
@@ -172,6 +193,126 @@ pub fn decode(context: &str, body: Vec<u8>, raw_len: usize) -> Result<Vec<u8>, S
         ));
     }
     Ok(out)
+}
+
+/// A chunk's plaintext as [`decode_parts`] found it: ranges of the buffer
+/// that held the message (no copy), or decompressed bytes.
+pub enum Decoded {
+    Parts(Vec<Range<usize>>),
+    Owned(Vec<u8>),
+}
+
+/// [`decode`] for a message body that lies in `parts` of `buf` (a message
+/// decrypted in place: one part per frame). A `none` body and a stored frame
+/// of raw blocks as [`stored_frame`] writes it (the shape of incompressible
+/// chunks) come back as ranges of `buf`, without copying; any other zstd
+/// frame is gathered and decompressed exactly as [`decode`] does, so that
+/// what is accepted does not change.
+pub fn decode_parts(
+    context: &str,
+    buf: &[u8],
+    parts: &[Range<usize>],
+    raw_len: usize,
+) -> Result<Decoded, String> {
+    let body = Spread { buf, parts };
+    if context == "zstd" {
+        if let Some(blocks) = raw_blocks(&body, raw_len) {
+            return Ok(Decoded::Parts(body.map(&blocks)));
+        }
+    }
+    let len = body.len();
+    if context == "none" && len == raw_len {
+        return Ok(Decoded::Parts(parts.to_vec()));
+    }
+    let mut whole = Vec::with_capacity(len);
+    for p in parts {
+        whole.extend_from_slice(&buf[p.clone()]);
+    }
+    decode(context, whole, raw_len).map(Decoded::Owned)
+}
+
+/// Logical bytes spread over ranges of one buffer.
+struct Spread<'a> {
+    buf: &'a [u8],
+    parts: &'a [Range<usize>],
+}
+
+impl Spread<'_> {
+    fn len(&self) -> usize {
+        self.parts.iter().map(|p| p.len()).sum()
+    }
+
+    /// Logical bytes `at..at + N`, when there are that many.
+    fn get<const N: usize>(&self, at: usize) -> Option<[u8; N]> {
+        let mut out = [0u8; N];
+        let mut skip = at;
+        let mut got = 0;
+        for p in self.parts {
+            if skip >= p.len() {
+                skip -= p.len();
+                continue;
+            }
+            let piece = &self.buf[p.start + skip..p.end];
+            let n = piece.len().min(N - got);
+            out[got..got + n].copy_from_slice(&piece[..n]);
+            got += n;
+            skip = 0;
+            if got == N {
+                return Some(out);
+            }
+        }
+        None
+    }
+
+    /// The ranges of `buf` that hold logical ranges `wanted` (in order).
+    fn map(&self, wanted: &[Range<usize>]) -> Vec<Range<usize>> {
+        let mut out = Vec::with_capacity(wanted.len() + self.parts.len());
+        let mut base = 0;
+        let mut parts = self.parts.iter().peekable();
+        for w in wanted {
+            let mut from = w.start;
+            while from < w.end {
+                let p = parts.peek().expect("wanted ranges lie inside the body");
+                if from >= base + p.len() {
+                    base += p.len();
+                    parts.next();
+                    continue;
+                }
+                let to = w.end.min(base + p.len());
+                out.push(p.start + from - base..p.start + to - base);
+                from = to;
+            }
+        }
+        out
+    }
+}
+
+/// The logical ranges of a stored frame's raw blocks, when `body` is exactly
+/// such a frame (header, raw blocks of at most 128 KiB, the last flagged,
+/// nothing after it) of `raw_len` bytes; `None` for anything else.
+fn raw_blocks(body: &Spread, raw_len: usize) -> Option<Vec<Range<usize>>> {
+    let head: [u8; 9] = body.get(0)?;
+    let magic = u32::from_le_bytes(head[..4].try_into().ok()?);
+    let size = u32::from_le_bytes(head[5..].try_into().ok()?) as usize;
+    if magic != 0xFD2F_B528 || head[4] != 0b1010_0000 || size != raw_len {
+        return None;
+    }
+    let (len, mut at, mut total) = (body.len(), 9, 0);
+    let mut blocks = Vec::with_capacity(raw_len / RAW_BLOCK_MAX + 1);
+    loop {
+        let h: [u8; 3] = body.get(at)?;
+        let h = u32::from_le_bytes([h[0], h[1], h[2], 0]);
+        let n = (h >> 3) as usize;
+        if (h >> 1) & 3 != 0 || n > RAW_BLOCK_MAX || at + 3 + n > len {
+            return None;
+        }
+        blocks.push(at + 3..at + 3 + n);
+        at += 3 + n;
+        total += n;
+        if h & 1 == 1 {
+            return (at == len && total == raw_len).then_some(blocks);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -211,5 +352,59 @@ mod tests {
         assert_eq!(decode("zstd", s, noise.len()).unwrap(), noise);
         assert!(decode("zstd", encode(Compression::Auto, &noise), 5).is_err());
         assert!(decode("lz4", noise.clone(), noise.len()).is_err());
+    }
+
+    fn whole_of(b: &[u8]) -> Vec<Range<usize>> {
+        std::iter::once(0..b.len()).collect()
+    }
+
+    /// Joins the parts `decode_parts` returns.
+    fn joined(buf: &[u8], d: Decoded) -> Vec<u8> {
+        match d {
+            Decoded::Parts(ps) => ps.into_iter().flat_map(|p| buf[p].to_vec()).collect(),
+            Decoded::Owned(v) => v,
+        }
+    }
+
+    #[test]
+    fn decoding_in_parts_matches_decode_and_copies_no_stored_frame() {
+        let noise = util_noise(3 * RAW_BLOCK_MAX + 5);
+        let text = b"compressible text, again and again; ".repeat(9000);
+        for (data, stored) in [(&noise, true), (&text, false)] {
+            let body = encode(Compression::Auto, data);
+            // The body spread over parts with gaps between them (as frames
+            // opened in place leave them), cut at awkward places.
+            for cut in [1usize, 2, 3, 7, 4096, 65536] {
+                let mut buf = Vec::new();
+                let mut parts = Vec::new();
+                for piece in body.chunks(cut) {
+                    buf.extend_from_slice(&[0xEE; 5]);
+                    parts.push(buf.len()..buf.len() + piece.len());
+                    buf.extend_from_slice(piece);
+                }
+                let d = decode_parts("zstd", &buf, &parts, data.len()).unwrap();
+                assert_eq!(matches!(d, Decoded::Parts(_)), stored, "cut {cut}");
+                assert_eq!(&joined(&buf, d), data, "cut {cut}");
+                assert!(decode_parts("zstd", &buf, &parts, data.len() + 1).is_err());
+            }
+            // Any change to a stored frame's structure goes to zstd, which
+            // decides as before.
+            for at in [0, 4, 5, 9, 10, 11, body.len() - 1] {
+                let mut bad = body.clone();
+                bad[at] ^= 0x08;
+                let whole = decode("zstd", bad.clone(), data.len());
+                let parts = decode_parts("zstd", &bad, &whole_of(&bad), data.len());
+                assert_eq!(whole.is_ok(), parts.is_ok(), "byte {at}");
+                if let (Ok(a), Ok(b)) = (whole, parts) {
+                    assert_eq!(a, joined(&bad, b));
+                }
+            }
+            let mut long = body.clone();
+            long.push(0);
+            assert!(decode_parts("zstd", &long, &whole_of(&long), data.len()).is_err());
+        }
+        let d = decode_parts("none", &noise, &[0..10, 20..noise.len()], noise.len() - 10);
+        assert!(matches!(d, Ok(Decoded::Parts(p)) if p.len() == 2));
+        assert!(decode_parts("none", &noise, &whole_of(&noise[..10]), 11).is_err());
     }
 }

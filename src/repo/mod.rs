@@ -125,7 +125,7 @@ pub use keys::{describe_key, KeyPolicy, KeyRef, KeyVersion, PolicyProvider};
 
 pub use pack::{pack_name, ChunkRecord, FullPack, PackRecord, PackWriter};
 pub use pins::{Pin, PinStatus, Pins};
-pub use read::{FileKey, ObjectReader, OpenedChunk};
+pub use read::{ChunkData, FileKey, ObjectReader, OpenedChunk};
 pub use snapshot::{
     decode_manifest, encode_manifest, snapshot_name, Entry, EntryKind, SnapshotMeta, Summary, Time,
     SNAPSHOT_VERSION,

@@ -4,14 +4,15 @@
 //! problem), the expected context, and for chunks the MAC.
 
 use std::io::{self, Read};
+use std::ops::Range;
 
 use crate::envelope::{
-    open_header, CommitmentPolicy, DataKey, Decryptor, EncryptedDataKey, EncryptionContext,
-    Encryptor, Header, ReadLimits,
+    open_header, pipeline::decrypt_in_place, CommitmentPolicy, DataKey, Decryptor,
+    EncryptedDataKey, EncryptionContext, Encryptor, Header, ReadLimits,
 };
 use crate::{Error, Result};
 
-use super::compress::{self, Compression, CONTEXT_COMPRESSION};
+use super::compress::{self, Compression, Decoded, CONTEXT_COMPRESSION};
 use super::index::{Index, Location};
 use super::keys::KeyVersion;
 use super::pack::pack_name;
@@ -128,11 +129,76 @@ pub struct OpenedChunk {
     pub compression: Compression,
 }
 
+/// A chunk's plaintext as restore and verify read it: parts of the buffer
+/// its message was read into and decrypted in place (frame contents, a
+/// stored frame's raw blocks), or what zstd decompressed. It reaches a file
+/// without another copy ([`ChunkData::parts`] for a vectored write).
+pub struct ChunkData {
+    buf: Vec<u8>,
+    parts: Vec<Range<usize>>,
+}
+
+impl ChunkData {
+    fn new(buf: Vec<u8>, d: Decoded) -> ChunkData {
+        match d {
+            Decoded::Parts(parts) => ChunkData { buf, parts },
+            Decoded::Owned(v) => ChunkData {
+                parts: std::iter::once(0..v.len()).collect(),
+                buf: v,
+            },
+        }
+    }
+
+    /// Bytes of plaintext.
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(|p| p.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The plaintext, in order.
+    pub fn parts(&self) -> impl Iterator<Item = &[u8]> {
+        self.parts.iter().map(|p| &self.buf[p.clone()])
+    }
+
+    /// The plaintext in one buffer (a copy unless it is one already).
+    pub fn into_vec(mut self) -> Vec<u8> {
+        if let [p] = &self.parts[..] {
+            if p.start == 0 {
+                self.buf.truncate(p.end);
+                return self.buf;
+            }
+        }
+        let mut out = Vec::with_capacity(self.len());
+        for p in self.parts() {
+            out.extend_from_slice(p);
+        }
+        out
+    }
+}
+
 struct Decrypted {
     header: Header,
     compression: String,
-    body: Option<Vec<u8>>,
-    chunk: Vec<u8>,
+    body: Vec<u8>,
+}
+
+/// How errors name a chunk message.
+fn chunk_name(loc: &Location, id: &ChunkId) -> String {
+    format!(
+        "chunk {} in {} at {}",
+        id.short(),
+        pack_name(&loc.pack),
+        loc.offset
+    )
+}
+
+fn mismatch(name: &str) -> Error {
+    Error::Integrity(format!(
+        "{name}: its content does not match the chunk ID that refers to it (moved, swapped or replaced)"
+    ))
 }
 
 impl Repository {
@@ -243,19 +309,77 @@ impl Repository {
     /// The complete message for one chunk under a file's data key (a new
     /// message ID every time).
     pub fn seal_chunk(&self, key: &FileKey, chunk: &[u8]) -> Result<Vec<u8>> {
-        let body = compress::encode(key.compression, chunk);
         let mut opts = self.encrypt_options(Kind::Chunk, None);
         opts.context = self.chunk_context(key.compression);
-        let out = Vec::with_capacity(body.len() + body.len() / 1024 + 1024);
+        let out = Vec::with_capacity(chunk.len() + chunk.len() / 1024 + 1024);
         let mut enc = Encryptor::with_data_key(&key.data_key, key.edks.clone(), &opts, out)?;
-        io::Write::write_all(&mut enc, &body).map_err(crate::envelope::from_io)?;
+        compress::encode_into(key.compression, chunk, &mut enc)
+            .map_err(crate::envelope::from_io)?;
         Ok(enc.finish()?.0)
     }
 
     /// Opens one chunk message (its exact bytes) that the index lists for
     /// `id`, checking everything listed in the module docs.
     pub fn open_chunk(&self, message: &[u8], loc: &Location, id: &ChunkId) -> Result<Vec<u8>> {
-        Ok(self.decrypt_chunk(message, loc, id, false)?.chunk)
+        let mut m = message.to_vec();
+        let d = self.open_chunk_in_place(&mut m, loc, id)?;
+        Ok(ChunkData::new(m, d).into_vec())
+    }
+
+    /// [`Repository::open_chunk`] on a message that may be decrypted where it
+    /// lies (the same checks, in the same order): the plaintext as ranges of
+    /// `message`, or decompressed bytes.
+    /// Its frames are opened on the calling thread: the caller's tasks are
+    /// the parallel unit (verify's packs).
+    pub fn open_chunk_in_place(
+        &self,
+        message: &mut [u8],
+        loc: &Location,
+        id: &ChunkId,
+    ) -> Result<Decoded> {
+        self.open_in_place(message, loc, id, false)
+    }
+
+    fn open_in_place(
+        &self,
+        message: &mut [u8],
+        loc: &Location,
+        id: &ChunkId,
+        parallel: bool,
+    ) -> Result<Decoded> {
+        let name = chunk_name(loc, id);
+        let compression = self.chunk_compression(message, &name)?;
+        let opts = self.decrypt_options(Kind::Chunk, None);
+        let (_, ranges) = decrypt_in_place(self.provider(), &opts, message, parallel)
+            .map_err(|e| named(e, &name))?;
+        let decoded =
+            compress::decode_parts(&compression, message, &ranges, loc.raw_length as usize)
+                .map_err(|why| Error::Integrity(format!("{name}: {why}")))?;
+        let mac = match &decoded {
+            Decoded::Parts(ps) => self
+                .chunker()
+                .id_of_parts(ps.iter().map(|p| &message[p.clone()])),
+            Decoded::Owned(v) => self.chunker().id(v),
+        };
+        if mac != *id {
+            return Err(mismatch(&name));
+        }
+        Ok(decoded)
+    }
+
+    /// The key policy on a chunk message's header, and the compression its
+    /// context names.
+    fn chunk_compression(&self, message: &[u8], name: &str) -> Result<String> {
+        let header = self.parse_header(message, name)?;
+        header
+            .context
+            .get(CONTEXT_COMPRESSION)
+            .cloned()
+            .ok_or_else(|| {
+                Error::Integrity(format!(
+                    "{name}: its context does not say how it is compressed"
+                ))
+            })
     }
 
     /// Opens a chunk message for the rewriters (rewrap, reencrypt), with the
@@ -268,41 +392,21 @@ impl Repository {
         loc: &Location,
         id: &ChunkId,
     ) -> Result<OpenedChunk> {
-        let d = self.decrypt_chunk(message, loc, id, true)?;
+        let d = self.decrypt_chunk(message, loc, id)?;
         let compression = match d.compression.as_str() {
             "none" => Compression::Off,
             _ => Compression::Auto,
         };
         Ok(OpenedChunk {
             header: d.header,
-            body: d.body.expect("kept when asked"),
+            body: d.body,
             compression,
         })
     }
 
-    fn decrypt_chunk(
-        &self,
-        message: &[u8],
-        loc: &Location,
-        id: &ChunkId,
-        keep_body: bool,
-    ) -> Result<Decrypted> {
-        let name = format!(
-            "chunk {} in {} at {}",
-            id.short(),
-            pack_name(&loc.pack),
-            loc.offset
-        );
-        let header = self.parse_header(message, &name)?;
-        let compression = header
-            .context
-            .get(CONTEXT_COMPRESSION)
-            .cloned()
-            .ok_or_else(|| {
-                Error::Integrity(format!(
-                    "{name}: its context does not say how it is compressed"
-                ))
-            })?;
+    fn decrypt_chunk(&self, message: &[u8], loc: &Location, id: &ChunkId) -> Result<Decrypted> {
+        let name = chunk_name(loc, id);
+        let compression = self.chunk_compression(message, &name)?;
         let mut dec = Decryptor::new(
             self.provider(),
             &self.decrypt_options(Kind::Chunk, None),
@@ -311,19 +415,16 @@ impl Repository {
         .map_err(|e| named(e, &name))?;
         let mut body = Vec::with_capacity(loc.raw_length as usize + 64);
         dec.copy_to(&mut body).map_err(|e| named(e, &name))?;
-        let kept = keep_body.then(|| body.clone());
+        let kept = body.clone();
         let chunk = compress::decode(&compression, body, loc.raw_length as usize)
             .map_err(|why| Error::Integrity(format!("{name}: {why}")))?;
         if self.chunker().id(&chunk) != *id {
-            return Err(Error::Integrity(format!(
-                "{name}: its content does not match the chunk ID that refers to it (moved, swapped or replaced)"
-            )));
+            return Err(mismatch(&name));
         }
         Ok(Decrypted {
-            header,
+            header: dec.header().clone(),
             compression,
             body: kept,
-            chunk,
         })
     }
 
@@ -348,6 +449,11 @@ impl Repository {
 
     /// Reads chunk `id` at `loc`.
     pub fn read_chunk_at(&self, loc: &Location, id: &ChunkId) -> Result<Vec<u8>> {
+        Ok(self.read_chunk_data_at(loc, id)?.into_vec())
+    }
+
+    /// Reads chunk `id` at `loc`, decrypted where it was read.
+    pub fn read_chunk_data_at(&self, loc: &Location, id: &ChunkId) -> Result<ChunkData> {
         let name = pack_name(&loc.pack);
         let message = self
             .storage()
@@ -365,16 +471,23 @@ impl Repository {
                 )),
                 _ => Error::io(format!("reading {name}"), e),
             })?;
-        self.open_chunk(&message, loc, id)
+        let mut message = message;
+        let d = self.open_in_place(&mut message, loc, id, true)?;
+        Ok(ChunkData::new(message, d))
     }
 
     /// Reads chunk `id`, trying each copy the index lists; the first copy's
     /// error when none opens.
     pub fn read_chunk(&self, index: &Index, id: &ChunkId) -> Result<Vec<u8>> {
+        Ok(self.read_chunk_data(index, id)?.into_vec())
+    }
+
+    /// [`Repository::read_chunk`], the plaintext where it was decrypted.
+    pub fn read_chunk_data(&self, index: &Index, id: &ChunkId) -> Result<ChunkData> {
         let locations = index.locations(id);
         let mut first_err = None;
         for loc in &locations {
-            match self.read_chunk_at(loc, id) {
+            match self.read_chunk_data_at(loc, id) {
                 Ok(c) => return Ok(c),
                 Err(e) => {
                     first_err.get_or_insert(e);
@@ -393,12 +506,7 @@ impl Repository {
     /// policy, the context, and that the data key unwraps and the header
     /// authenticates under it.
     pub fn check_chunk_header(&self, loc: &Location, id: &ChunkId) -> Result<()> {
-        let name = format!(
-            "chunk {} in {} at {}",
-            id.short(),
-            pack_name(&loc.pack),
-            loc.offset
-        );
+        let name = chunk_name(loc, id);
         let prefix = self
             .storage()
             .read_range(&pack_name(&loc.pack), loc.offset, loc.length.min(64 * 1024))

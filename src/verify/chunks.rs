@@ -43,11 +43,12 @@ fn check_pack(
         .map(|c| c.0.location.length)
         .sum();
     // Read the pack whole when most of it is to be read anyway.
-    let whole = if read_bytes * 2 > pack_len {
+    let mut whole = if read_bytes * 2 > pack_len {
         repo.storage().read(&pack_name(&pack)).ok()
     } else {
         None
     };
+    let mut clean_from = 0u64;
     copies
         .iter()
         .map(|(c, read)| {
@@ -59,9 +60,18 @@ fn check_pack(
                     loc.offset
                 ))));
             }
-            let r = match (&whole, *read) {
-                (Some(bytes), true) => repo.open_chunk(&bytes[loc.offset as usize..end as usize], &loc, &c.id).map(|d| Some(d.len() as u64)),
-                (None, true) => repo.read_chunk_at(&loc, &c.id).map(|d| Some(d.len() as u64)),
+            // A copy is decrypted where it lies in the pack read whole,
+            // unless an earlier one was decrypted over some of its bytes
+            // (two index entries for one place, or overlapping ones): that
+            // one is read again.
+            let in_place = whole.as_mut().filter(|_| loc.offset >= clean_from);
+            let r = match (in_place, *read) {
+                (Some(bytes), true) => {
+                    clean_from = end;
+                    repo.open_chunk_in_place(&mut bytes[loc.offset as usize..end as usize], &loc, &c.id)
+                        .map(|_| Some(loc.raw_length))
+                }
+                (None, true) => repo.read_chunk_data_at(&loc, &c.id).map(|d| Some(d.len() as u64)),
                 (_, false) => repo.check_chunk_header(&loc, &c.id).map(|_| None),
             };
             (c.id, r.map_err(|e| class_of(&e)))

@@ -59,6 +59,7 @@ pub fn decrypt_stream<R: Read + Send, W: Write + Send>(
             message_id: &header.message_id,
             frame_len,
             signed: header.suite.is_signed(),
+            parallel: true,
             seq: 1,
             carry: Vec::new(),
             held: None,
@@ -74,6 +75,64 @@ pub fn decrypt_stream<R: Read + Send, W: Write + Send>(
         read?;
         Ok((header.clone(), output, body.plaintext))
     })
+}
+
+/// Decrypts a whole message held in memory, in place: the checks of
+/// [`decrypt_stream`] (tags, sequence numbers, IVs, the final frame, the
+/// signature, nothing after the end), the frames opened in parallel when
+/// there are enough and `parallel`, and no copy of the body. Returns the header and the
+/// ranges of `message` that hold the plaintext, in order. On an error
+/// `message` holds partly decrypted bytes: discard it.
+pub fn decrypt_in_place(
+    provider: &dyn KeyProvider,
+    opts: &DecryptOptions,
+    message: &mut [u8],
+    parallel: bool,
+) -> Result<(Header, Vec<Range<usize>>), Error> {
+    let o = open(provider, opts, &message[..])?;
+    let start = o.header_len as usize;
+    if o.header.content_type == ContentType::NonFramed {
+        // One block, which envarc never writes: decrypted by the streaming
+        // reader and put back where its ciphertext was (which is longer).
+        let mut dec = Decryptor::from_opened(o, opts);
+        let mut plain = Vec::new();
+        dec.copy_to(&mut plain)?;
+        let header = dec.header().clone();
+        drop(dec);
+        let range = start..start + plain.len();
+        message[range.clone()].copy_from_slice(&plain);
+        return Ok((header, vec![range]));
+    }
+    let Opened {
+        header,
+        cipher,
+        mut verifier,
+        ..
+    } = o;
+    let mut body = Body {
+        cipher: &cipher,
+        message_id: &header.message_id,
+        frame_len: header.frame_length as usize,
+        signed: header.suite.is_signed(),
+        parallel,
+        seq: 1,
+        carry: Vec::new(),
+        held: None,
+        plaintext: 0,
+    };
+    let (whole, after) = body.scan(&message[start..]);
+    let (segments, last) = body.open_frames(message, start..start + whole, &mut verifier, after)?;
+    if !last {
+        return Err(Error::Truncated);
+    }
+    let ranges = segments
+        .into_iter()
+        .map(|s| match s {
+            Seg::Buf(r) => r,
+            Seg::Prefix(_) => unreachable!("decrypting makes no prefix segments"),
+        })
+        .collect();
+    Ok((header, ranges))
 }
 
 /// The decrypting reader: whole chunks of the body, the first one starting
@@ -131,12 +190,36 @@ enum Extent {
     },
 }
 
+/// What the serial checks found in a run of whole frames.
+struct FramePlan {
+    /// Sequence numbers of the regular frames, in order.
+    regular: Vec<u32>,
+    fin: Option<FinalFrame>,
+    /// The first failed check (the frames before it are still opened, so
+    /// that a bad tag among them is reported first, as when streaming).
+    failed: Option<Error>,
+}
+
+/// The final frame's place in a run of frames.
+struct FinalFrame {
+    seq: u32,
+    /// Offset of its first byte, its content length, the end of its tag.
+    at: usize,
+    len: usize,
+    end: usize,
+    bad_sig: Option<usize>,
+}
+
 /// The state of the body being read.
 struct Body<'a> {
     cipher: &'a ContentCipher,
     message_id: &'a [u8],
     frame_len: usize,
     signed: bool,
+    /// Whether frames may go to the pool (not when the caller's own tasks
+    /// are the parallel unit: a worker waiting on frames would steal more
+    /// of them, each with its buffer).
+    parallel: bool,
     seq: u32,
     /// A frame that straddles two chunks, gathered here.
     carry: Vec<u8>,
@@ -279,32 +362,8 @@ impl Body<'_> {
             }
         }
         let start = off;
-        let mut scan_err = None;
-        let mut last = false;
-        let mut expected = self.seq;
-        while !last {
-            match self.extent(&buf[off..bytes]) {
-                Ok(Extent::Regular) => {
-                    off += self.frame_len + OVERHEAD;
-                    expected = expected.wrapping_add(1);
-                }
-                Ok(Extent::Final { total, .. }) => {
-                    off += total;
-                    last = true;
-                }
-                Ok(Extent::Need(_)) => {
-                    scan_err = self.early_check(&buf[off..bytes], expected).err();
-                    break;
-                }
-                Err(e) => {
-                    scan_err = Some(e);
-                    break;
-                }
-            }
-        }
-        if last && off < bytes {
-            scan_err.get_or_insert(Error::TrailingData);
-        }
+        let (whole, scan_err) = self.scan(&buf[start..bytes]);
+        off += whole;
         let (segments, last) = self.open_frames(&mut buf, start..off, verifier, scan_err)?;
         if !last {
             self.carry = buf[off..bytes].to_vec();
@@ -333,6 +392,29 @@ impl Body<'_> {
         send(out, batch)
     }
 
+    /// How far the whole frames at the start of `b` reach, and the error a
+    /// streaming reader would meet past them (a cut or altered frame start,
+    /// bytes after the final frame); the final frame ends the scan.
+    fn scan(&self, b: &[u8]) -> (usize, Option<Error>) {
+        let mut off = 0;
+        let mut expected = self.seq;
+        loop {
+            match self.extent(&b[off..]) {
+                Ok(Extent::Regular) => {
+                    off += self.frame_len + OVERHEAD;
+                    expected = expected.wrapping_add(1);
+                }
+                Ok(Extent::Final { total, .. }) => {
+                    off += total;
+                    let trailing = (off < b.len()).then_some(Error::TrailingData);
+                    return (off, trailing);
+                }
+                Ok(Extent::Need(_)) => return (off, self.early_check(&b[off..], expected).err()),
+                Err(e) => return (off, Some(e)),
+            }
+        }
+    }
+
     /// Checks and opens the whole frames in `buf[range]`: sequence numbers
     /// and IVs in order, the tags in parallel, the final frame and signature
     /// last. The error is the one the streaming reader would meet first: of
@@ -349,17 +431,56 @@ impl Body<'_> {
         let base = range.start;
         let region = &mut buf[range];
         let slot = self.frame_len + OVERHEAD;
-        let mut regular = Vec::new();
-        let mut fin = None;
-        let mut failed = None;
+        let plan = self.check_frames(region);
+        let split = plan.regular.len() * slot;
+        if let Some(v) = verifier.as_mut() {
+            v.update(&region[..plan.fin.as_ref().map_or(split, |f| f.at + f.end)]);
+        }
+        let (frames, final_part) = region.split_at_mut(split);
+        self.open_regular(frames, &plan.regular)?;
+        if let Some(e) = plan.failed {
+            return Err(e);
+        }
+        let mut segments: Vec<Seg> = (0..plan.regular.len())
+            .map(|i| {
+                let c = base + i * slot + 4 + IV_LEN;
+                Seg::Buf(c..c + self.frame_len)
+            })
+            .collect();
+        let Some(fin) = plan.fin else {
+            return match after {
+                Some(e) => Err(e),
+                None => Ok((segments, false)),
+            };
+        };
+        debug_assert_eq!(fin.at, split);
+        self.open_final(final_part, &fin, verifier)?;
+        if let Some(e) = after {
+            return Err(e);
+        }
+        let c = base + split + FINAL_PREFIX;
+        segments.push(Seg::Buf(c..c + fin.len));
+        Ok((segments, true))
+    }
+
+    /// The serial checks over the frames of `region` (sequence numbers and
+    /// IVs, in order), advancing the expected sequence number; stops at the
+    /// final frame or the first failed check.
+    fn check_frames(&mut self, region: &[u8]) -> FramePlan {
+        let slot = self.frame_len + OVERHEAD;
+        let mut plan = FramePlan {
+            regular: Vec::new(),
+            fin: None,
+            failed: None,
+        };
         let mut at = 0;
-        while at < region.len() && fin.is_none() {
+        while at < region.len() && plan.fin.is_none() {
             let checked = self.extent(&region[at..]).and_then(|e| match e {
                 Extent::Regular => {
                     let seq = u32::from_be_bytes(region[at..at + 4].try_into().unwrap());
                     self.check_seq(seq)?;
                     check_iv(region[at + 4..at + 16].try_into().unwrap(), seq)?;
-                    regular.push(seq);
+                    plan.regular.push(seq);
                     self.seq = next_seq(seq)?;
                     at += slot;
                     Ok(())
@@ -373,29 +494,38 @@ impl Body<'_> {
                     let seq = u32::from_be_bytes(region[at + 4..at + 8].try_into().unwrap());
                     self.check_seq(seq)?;
                     check_iv(region[at + 8..at + 20].try_into().unwrap(), seq)?;
-                    fin = Some((seq, at, len, end, bad_sig));
+                    plan.fin = Some(FinalFrame {
+                        seq,
+                        at,
+                        len,
+                        end,
+                        bad_sig,
+                    });
                     at += total;
                     Ok(())
                 }
                 Extent::Need(_) => unreachable!("the caller passes whole frames"),
             });
             if let Err(e) = checked {
-                failed = Some(e);
+                plan.failed = Some(e);
                 break;
             }
         }
-        let split = regular.len() * slot;
-        if let Some(v) = verifier.as_mut() {
-            v.update(&region[..fin.map_or(split, |(_, a, _, end, _)| a + end)]);
-        }
-        let (frames, final_part) = region.split_at_mut(split);
+        plan
+    }
+
+    /// Opens regular frames (whole slots, sequence numbers `seqs`) in
+    /// parallel; the error is the first failed frame's.
+    fn open_regular(&self, frames: &mut [u8], seqs: &[u32]) -> Result<(), Error> {
         let (cipher, id, flen) = (self.cipher, self.message_id, self.frame_len);
-        let items: Vec<(u32, &mut [u8])> = regular
+        // Zero bytes: below the size at which frames go to the pool.
+        let bytes = if self.parallel { frames.len() } else { 0 };
+        let items: Vec<(u32, &mut [u8])> = seqs
             .iter()
             .copied()
-            .zip(frames.chunks_mut(slot))
+            .zip(frames.chunks_mut(flen + OVERHEAD))
             .collect();
-        let results = for_each_frame(items, split, |(s, f): (u32, &mut [u8])| {
+        let results = for_each_frame(items, bytes, |(s, f): (u32, &mut [u8])| {
             let (aad, n) = frame_aad(id, false, s, flen);
             let (head, body) = f.split_at_mut(4 + IV_LEN);
             let (content, tag) = body.split_at_mut(flen);
@@ -403,33 +533,28 @@ impl Body<'_> {
                 .open_in_place(&head[4..], &aad[..n], content, tag)
                 .map_err(|_| Error::FrameAuth { sequence: s })
         });
-        if let Some(e) = results.into_iter().find_map(Result::err) {
-            return Err(e);
-        }
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        let mut segments: Vec<Seg> = (0..regular.len())
-            .map(|i| {
-                let c = base + i * slot + 4 + IV_LEN;
-                Seg::Buf(c..c + flen)
-            })
-            .collect();
-        let Some((seq, a, len, end, bad_sig)) = fin else {
-            return match after {
-                Some(e) => Err(e),
-                None => Ok((segments, false)),
-            };
-        };
-        debug_assert_eq!(a, split);
-        let (f, footer) = final_part.split_at_mut(end);
-        let (aad, n) = frame_aad(id, true, seq, len);
+        results
+            .into_iter()
+            .find_map(Result::err)
+            .map_or(Ok(()), Err)
+    }
+
+    /// Opens the final frame at the start of `part`, then checks the footer
+    /// (a signature's announced length, the signature itself).
+    fn open_final(
+        &self,
+        part: &mut [u8],
+        fin: &FinalFrame,
+        verifier: &mut Option<Verifier>,
+    ) -> Result<(), Error> {
+        let (f, footer) = part.split_at_mut(fin.end);
+        let (aad, n) = frame_aad(self.message_id, true, fin.seq, fin.len);
         let (head, body) = f.split_at_mut(FINAL_PREFIX);
-        let (content, tag) = body.split_at_mut(len);
-        cipher
+        let (content, tag) = body.split_at_mut(fin.len);
+        self.cipher
             .open_in_place(&head[8..20], &aad[..n], content, tag)
-            .map_err(|_| Error::FrameAuth { sequence: seq })?;
-        if let Some(sig) = bad_sig {
+            .map_err(|_| Error::FrameAuth { sequence: fin.seq })?;
+        if let Some(sig) = fin.bad_sig {
             return Err(Error::Malformed(format!(
                 "the footer announces a {sig}-byte signature; an ECDSA P-384 signature has at most {MAX_SIGNATURE_LEN}"
             )));
@@ -437,12 +562,7 @@ impl Body<'_> {
         if let Some(v) = verifier.take() {
             v.verify(&footer[2..])?;
         }
-        if let Some(e) = after {
-            return Err(e);
-        }
-        let c = base + split + FINAL_PREFIX;
-        segments.push(Seg::Buf(c..c + len));
-        Ok((segments, true))
+        Ok(())
     }
 
     fn check_seq(&self, found: u32) -> Result<(), Error> {

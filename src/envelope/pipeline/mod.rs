@@ -29,7 +29,7 @@ use super::suite::{frame_iv, ContentCipher, IV_LEN, TAG_LEN};
 use super::{EncryptOptions, Error, KeyProvider};
 
 mod decrypt;
-pub use decrypt::decrypt_stream;
+pub use decrypt::{decrypt_in_place, decrypt_stream};
 
 /// Target bytes of frames per batch: large enough that the per-batch costs
 /// (a rayon split, a channel hop, one write) vanish, small enough that
@@ -404,3 +404,6 @@ fn seal_batch(
         last: ends,
     })
 }
+
+#[cfg(test)]
+mod tests;

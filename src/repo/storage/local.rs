@@ -232,8 +232,15 @@ impl Storage for LocalStorage {
         f.seek(SeekFrom::Start(offset))?;
         let len = usize::try_from(length)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "range too large"))?;
-        let mut buf = vec![0u8; len];
-        f.read_exact(&mut buf).map_err(|e| self.named(name, e))?;
+        // read_to_end fills the spare capacity without zeroing it first.
+        let mut buf = Vec::with_capacity(len);
+        f.take(length)
+            .read_to_end(&mut buf)
+            .map_err(|e| self.named(name, e))?;
+        if buf.len() < len {
+            let e = io::Error::new(io::ErrorKind::UnexpectedEof, "failed to fill whole buffer");
+            return Err(self.named(name, e));
+        }
         Ok(buf)
     }
 
