@@ -12,6 +12,7 @@ mod plan;
 mod store;
 pub mod walk;
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -110,7 +111,7 @@ pub fn backup(
     let roots = walk::roots(&opts.paths)?;
     let root_bytes: Vec<Vec<u8>> = roots
         .iter()
-        .map(|p| std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec())
+        .map(|p| p.as_os_str().as_bytes().to_vec())
         .collect();
     let host = opts.host.clone().unwrap_or_else(crate::repo::hostname);
     let excludes = PathMatcher::new("--exclude", &opts.excludes)?;
@@ -121,16 +122,7 @@ pub fn backup(
     let parent = choose_parent(repo, opts.parent.as_deref(), &host, &root_bytes, progress)?;
     check_lock(lock.as_ref())?;
 
-    progress.start("scanning", None, None);
-    let walk_opts = WalkOptions {
-        excludes: &excludes,
-        one_file_system: opts.one_file_system,
-        skip_dir: opts.skip_dir,
-    };
-    let mut scan = walk::scan(&roots, &walk_opts, progress);
-    progress.finish();
-    crate::interrupt::check()?;
-
+    let mut scan = scan_trees(&roots, opts, &excludes, progress)?;
     let mut summary = Summary {
         skipped: scan.skipped,
         ..Summary::default()
@@ -161,63 +153,13 @@ pub fn backup(
     }
 
     check_lock(lock.as_ref())?;
-    // The workers do no network round trips (packs are spooled, and sent
-    // by the committers), so they are as many as the cores and the key
-    // service need.
-    let pool = Pool::for_cpu_and_keys(repo)?;
-    let compression = opts.compression.unwrap_or(repo.config().compression);
-    progress.start(
-        "backing up",
-        Some(plan.jobs.len() as u64),
-        Some(plan.bytes_to_read),
-    );
-    let committers = committers(repo);
-    // Full packs are committed (fsync and rename, or uploaded) by threads
-    // of their own meanwhile, so the workers do not wait for the disk or
-    // the network; the queue holds one pack per committer, so a slow store
-    // slows the workers down instead of filling memory.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<FullPack>(committers);
-    let rx = std::sync::Mutex::new(rx);
-    let stop = AtomicBool::new(false);
-    let (stored, committed, index_data) = std::thread::scope(|s| {
-        let ctx = Ctx::new(
-            repo,
-            &index,
-            compression,
-            pool.threads(),
-            progress,
-            tx,
-            &stop,
-        );
-        let threads: Vec<_> = (0..committers)
-            .map(|_| s.spawn(|| commit_packs(&rx, &stop, lock.as_ref())))
-            .collect();
-        let outcomes = pool.install(|| store::store_all(&ctx, &plan.jobs, &scan.entries));
-        if outcomes.is_err() {
-            stop.store(true, Ordering::SeqCst); // no use sending the rest
-        }
-        // The open packs go to the committers too; then the queue closes.
-        // Interrupted, they are dropped instead (their temporary objects
-        // remove themselves) and the durable ones are indexed below.
-        let data = match &outcomes {
-            Err(Error::Interrupted(_)) => Ok(ctx.abandon()),
-            _ => ctx.finish(&mut summary),
-        };
-        let committed: Result<Vec<_>> = threads
-            .into_iter()
-            .map(|c| c.join().expect("the pack committers do not panic"))
-            .collect();
-        (outcomes, committed, data)
-    });
-    // A failed pack is the cause of the workers' "stopped" error: first.
-    let committed = committed?;
-    let mut index_data = index_data?;
-    index_data.packs.extend(committed.into_iter().flatten());
-    progress.finish();
-    let outcomes = match stored {
-        Err(Error::Interrupted(_)) => return Err(interrupted(repo, index_data)),
-        o => o?,
+    let stage = Stage {
+        repo,
+        index: &index,
+        lock: lock.as_ref(),
+        progress,
     };
+    let (outcomes, index_data) = stage.store(opts, &plan, &scan.entries, &mut summary)?;
     let keep = apply(
         outcomes,
         &plan.jobs,
@@ -225,10 +167,7 @@ pub fn backup(
         &mut summary,
         &mut errors,
     );
-    check_lock(lock.as_ref())?;
-    if !index_data.packs.is_empty() {
-        repo.save_index(index_data)?;
-    }
+    stage.save_index(index_data)?;
     let entries: Vec<Entry> = scan
         .entries
         .into_iter()
@@ -246,11 +185,124 @@ pub fn backup(
         summary: summary.clone(),
         entries: entries.len() as u64,
     };
-    // The last chance to stop: a snapshot written without the lock could
-    // refer to packs a prune elsewhere is deleting.
-    check_lock(lock.as_ref())?;
-    let id = repo.save_snapshot(&meta, &entries)?;
+    let id = stage.save_snapshot(&meta, &entries)?;
     Ok(report(summary, Some(id), errors))
+}
+
+/// Walks the trees to back up (metadata only).
+fn scan_trees(
+    roots: &[PathBuf],
+    opts: &BackupOptions,
+    excludes: &PathMatcher,
+    progress: &dyn Progress,
+) -> Result<walk::Scan> {
+    progress.start("scanning", None, None);
+    let walk_opts = WalkOptions {
+        excludes,
+        one_file_system: opts.one_file_system,
+        skip_dir: opts.skip_dir,
+    };
+    let scan = walk::scan(roots, &walk_opts, progress);
+    progress.finish();
+    crate::interrupt::check()?;
+    Ok(scan)
+}
+
+/// What the storing and committing steps of one backup share.
+struct Stage<'a> {
+    repo: &'a Repository,
+    index: &'a crate::repo::Index,
+    lock: Option<&'a RepoLock>,
+    progress: &'a dyn Progress,
+}
+
+impl Stage<'_> {
+    /// Stores the chunks of the planned files on the worker pool while
+    /// committer threads make full packs durable. Returns each file's
+    /// outcome and the index data of every durable pack; interrupted, it
+    /// indexes the durable packs and returns the interruption.
+    fn store(
+        &self,
+        opts: &BackupOptions,
+        plan: &Plan,
+        entries: &[Entry],
+        summary: &mut Summary,
+    ) -> Result<(Vec<Outcome>, crate::repo::IndexData)> {
+        let repo = self.repo;
+        // The workers do no network round trips (packs are spooled, and sent
+        // by the committers), so they are as many as the cores and the key
+        // service need.
+        let pool = Pool::for_cpu_and_keys(repo)?;
+        let compression = opts.compression.unwrap_or(repo.config().compression);
+        self.progress.start(
+            "backing up",
+            Some(plan.jobs.len() as u64),
+            Some(plan.bytes_to_read),
+        );
+        let committers = committers(repo);
+        // Full packs are committed (fsync and rename, or uploaded) by threads
+        // of their own meanwhile, so the workers do not wait for the disk or
+        // the network; the queue holds one pack per committer, so a slow store
+        // slows the workers down instead of filling memory.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<FullPack>(committers);
+        let rx = std::sync::Mutex::new(rx);
+        let stop = AtomicBool::new(false);
+        let (stored, committed, index_data) = std::thread::scope(|s| {
+            let ctx = Ctx::new(
+                repo,
+                self.index,
+                compression,
+                pool.threads(),
+                self.progress,
+                tx,
+                &stop,
+            );
+            let threads: Vec<_> = (0..committers)
+                .map(|_| s.spawn(|| commit_packs(&rx, &stop, self.lock)))
+                .collect();
+            let outcomes = pool.install(|| store::store_all(&ctx, &plan.jobs, entries));
+            if outcomes.is_err() {
+                stop.store(true, Ordering::SeqCst); // no use sending the rest
+            }
+            // The open packs go to the committers too; then the queue closes.
+            // Interrupted, they are dropped instead (their temporary objects
+            // remove themselves) and the durable ones are indexed below.
+            let data = match &outcomes {
+                Err(Error::Interrupted(_)) => Ok(ctx.abandon()),
+                _ => ctx.finish(summary),
+            };
+            let committed: Result<Vec<_>> = threads
+                .into_iter()
+                .map(|c| c.join().expect("the pack committers do not panic"))
+                .collect();
+            (outcomes, committed, data)
+        });
+        // A failed pack is the cause of the workers' "stopped" error: first.
+        let committed = committed?;
+        let mut index_data = index_data?;
+        index_data.packs.extend(committed.into_iter().flatten());
+        self.progress.finish();
+        match stored {
+            Err(Error::Interrupted(_)) => Err(interrupted(repo, index_data)),
+            o => Ok((o?, index_data)),
+        }
+    }
+
+    /// Indexes the new packs (checking the lock first).
+    fn save_index(&self, index_data: crate::repo::IndexData) -> Result<()> {
+        check_lock(self.lock)?;
+        if !index_data.packs.is_empty() {
+            self.repo.save_index(index_data)?;
+        }
+        Ok(())
+    }
+
+    fn save_snapshot(&self, meta: &SnapshotMeta, entries: &[Entry]) -> Result<Id> {
+        // The last chance to stop: a snapshot written without the lock could
+        // refer to packs a prune elsewhere is deleting.
+        check_lock(self.lock)?;
+        self.repo.save_snapshot(meta, entries)
+    }
 }
 
 /// The error of a backup stopped by a signal, after indexing the packs it

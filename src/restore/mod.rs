@@ -198,47 +198,59 @@ pub fn restore(
     if opts.dry_run {
         dry_run(&items, opts, &mut report, progress)?;
     } else {
-        // A damaged index file costs only the files it lists: they fail
-        // below as "not in the index", the rest is restored.
-        let (index, failed) = repo.load_index_lenient()?;
-        for (id, e) in failed {
-            progress.warn(&format!(
-                "index file {id} cannot be read, the files whose data it lists will fail: {e}"
-            ));
-        }
-        let target = Target::open(&opts.target)
-            .map_err(|e| Error::io(format!("opening the target {}", opts.target.display()), e))?;
-        let pool = crate::pool::Pool::for_repo(repo)?;
-        let ctx = Ctx {
-            repo,
-            pool: &pool,
-            keep_setid: opts.keep_setuid,
-            index: &index,
-            target: &target,
-            overwrite: opts.overwrite,
-            owners: safe_fs::can_chown(),
-            progress,
-        };
-        write_all(&ctx, &items, &mut report);
-        if crate::interrupt::requested() {
-            return Err(Error::Interrupted(format!(
-                "{} restored, nothing half-written left; the same command continues (it keeps what is there)",
-                plural(report.files, "file", "files")
-            )));
-        }
-        if let Err(e) = safe_fs::sync_target(&target) {
-            // Everything is in place, but maybe not on stable storage yet.
-            let err = RestoreError {
-                path: opts.target.display().to_string(),
-                cause: format!("flushing the restored files to disk failed: {e}"),
-                integrity: false,
-            };
-            progress.warn(&format!("{}: {}", err.path, err.cause));
-            report.errors.push(err);
-        }
+        write(repo, &items, opts, &mut report, progress)?;
     }
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// Restores the chosen items into the target and flushes them to disk.
+fn write(
+    repo: &Repository,
+    items: &[Item],
+    opts: &RestoreOptions,
+    report: &mut RestoreReport,
+    progress: &dyn Progress,
+) -> Result<()> {
+    // A damaged index file costs only the files it lists: they fail
+    // below as "not in the index", the rest is restored.
+    let (index, failed) = repo.load_index_lenient()?;
+    for (id, e) in failed {
+        progress.warn(&format!(
+            "index file {id} cannot be read, the files whose data it lists will fail: {e}"
+        ));
+    }
+    let target = Target::open(&opts.target)
+        .map_err(|e| Error::io(format!("opening the target {}", opts.target.display()), e))?;
+    let pool = crate::pool::Pool::for_repo(repo)?;
+    let ctx = Ctx {
+        repo,
+        pool: &pool,
+        keep_setid: opts.keep_setuid,
+        index: &index,
+        target: &target,
+        overwrite: opts.overwrite,
+        owners: safe_fs::can_chown(),
+        progress,
+    };
+    write_all(&ctx, items, report);
+    if crate::interrupt::requested() {
+        return Err(Error::Interrupted(format!(
+            "{} restored, nothing half-written left; the same command continues (it keeps what is there)",
+            plural(report.files, "file", "files")
+        )));
+    }
+    if let Err(e) = safe_fs::sync_target(&target) {
+        // Everything is in place, but maybe not on stable storage yet.
+        let err = RestoreError {
+            path: opts.target.display().to_string(),
+            cause: format!("flushing the restored files to disk failed: {e}"),
+            integrity: false,
+        };
+        progress.warn(&format!("{}: {}", err.path, err.cause));
+        report.errors.push(err);
+    }
+    Ok(())
 }
 
 fn count(report: &mut RestoreReport, e: &Entry) {

@@ -240,40 +240,56 @@ fn start_writeback(file: &std::fs::File, from: u64, to: u64) {
     );
 }
 
+/// Restores `items` in four stages: folders, then files (in parallel),
+/// then symbolic links, then the folders' metadata, deepest first (so
+/// that writing into a folder does not change its restored times).
 pub(super) fn write_all(ctx: &Ctx, items: &[Item], report: &mut RestoreReport) {
-    let mut dirs: Vec<&Item> = items
-        .iter()
-        .filter(|i| i.e.kind == EntryKind::Dir)
-        .collect();
+    let of_kind =
+        |kind: EntryKind| -> Vec<&Item> { items.iter().filter(|i| i.e.kind == kind).collect() };
+    let mut dirs = of_kind(EntryKind::Dir);
     dirs.sort_by(|a, b| a.comps.cmp(&b.comps));
-    let files: Vec<&Item> = items
-        .iter()
-        .filter(|i| i.e.kind == EntryKind::File)
-        .collect();
-    let links: Vec<&Item> = items
-        .iter()
-        .filter(|i| i.e.kind == EntryKind::Symlink)
-        .collect();
+    let dir_meta = make_dirs(ctx, &dirs, report);
+    if !write_files(ctx, &of_kind(EntryKind::File), report) {
+        return; // interrupted
+    }
+    for it in of_kind(EntryKind::Symlink) {
+        match make_symlink(ctx, it) {
+            Ok(true) => count(report, it.e),
+            Ok(false) => report.skipped += 1,
+            Err(err) => report_failure(ctx, report, err),
+        }
+    }
+    apply_dir_meta(ctx, &dir_meta, report);
+}
 
-    let fail = |report: &mut RestoreReport, err: RestoreError| {
-        ctx.progress.warn(&format!("{}: {}", err.path, err.cause));
-        report.errors.push(err);
-    };
+fn report_failure(ctx: &Ctx, report: &mut RestoreReport, err: RestoreError) {
+    ctx.progress.warn(&format!("{}: {}", err.path, err.cause));
+    report.errors.push(err);
+}
 
-    // 1. Folders.
-    let mut dir_meta: Vec<&Item> = Vec::new();
-    for it in &dirs {
+/// Creates the folders (parents first); returns those whose metadata is to
+/// be applied at the end.
+fn make_dirs<'a, 'e>(
+    ctx: &Ctx,
+    dirs: &[&'a Item<'e>],
+    report: &mut RestoreReport,
+) -> Vec<&'a Item<'e>> {
+    let mut dir_meta = Vec::new();
+    for it in dirs {
         match make_dir(ctx, it) {
             Ok(Some(())) => {
                 count(report, it.e);
-                dir_meta.push(it);
+                dir_meta.push(*it);
             }
             Ok(None) => {}
-            Err(err) => fail(report, err),
+            Err(err) => report_failure(ctx, report, err),
         }
     }
+    dir_meta
+}
 
-    // 2. Files, in parallel.
+/// Restores the files on the worker pool. `false` when a signal stopped it.
+fn write_files(ctx: &Ctx, files: &[&Item], report: &mut RestoreReport) -> bool {
     let bytes: u64 = files.iter().map(|i| i.e.size).sum();
     ctx.progress
         .start("restoring", Some(files.len() as u64), Some(bytes));
@@ -304,24 +320,14 @@ pub(super) fn write_all(ctx: &Ctx, items: &[Item], report: &mut RestoreReport) {
             Outcome::Failed(_) if interrupted => {}
             Outcome::Restored(_) => count(report, it.e),
             Outcome::Kept => report.skipped += 1,
-            Outcome::Failed(err) => fail(report, err),
+            Outcome::Failed(err) => report_failure(ctx, report, err),
         }
     }
+    !interrupted
+}
 
-    if interrupted {
-        return;
-    }
-
-    // 3. Symlinks.
-    for it in &links {
-        match make_symlink(ctx, it) {
-            Ok(true) => count(report, it.e),
-            Ok(false) => report.skipped += 1,
-            Err(err) => fail(report, err),
-        }
-    }
-
-    // 4. Folder metadata, deepest first.
+/// Applies the folders' metadata, deepest first.
+fn apply_dir_meta(ctx: &Ctx, dir_meta: &[&Item], report: &mut RestoreReport) {
     for it in dir_meta.iter().rev() {
         let r = if it.comps.is_empty() {
             safe_fs::apply_fd(ctx.target.fd(), it.e, ctx.owners, ctx.keep_setid)
@@ -331,7 +337,7 @@ pub(super) fn write_all(ctx: &Ctx, items: &[Item], report: &mut RestoreReport) {
                 .and_then(|(fd, _)| safe_fs::apply_fd(&fd, it.e, ctx.owners, ctx.keep_setid))
         };
         if let Err(e) = r {
-            fail(report, it.fail(format!("folder metadata: {e}"), false));
+            report_failure(ctx, report, it.fail(format!("folder metadata: {e}"), false));
         }
     }
 }

@@ -90,19 +90,7 @@ pub(super) fn check(
     report: &mut VerifyReport,
     progress: &dyn Progress,
 ) -> HashMap<ChunkId, Problem> {
-    let read = read_data.select(wanted, &mut rand::thread_rng());
-    let selected: HashMap<ChunkId, bool> =
-        wanted.iter().map(|id| (*id, read.contains(id))).collect();
-    let by_pack: Vec<Vec<(IndexedChunk, bool)>> = index
-        .by_pack()
-        .into_iter()
-        .map(|v| {
-            v.into_iter()
-                .filter_map(|c| selected.get(&c.id).map(|r| (c, *r)))
-                .collect::<Vec<_>>()
-        })
-        .filter(|v: &Vec<_>| !v.is_empty())
-        .collect();
+    let by_pack = plan_reads(index, wanted, read_data);
     let total: u64 = by_pack
         .iter()
         .flatten()
@@ -131,6 +119,42 @@ pub(super) fn check(
         })
         .collect();
     progress.finish();
+    let damaged = tally(results, wanted, index, report);
+    // No warning per damaged chunk here: each becomes a problem of the
+    // report, which names it once (on stdout, or on stderr under -q).
+    damaged
+}
+
+/// The wanted chunks grouped by pack (each copy of a chunk under its own
+/// pack), each marked with whether its data is to be read.
+fn plan_reads<'a>(
+    index: &'a Index,
+    wanted: &HashSet<ChunkId>,
+    read_data: &ReadData,
+) -> Vec<Vec<(IndexedChunk<'a>, bool)>> {
+    let read = read_data.select(wanted, &mut rand::thread_rng());
+    let selected: HashMap<ChunkId, bool> =
+        wanted.iter().map(|id| (*id, read.contains(id))).collect();
+    index
+        .by_pack()
+        .into_iter()
+        .map(|v| {
+            v.into_iter()
+                .filter_map(|c| selected.get(&c.id).map(|r| (c, *r)))
+                .collect::<Vec<_>>()
+        })
+        .filter(|v: &Vec<_>| !v.is_empty())
+        .collect()
+}
+
+/// A chunk is damaged when no copy of it checked out; one that no index
+/// lists is missing. Counts what was read into `report`.
+fn tally(
+    results: Vec<(ChunkId, Checked)>,
+    wanted: &HashSet<ChunkId>,
+    index: &Index,
+    report: &mut VerifyReport,
+) -> HashMap<ChunkId, Problem> {
     let mut sound: HashMap<ChunkId, Option<u64>> = HashMap::new();
     let mut damaged: HashMap<ChunkId, Problem> = HashMap::new();
     for (id, r) in results {
@@ -163,7 +187,5 @@ pub(super) fn check(
         report.chunks_read += 1;
         report.bytes_read += n;
     }
-    // No warning per damaged chunk here: each becomes a problem of the
-    // report, which names it once (on stdout, or on stderr under -q).
     damaged
 }
