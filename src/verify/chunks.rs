@@ -25,6 +25,7 @@ fn check_pack(
     repo: &Repository,
     copies: &[(IndexedChunk, bool)],
     pack_len: Option<u64>,
+    buf: &mut Vec<u8>,
 ) -> Vec<(ChunkId, Checked)> {
     let Some(&(first, _)) = copies.first() else {
         return Vec::new();
@@ -44,7 +45,8 @@ fn check_pack(
         .sum();
     // Read the pack whole when most of it is to be read anyway.
     let mut whole = if read_bytes * 2 > pack_len {
-        repo.storage().read(&pack_name(&pack)).ok()
+        let read = repo.storage().read_into(&pack_name(&pack), buf);
+        read.ok().map(|()| &mut buf[..])
     } else {
         None
     };
@@ -105,11 +107,13 @@ pub(super) fn check(
     progress.start(phase, Some(by_pack.len() as u64), Some(total));
     let results: Vec<(ChunkId, Checked)> = by_pack
         .par_iter()
-        .flat_map_iter(|copies| {
+        // One pack buffer per worker, reused from pack to pack.
+        .map_init(Vec::new, |buf, copies| {
             if crate::interrupt::requested() {
                 return Vec::new();
             }
-            let r = check_pack(repo, copies, packs.get(&copies[0].0.location.pack).copied());
+            let pack_len = packs.get(&copies[0].0.location.pack).copied();
+            let r = check_pack(repo, copies, pack_len, buf);
             let bytes = r
                 .iter()
                 .filter_map(|(_, c)| c.as_ref().ok().copied().flatten())
@@ -117,6 +121,7 @@ pub(super) fn check(
             progress.advance(1, bytes);
             r
         })
+        .flatten_iter()
         .collect();
     progress.finish();
     let damaged = tally(results, wanted, index, report);

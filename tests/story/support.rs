@@ -99,20 +99,24 @@ impl Story {
     pub fn backup_on_one_core(&self) -> (String, Tree) {
         util_settle();
         let tree = tree::contents(&self.src);
+        let src = self.src.to_str().unwrap();
+        let v = self.json_on_one_core(&self.on_repo("backup", &["--host", "h", src]));
+        (v["snapshot_id"].as_str().unwrap().to_string(), tree)
+    }
+
+    /// Runs `envarc ARGS --json` pinned to one CPU (see
+    /// [`Story::backup_on_one_core`]) and returns its JSON output.
+    pub fn json_on_one_core(&self, args: &[&str]) -> Value {
         let mut c = self.sb.wrapped("taskset", &["-c", &first_allowed_cpu()]);
-        c.args(self.on_repo(
-            "backup",
-            &["--json", "--host", "h", self.src.to_str().unwrap()],
-        ));
+        c.args(args).arg("--json");
         let out = c.output().expect("taskset (util-linux) runs envarc");
         assert!(
             out.status.success(),
-            "backup on one core failed ({:?}):\n{}",
+            "envarc {args:?} on one core failed ({:?}):\n{}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        (v["snapshot_id"].as_str().unwrap().to_string(), tree)
+        serde_json::from_slice(&out.stdout).unwrap()
     }
 
     pub fn rotate(&self) {

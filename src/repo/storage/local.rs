@@ -227,6 +227,15 @@ impl Storage for LocalStorage {
         fs::read(self.path(name)?).map_err(|e| self.named(name, e))
     }
 
+    fn read_into(&self, name: &str, buf: &mut Vec<u8>) -> io::Result<()> {
+        let mut f = File::open(self.path(name)?).map_err(|e| self.named(name, e))?;
+        let len = f.metadata().map_err(|e| self.named(name, e))?.len();
+        buf.clear();
+        buf.reserve(usize::try_from(len).unwrap_or(0));
+        f.read_to_end(buf).map_err(|e| self.named(name, e))?;
+        Ok(())
+    }
+
     fn read_range(&self, name: &str, offset: u64, length: u64) -> io::Result<Vec<u8>> {
         let mut f = File::open(self.path(name)?).map_err(|e| self.named(name, e))?;
         f.seek(SeekFrom::Start(offset))?;
@@ -407,6 +416,27 @@ mod tests {
             s.stat("index/02").unwrap_err().kind(),
             io::ErrorKind::NotFound
         );
+    }
+
+    #[test]
+    fn read_into_replaces_the_buffer_and_keeps_its_allocation() {
+        let (_d, s) = store();
+        s.create("data/ab/ab01", b"hello world").unwrap();
+        s.create("data/ab/ab02", b"hi").unwrap();
+        let mut buf = Vec::with_capacity(1 << 16);
+        buf.extend_from_slice(b"left over from the previous object");
+        let before = buf.as_ptr();
+        s.read_into("data/ab/ab01", &mut buf).unwrap();
+        assert_eq!(buf, b"hello world");
+        s.read_into("data/ab/ab02", &mut buf).unwrap();
+        assert_eq!(buf, b"hi");
+        assert_eq!(
+            buf.as_ptr(),
+            before,
+            "no new allocation for a smaller object"
+        );
+        let e = s.read_into("data/ab/ab03", &mut buf).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
     }
 
     #[test]

@@ -104,6 +104,15 @@ pub trait Storage: Send + Sync {
     /// The whole object.
     fn read(&self, name: &str) -> io::Result<Vec<u8>>;
 
+    /// [`Storage::read`] into `buf`, replacing its contents: a caller that
+    /// reads many objects in turn (verify's packs) keeps one allocation
+    /// instead of a fresh one per object, which the allocator would hold on
+    /// to per thread.
+    fn read_into(&self, name: &str, buf: &mut Vec<u8>) -> io::Result<()> {
+        *buf = self.read(name)?;
+        Ok(())
+    }
+
     /// Exactly `length` bytes from `offset`; `UnexpectedEof` if the object
     /// is shorter.
     fn read_range(&self, name: &str, offset: u64, length: u64) -> io::Result<Vec<u8>>;
