@@ -45,8 +45,12 @@ fn check_pack(
         .sum();
     // Read the pack whole when most of it is to be read anyway.
     let mut whole = if read_bytes * 2 > pack_len {
+        // A pack that is not the listed size (changed since the listing)
+        // is read chunk by chunk instead, where a short read is an error.
         let read = repo.storage().read_into(&pack_name(&pack), buf);
-        read.ok().map(|()| &mut buf[..])
+        read.ok()
+            .filter(|()| buf.len() as u64 == pack_len)
+            .map(|()| &mut buf[..])
     } else {
         None
     };
