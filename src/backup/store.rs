@@ -273,31 +273,41 @@ fn read_full(
     Ok(got)
 }
 
-/// A batch of a large file: its bytes and the chunks cut in them, the
-/// uncut rest carried into the next batch.
+/// A batch of a large file: its bytes and the chunks cut in them; the
+/// uncut rest (`data[used..]`) starts the next batch.
 struct Batch {
     data: Vec<u8>,
     cuts: Vec<(usize, usize)>,
+    used: usize,
     eof: bool,
 }
 
+/// Reads the next batch into `data` (a buffer of an earlier batch, reused
+/// so that a large file is read through two buffers, not a fresh one per
+/// batch that the allocator would keep per thread), after `carry`.
 fn next_batch(
     ctx: &Ctx,
     file: &mut File,
-    carry: Vec<u8>,
+    mut data: Vec<u8>,
+    carry: &[u8],
     len: usize,
     left: &mut u64,
-) -> std::result::Result<(Batch, Vec<u8>), FileError> {
-    let mut data = carry;
+) -> std::result::Result<Batch, FileError> {
+    data.clear();
+    data.reserve_exact(len.max(carry.len()));
+    data.extend_from_slice(carry);
     let want = (len - data.len().min(len)).min(*left as usize);
     let got = read_full(file, &mut data, want)?;
     *left -= got as u64;
     ctx.progress.advance(0, got as u64);
     let eof = *left == 0 || got < want;
     let (cuts, used) = cut_all(ctx, &data, eof);
-    let rest = data[used..].to_vec();
-    data.truncate(used);
-    Ok((Batch { data, cuts, eof }, rest))
+    Ok(Batch {
+        data,
+        cuts,
+        used,
+        eof,
+    })
 }
 
 /// Reads and stores a file of `size` bytes; returns its chunks and the
@@ -317,18 +327,22 @@ fn read_chunks(
     }
     let len = batch_len(ctx.repo, ctx.threads);
     let mut left = size;
-    let (mut batch, mut carry) = next_batch(ctx, file, Vec::new(), len, &mut left)?;
+    let mut batch = next_batch(ctx, file, Vec::new(), &[], len, &mut left)?;
+    let mut spare = Vec::new();
     let mut chunks = Vec::new();
     loop {
+        // The next batch is read while this one is stored.
         let eof = batch.eof;
+        let buf = std::mem::take(&mut spare);
+        let carry = &batch.data[batch.used..];
         let (stored, next) = rayon::join(
             || store_cuts(ctx, &key, &batch.data, &batch.cuts),
-            || (!eof).then(|| next_batch(ctx, file, std::mem::take(&mut carry), len, &mut left)),
+            || (!eof).then(|| next_batch(ctx, file, buf, carry, len, &mut left)),
         );
         chunks.extend(stored?);
         match next {
             None => break,
-            Some(n) => (batch, carry) = n?,
+            Some(n) => spare = std::mem::replace(&mut batch, n?).data,
         }
     }
     Ok((chunks, size - left))

@@ -56,19 +56,32 @@ pub fn forget(
             )));
         }
     }
-    let mut removed = 0;
-    for id in groups.iter().flat_map(|g| g.remove.iter()) {
-        if !dry_run {
-            repo.delete_snapshot(id)?;
-        }
-        removed += 1;
-    }
+    let doomed: Vec<&Id> = groups.iter().flat_map(|g| g.remove.iter()).collect();
+    let removed = remove(repo, &doomed, dry_run, "snapshots the policy removes")?;
     Ok(ForgetReport {
         dry_run,
         groups,
         removed,
         unreadable,
     })
+}
+
+/// Deletes the snapshot files `ids` (none in a dry run), stopping between
+/// two at an interrupt (each deletion is whole: the repository stays
+/// consistent); returns how many were (or would be) removed.
+fn remove(repo: &Repository, ids: &[&Id], dry_run: bool, what: &str) -> Result<u64> {
+    for (removed, id) in ids.iter().enumerate() {
+        if crate::interrupt::requested() {
+            return Err(Error::Interrupted(format!(
+                "{removed} of the {} {what} were removed",
+                ids.len()
+            )));
+        }
+        if !dry_run {
+            repo.delete_snapshot(id)?;
+        }
+    }
+    Ok(ids.len() as u64)
 }
 
 /// What `forget SNAP…` removed.
@@ -114,19 +127,8 @@ pub fn forget_named(
     for id in ids {
         snapshots.push((id, repo.load_snapshot_meta(&id).ok()));
     }
-    let mut removed = 0;
-    for (id, _) in &snapshots {
-        if crate::interrupt::requested() {
-            return Err(Error::Interrupted(format!(
-                "{removed} of the {} named snapshots were removed",
-                snapshots.len()
-            )));
-        }
-        if !dry_run {
-            repo.delete_snapshot(id)?;
-        }
-        removed += 1;
-    }
+    let doomed: Vec<&Id> = snapshots.iter().map(|(id, _)| id).collect();
+    let removed = remove(repo, &doomed, dry_run, "named snapshots")?;
     Ok(NamedReport {
         dry_run,
         snapshots,

@@ -20,6 +20,16 @@ fn class_of(e: &Error) -> (Class, String) {
     (Class::of(e), e.to_string())
 }
 
+/// The most verify reads from a pack at once, per worker: neighbouring
+/// chunks to be read are read together up to this much (a chunk longer
+/// than this alone), which bounds memory to a window per worker rather
+/// than a pack per worker.
+const READ_WINDOW: u64 = 4 * 1024 * 1024;
+
+/// A gap between two chunks to be read (chunks not wanted, or only their
+/// headers) that is read through rather than ended with a new read.
+const READ_THROUGH: u64 = 256 * 1024;
+
 /// Checks the copies of wanted chunks in one pack.
 fn check_pack(
     repo: &Repository,
@@ -38,47 +48,87 @@ fn check_pack(
             .map(|(c, _)| (c.id, Err((Class::Missing, why.clone()))))
             .collect();
     };
-    let read_bytes: u64 = copies
-        .iter()
-        .filter(|c| c.1)
-        .map(|c| c.0.location.length)
-        .sum();
-    // Read the pack whole when most of it is to be read anyway.
-    let mut whole = if read_bytes * 2 > pack_len {
-        // A pack that is not the listed size (changed since the listing)
-        // is read chunk by chunk instead, where a short read is an error.
-        let read = repo.storage().read_into(&pack_name(&pack), buf);
-        read.ok()
-            .filter(|()| buf.len() as u64 == pack_len)
-            .map(|()| &mut buf[..])
-    } else {
-        None
-    };
-    let mut clean_from = 0u64;
+    let mut out = Vec::with_capacity(copies.len());
+    let mut rest = copies;
+    while let Some(&(c, read)) = rest.first() {
+        let loc = c.location;
+        let end = loc.offset.saturating_add(loc.length);
+        let n = if end > pack_len {
+            out.push((c.id, Err((Class::Corrupt, format!(
+                "its pack {pack} is {pack_len} bytes, too short for the chunk at bytes {}..{end} (the pack was truncated)",
+                loc.offset
+            )))));
+            1
+        } else if !read {
+            let r = repo.check_chunk_header(&loc, &c.id).map(|_| None);
+            out.push((c.id, r.map_err(|e| class_of(&e))));
+            1
+        } else {
+            let n = window_len(rest, pack_len);
+            out.extend(read_window(repo, &rest[..n], buf));
+            n
+        };
+        rest = &rest[n..];
+    }
+    out
+}
+
+/// How many of `copies` (sorted by offset; the first is to be read and
+/// inside the pack) are read in one go: those that follow it in the pack,
+/// are to be read, start at or after the end of the one before (a copy
+/// that overlaps it, or a second index entry for the same place, is read
+/// on its own, since decrypting in place overwrites the bytes), and end
+/// within [`READ_WINDOW`] of the first's start.
+fn window_len(copies: &[(IndexedChunk, bool)], pack_len: u64) -> usize {
+    let start = copies[0].0.location.offset;
+    let mut end = start + copies[0].0.location.length;
+    let mut n = 1;
+    for (c, read) in &copies[1..] {
+        let loc = c.location;
+        let next_end = loc.offset.saturating_add(loc.length);
+        if !read
+            || loc.offset < end
+            || loc.offset - end > READ_THROUGH
+            || next_end - start > READ_WINDOW
+            || next_end > pack_len
+        {
+            break;
+        }
+        end = next_end;
+        n += 1;
+    }
+    n
+}
+
+/// Reads the window of `copies` (see [`window_len`]) into `buf` with one
+/// read and checks each copy where it lies. If the read fails (the pack
+/// shrank or went away since it was listed), each copy is read on its own,
+/// where the failure is reported against that chunk.
+fn read_window(
+    repo: &Repository,
+    copies: &[(IndexedChunk, bool)],
+    buf: &mut Vec<u8>,
+) -> Vec<(ChunkId, Checked)> {
+    let first = copies[0].0.location;
+    let last = copies[copies.len() - 1].0.location;
+    let start = first.offset;
+    let len = last.offset + last.length - start;
+    let read = repo
+        .storage()
+        .read_range_into(&pack_name(&first.pack), start, len, buf)
+        .is_ok();
     copies
         .iter()
-        .map(|(c, read)| {
+        .map(|(c, _)| {
             let loc = c.location;
-            let end = loc.offset.saturating_add(loc.length);
-            if end > pack_len {
-                return (c.id, Err((Class::Corrupt, format!(
-                    "its pack {pack} is {pack_len} bytes, too short for the chunk at bytes {}..{end} (the pack was truncated)",
-                    loc.offset
-                ))));
-            }
-            // A copy is decrypted where it lies in the pack read whole,
-            // unless an earlier one was decrypted over some of its bytes
-            // (two index entries for one place, or overlapping ones): that
-            // one is read again.
-            let in_place = whole.as_mut().filter(|_| loc.offset >= clean_from);
-            let r = match (in_place, *read) {
-                (Some(bytes), true) => {
-                    clean_from = end;
-                    repo.open_chunk_in_place(&mut bytes[loc.offset as usize..end as usize], &loc, &c.id)
-                        .map(|_| Some(loc.raw_length))
-                }
-                (None, true) => repo.read_chunk_data_at(&loc, &c.id).map(|d| Some(d.len() as u64)),
-                (_, false) => repo.check_chunk_header(&loc, &c.id).map(|_| None),
+            let r = if read {
+                let at = (loc.offset - start) as usize;
+                let message = &mut buf[at..at + loc.length as usize];
+                repo.open_chunk_in_place(message, &loc, &c.id)
+                    .map(|_| Some(loc.raw_length))
+            } else {
+                repo.read_chunk_data_at(&loc, &c.id)
+                    .map(|d| Some(d.len() as u64))
             };
             (c.id, r.map_err(|e| class_of(&e)))
         })
@@ -111,7 +161,7 @@ pub(super) fn check(
     progress.start(phase, Some(by_pack.len() as u64), Some(total));
     let results: Vec<(ChunkId, Checked)> = by_pack
         .par_iter()
-        // One pack buffer per worker, reused from pack to pack.
+        // One read buffer per worker, reused from window to window.
         .map_init(Vec::new, |buf, copies| {
             if crate::interrupt::requested() {
                 return Vec::new();
@@ -197,4 +247,86 @@ fn tally(
         report.bytes_read += n;
     }
     damaged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::{Id, Location};
+
+    const MIB: u64 = 1024 * 1024;
+
+    /// Copies of one pack at (offset, length, to be read).
+    fn copies(pack: Id, at: &[(u64, u64, bool)]) -> Vec<(IndexedChunk<'static>, bool)> {
+        at.iter()
+            .enumerate()
+            .map(|(i, &(offset, length, read))| {
+                let chunk = IndexedChunk {
+                    id: ChunkId([i as u8; 32]),
+                    location: Location {
+                        pack,
+                        offset,
+                        length,
+                        raw_length: length,
+                    },
+                    key_set: &[],
+                    key_set_no: 0,
+                    pack_no: 0,
+                };
+                (chunk, read)
+            })
+            .collect()
+    }
+
+    /// The windows `check_pack` reads, as counts of copies.
+    fn windows(at: &[(u64, u64, bool)], pack_len: u64) -> Vec<usize> {
+        let c = copies(Id::random(), at);
+        let mut rest = &c[..];
+        let mut out = Vec::new();
+        while !rest.is_empty() {
+            let n = if rest[0].1 {
+                window_len(rest, pack_len)
+            } else {
+                1
+            };
+            out.push(n);
+            rest = &rest[n..];
+        }
+        out
+    }
+
+    #[test]
+    fn neighbouring_chunks_are_read_together_up_to_the_window() {
+        // Sixteen 1 MiB chunks back to back: four windows of four.
+        let at: Vec<_> = (0..16).map(|i| (i * MIB, MIB, true)).collect();
+        assert_eq!(windows(&at, 16 * MIB), [4, 4, 4, 4]);
+        // A chunk longer than the window is read alone, and so is the next
+        // one if the two would not fit together.
+        let at = [
+            (0, 6 * MIB, true),
+            (6 * MIB, MIB, true),
+            (7 * MIB, MIB, true),
+        ];
+        assert_eq!(windows(&at, 8 * MIB), [1, 2]);
+    }
+
+    #[test]
+    fn a_window_ends_where_reading_through_would_be_wrong_or_wasteful() {
+        let k = 1024;
+        // A copy whose header only is checked.
+        assert_eq!(
+            windows(&[(0, k, true), (k, k, false), (2 * k, k, true)], MIB),
+            [1, 1, 1]
+        );
+        // A gap larger than READ_THROUGH; a smaller one is read through.
+        let far = k + READ_THROUGH + 1;
+        assert_eq!(windows(&[(0, k, true), (far, k, true)], MIB), [1, 1]);
+        assert_eq!(windows(&[(0, k, true), (far - 1, k, true)], MIB), [2]);
+        // A second entry for the same place, or an overlapping one: the
+        // first is decrypted in place, so the second needs its own read.
+        assert_eq!(windows(&[(0, 2 * k, true), (0, 2 * k, true)], MIB), [1, 1]);
+        assert_eq!(windows(&[(0, 2 * k, true), (k, 2 * k, true)], MIB), [1, 1]);
+        // A copy past the end of the pack (reported on its own).
+        assert_eq!(windows(&[(0, k, true), (k, k, true)], 3 * k / 2), [1, 1]);
+    }
 }

@@ -104,18 +104,24 @@ pub trait Storage: Send + Sync {
     /// The whole object.
     fn read(&self, name: &str) -> io::Result<Vec<u8>>;
 
-    /// [`Storage::read`] into `buf`, replacing its contents: a caller that
-    /// reads many objects in turn (verify's packs) keeps one allocation
-    /// instead of a fresh one per object, which the allocator would hold on
-    /// to per thread.
-    fn read_into(&self, name: &str, buf: &mut Vec<u8>) -> io::Result<()> {
-        *buf = self.read(name)?;
-        Ok(())
-    }
-
     /// Exactly `length` bytes from `offset`; `UnexpectedEof` if the object
     /// is shorter.
     fn read_range(&self, name: &str, offset: u64, length: u64) -> io::Result<Vec<u8>>;
+
+    /// [`Storage::read_range`] into `buf`, replacing its contents: a caller
+    /// that reads many ranges in turn (verify's pack windows) keeps one
+    /// allocation instead of a fresh one per read, which the allocator
+    /// would hold on to per thread.
+    fn read_range_into(
+        &self,
+        name: &str,
+        offset: u64,
+        length: u64,
+        buf: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        *buf = self.read_range(name, offset, length)?;
+        Ok(())
+    }
 
     /// Starts writing a new object `name`; see [`ObjectWriter`].
     fn create_writer(&self, name: &str) -> io::Result<Box<dyn ObjectWriter>>;
