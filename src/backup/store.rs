@@ -250,27 +250,17 @@ impl From<Error> for FileError {
     }
 }
 
+/// Appends up to `want` bytes of `file` to `buf` (fewer only at its end),
+/// into the spare capacity without zeroing it first.
 fn read_full(
     file: &mut File,
     buf: &mut Vec<u8>,
     want: usize,
 ) -> std::result::Result<usize, FileError> {
-    let start = buf.len();
-    buf.resize(start + want, 0);
-    let mut got = 0;
-    while got < want {
-        match file.read(&mut buf[start + got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                buf.truncate(start + got);
-                return Err(FileError::Source(format!("read failed: {e}")));
-            }
-        }
-    }
-    buf.truncate(start + got);
-    Ok(got)
+    buf.reserve_exact(want);
+    file.take(want as u64)
+        .read_to_end(buf)
+        .map_err(|e| FileError::Source(format!("read failed: {e}")))
 }
 
 /// A batch of a large file: its bytes and the chunks cut in them; the

@@ -9,7 +9,7 @@ use envarc::envelope::{
     context, pipeline, CommitmentPolicy, DecryptOptions, EncryptOptions, ReadLimits, Suite,
     DEFAULT_FRAME_LENGTH,
 };
-use envarc::fsutil::AtomicFile;
+use envarc::fsutil::{AtomicFile, Writeback};
 use envarc::{Error, Result};
 
 use super::fmt::context_of;
@@ -102,10 +102,6 @@ fn parse_suite(s: &str) -> std::result::Result<Suite, String> {
 /// final frame's prefix, the footer, tiny messages).
 const IO_BUFFER: usize = 64 * 1024;
 
-/// How much written data may wait in the page cache before envarc asks the
-/// kernel to start writing it back, so the final fsync has little left to do.
-const WRITEBACK_STEP: u64 = 16 << 20;
-
 pub(super) fn is_stdio(p: &Option<PathBuf>) -> bool {
     p.as_deref().is_none_or(|p| p == Path::new("-"))
 }
@@ -121,44 +117,28 @@ fn open_input(p: &Option<PathBuf>) -> Result<Box<dyn Read + Send>> {
     Ok(Box::new(f))
 }
 
-/// A file being written that starts the kernel's writeback of each
-/// `WRITEBACK_STEP` as soon as it is written (`posix_fadvise(DONTNEED)`
-/// starts writeback of dirty pages without waiting for it), instead of
-/// leaving it all to the fsync at the end.
+/// A file being written whose writeback starts as it goes (see
+/// [`Writeback`]), instead of being left to the fsync at the end.
 struct EarlyWriteback<'a> {
     file: &'a mut File,
-    written: u64,
-    advised: u64,
+    writeback: Writeback,
 }
 
 impl Write for EarlyWriteback<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.file.write(buf)?;
-        self.advance(n);
+        self.writeback.wrote(self.file, n);
         Ok(n)
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         let n = self.file.write_vectored(bufs)?;
-        self.advance(n);
+        self.writeback.wrote(self.file, n);
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
         self.file.flush()
-    }
-}
-
-impl EarlyWriteback<'_> {
-    fn advance(&mut self, n: usize) {
-        self.written += n as u64;
-        if self.written - self.advised >= WRITEBACK_STEP {
-            let len = std::num::NonZeroU64::new(self.written - self.advised);
-            // Only a hint: a failure changes nothing about correctness.
-            let _ =
-                rustix::fs::fadvise(&*self.file, self.advised, len, rustix::fs::Advice::DontNeed);
-            self.advised = self.written;
-        }
     }
 }
 
@@ -228,8 +208,7 @@ pub(super) fn with_output(
     {
         let early = EarlyWriteback {
             file: f.file(),
-            written: 0,
-            advised: 0,
+            writeback: Writeback::default(),
         };
         let mut w = BufWriter::with_capacity(IO_BUFFER, early);
         body(&mut w)?;

@@ -8,6 +8,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use rayon::prelude::*;
 use rustix::fs::FileType;
 
+use crate::fsutil::Writeback;
 use crate::progress::Progress;
 use crate::repo::{ChunkData, ChunkId, Entry, EntryKind, Index, Repository};
 use crate::text::lossy;
@@ -152,17 +153,15 @@ impl Worker<'_> {
 /// they are written in order. Memory: this many chunks per file in flight.
 const WINDOW: usize = 8;
 
-/// Written bytes after which their writeback is started, so that the final
-/// `syncfs` does not wait for a whole large file (see [`start_writeback`]).
-const WRITEBACK_BYTES: u64 = 8 << 20;
-
 /// Writes a file's chunks in order; every chunk is checked (MAC included)
 /// before its bytes are written, and the file is renamed into place only
 /// after the last one. A chunk's plaintext is written from where it was
-/// decrypted (one vectored write per window of chunks).
+/// decrypted (one vectored write per window of chunks), and its writeback
+/// starts as it goes, so that the final `syncfs` does not wait for a whole
+/// large file.
 fn write_chunks(ctx: &Ctx, chunks: &[ChunkId], file: &mut std::fs::File) -> crate::Result<u64> {
     let mut n = 0u64;
-    let mut flushed = 0u64;
+    let mut writeback = Writeback::default();
     for window in chunks.chunks(WINDOW) {
         crate::interrupt::check()?;
         let data: Vec<crate::Result<ChunkData>> = if window.len() == 1 {
@@ -185,13 +184,11 @@ fn write_chunks(ctx: &Ctx, chunks: &[ChunkId], file: &mut std::fs::File) -> crat
                 }
             }
         }
-        n += write_parts(file, &good)?;
+        let k = write_parts(file, &good)?;
+        writeback.wrote(file, k as usize);
+        n += k;
         if let Some(e) = failed {
             return Err(e);
-        }
-        if n - flushed >= WRITEBACK_BYTES {
-            start_writeback(file, flushed, n);
-            flushed = n;
         }
     }
     Ok(n)
@@ -223,21 +220,6 @@ fn write_parts(file: &mut std::fs::File, chunks: &[ChunkData]) -> crate::Result<
         }
     }
     Ok(n)
-}
-
-/// Starts writing bytes `from..to` of a file back to the disk without
-/// waiting for it (`POSIX_FADV_DONTNEED` does on Linux what
-/// `sync_file_range(SYNC_FILE_RANGE_WRITE)` does, which needs `unsafe`;
-/// the pages are dirty, so none is dropped from the cache), so that the
-/// disk writes while the next chunks are decrypted and the final `syncfs`
-/// finds little left to do. Advice only: an error is of no consequence.
-fn start_writeback(file: &std::fs::File, from: u64, to: u64) {
-    let _ = rustix::fs::fadvise(
-        file,
-        from,
-        std::num::NonZeroU64::new(to - from),
-        rustix::fs::Advice::DontNeed,
-    );
 }
 
 /// Restores `items` in four stages: folders, then files (in parallel),

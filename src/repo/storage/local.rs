@@ -20,7 +20,7 @@ use fs4::fs_std::FileExt;
 use tempfile::NamedTempFile;
 
 use super::{check_name, HeldLock, LockInfo, ObjectInfo, ObjectWriter, Storage};
-use crate::fsutil::fsync_dir;
+use crate::fsutil::{fsync_dir, Writeback};
 
 /// Suffix of every temporary file a local writer creates.
 const TMP_SUFFIX: &str = ".envarc-tmp";
@@ -49,8 +49,11 @@ impl LocalStorage {
         io::Error::new(e.kind(), format!("{}: {e}", self.root.join(name).display()))
     }
 
-    /// A temporary file beside `target`, creating its folder if needed.
-    fn temp_beside(&self, target: &Path) -> io::Result<NamedTempFile> {
+    /// A temporary file beside `target`, creating its folder if needed;
+    /// with the folder it created (if it did), whose entry in its parent
+    /// is durable only once the caller fsyncs that parent
+    /// ([`sync_created`]).
+    fn temp_beside(&self, target: &Path) -> io::Result<(NamedTempFile, Option<PathBuf>)> {
         let dir = target.parent().expect("object paths have a parent");
         let base = target
             .file_name()
@@ -64,25 +67,28 @@ impl LocalStorage {
         };
         match make() {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                create_dirs(dir)?;
-                make()
+                use std::os::unix::fs::DirBuilderExt;
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)?;
+                Ok((make()?, Some(dir.to_path_buf())))
             }
-            r => r,
+            r => Ok((r?, None)),
         }
     }
 }
 
-/// Creates `dir` and missing parents with mode 0700, durably.
-fn create_dirs(dir: &Path) -> io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    if let Some(parent) = dir.parent() {
-        fsync_dir(parent)?;
+/// Makes the creation of folder `created` (from [`LocalStorage::temp_beside`])
+/// durable. A pack writer does it at commit, on the thread that commits
+/// packs, so that a worker starting a pack in a new `data/xx/` folder does
+/// not wait for the disk; the backup writes its index only after every
+/// pack's commit, so no index names a pack whose folder could be lost.
+fn sync_created(created: Option<&Path>) -> io::Result<()> {
+    match created.and_then(Path::parent) {
+        Some(parent) => fsync_dir(parent),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Moves `tmp` to `target` only if `target` does not exist.
@@ -103,12 +109,19 @@ fn rename_noreplace(tmp: &Path, target: &Path) -> io::Result<()> {
 struct LocalWriter {
     tmp: Option<NamedTempFile>,
     target: PathBuf,
+    /// The folder this writer created for the object, if it did.
+    created: Option<PathBuf>,
     written: u64,
+    /// A pack's writeback starts as it is written, so that its fsync at
+    /// commit finds little left to do.
+    writeback: Writeback,
 }
 
 impl Write for LocalWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.tmp.as_mut().expect("not committed").write(buf)?;
+        let tmp = self.tmp.as_mut().expect("not committed");
+        let n = tmp.write(buf)?;
+        self.writeback.wrote(tmp.as_file(), n);
         self.written += n as u64;
         Ok(n)
     }
@@ -129,7 +142,8 @@ impl ObjectWriter for LocalWriter {
         // still removes it (NamedTempFile deletes on drop).
         rename_noreplace(tmp.path(), &self.target)?;
         let _ = tmp.into_temp_path().keep();
-        fsync_dir(self.target.parent().expect("object paths have a parent"))
+        fsync_dir(self.target.parent().expect("object paths have a parent"))?;
+        sync_created(self.created.as_deref())
     }
 }
 
@@ -261,21 +275,24 @@ impl Storage for LocalStorage {
 
     fn create_writer(&self, name: &str) -> io::Result<Box<dyn ObjectWriter>> {
         let target = self.path(name)?;
-        let tmp = self.temp_beside(&target).map_err(|e| self.named(name, e))?;
+        let (tmp, created) = self.temp_beside(&target).map_err(|e| self.named(name, e))?;
         Ok(Box::new(LocalWriter {
             tmp: Some(tmp),
             target,
+            created,
             written: 0,
+            writeback: Writeback::default(),
         }))
     }
 
     fn replace(&self, name: &str, data: &[u8]) -> io::Result<()> {
         let target = self.path(name)?;
-        let mut tmp = self.temp_beside(&target).map_err(|e| self.named(name, e))?;
+        let (mut tmp, created) = self.temp_beside(&target).map_err(|e| self.named(name, e))?;
         tmp.write_all(data)?;
         tmp.as_file().sync_all()?;
         tmp.persist(&target).map_err(|e| e.error)?;
-        fsync_dir(target.parent().expect("object paths have a parent"))
+        fsync_dir(target.parent().expect("object paths have a parent"))?;
+        sync_created(created.as_deref())
     }
 
     fn delete(&self, name: &str) -> io::Result<()> {
@@ -290,7 +307,7 @@ impl Storage for LocalStorage {
 
     fn create_lock(&self, name: &str, data: &[u8]) -> io::Result<Box<dyn HeldLock>> {
         let target = self.path(name)?;
-        let mut tmp = self.temp_beside(&target).map_err(|e| self.named(name, e))?;
+        let (mut tmp, created) = self.temp_beside(&target).map_err(|e| self.named(name, e))?;
         // Lock before the file gets its name, so no one ever sees it unlocked.
         let held = tmp.as_file().try_clone()?;
         // Without flock support this fails, and others judge us by our pid.
@@ -300,6 +317,7 @@ impl Storage for LocalStorage {
         rename_noreplace(tmp.path(), &target).map_err(|e| self.named(name, e))?;
         let _ = tmp.into_temp_path().keep();
         fsync_dir(target.parent().expect("object paths have a parent"))?;
+        sync_created(created.as_deref())?;
         Ok(Box::new(LocalLock {
             path: target,
             _file: held,
