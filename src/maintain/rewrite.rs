@@ -297,20 +297,9 @@ fn listing(e: &Engine, packs: &BTreeSet<u32>) -> IndexData {
 /// tests of the planning and of the writer both build jobs from these).
 #[cfg(test)]
 pub(super) fn test_item(pack: u8, offset: u64, length: u64) -> Item<'static> {
-    use crate::repo::{ChunkId, Location};
+    use crate::repo::ChunkId;
     Item {
-        chunk: IndexedChunk {
-            id: ChunkId([pack; 32]),
-            location: Location {
-                pack: Id([pack; 32]),
-                offset,
-                length,
-                raw_length: length,
-            },
-            key_set: &[],
-            key_set_no: 0,
-            pack_no: 0,
-        },
+        chunk: IndexedChunk::at(ChunkId([pack; 32]), Id([pack; 32]), offset, length),
         action: ChunkAction::Copy,
     }
 }

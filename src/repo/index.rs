@@ -148,6 +148,27 @@ pub struct IndexedChunk<'a> {
     pub pack_no: u32,
 }
 
+#[cfg(test)]
+impl IndexedChunk<'static> {
+    /// A chunk `id` of `length` bytes (stored as they are) at `offset` in
+    /// `pack`, under no key set: what the unit tests of the pipelines that
+    /// plan reads and copies by location build their input from.
+    pub(crate) fn at(id: ChunkId, pack: Id, offset: u64, length: u64) -> Self {
+        IndexedChunk {
+            id,
+            location: Location {
+                pack,
+                offset,
+                length,
+                raw_length: length,
+            },
+            key_set: &[],
+            key_set_no: 0,
+            pack_no: 0,
+        }
+    }
+}
+
 /// A pack as the index knows it.
 #[derive(Clone, Debug)]
 pub struct IndexedPack {

@@ -252,7 +252,7 @@ fn tally(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repo::{Id, Location};
+    use crate::repo::Id;
 
     const MIB: u64 = 1024 * 1024;
 
@@ -261,19 +261,8 @@ mod tests {
         at.iter()
             .enumerate()
             .map(|(i, &(offset, length, read))| {
-                let chunk = IndexedChunk {
-                    id: ChunkId([i as u8; 32]),
-                    location: Location {
-                        pack,
-                        offset,
-                        length,
-                        raw_length: length,
-                    },
-                    key_set: &[],
-                    key_set_no: 0,
-                    pack_no: 0,
-                };
-                (chunk, read)
+                let id = ChunkId([i as u8; 32]);
+                (IndexedChunk::at(id, pack, offset, length), read)
             })
             .collect()
     }
