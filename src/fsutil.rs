@@ -2,7 +2,7 @@
 //! appears at a final path until it is complete and on stable storage.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::path::{Path, PathBuf};
 
 use tempfile::NamedTempFile;
@@ -15,13 +15,23 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
 /// Bytes written after which a writer starts their writeback.
 pub const WRITEBACK_STEP: u64 = 8 << 20;
 
-/// Counts what is written to a file and starts the kernel's writeback of
-/// each [`WRITEBACK_STEP`] as soon as it is written, without waiting for it,
-/// so that the disk writes while the next data is prepared and the final
-/// fsync (or `syncfs`) finds little left to do. `POSIX_FADV_DONTNEED` does
-/// on Linux what `sync_file_range(SYNC_FILE_RANGE_WRITE)` does (which would
-/// need `unsafe`): the pages are dirty, so none is dropped from the cache.
-/// Advice only: an error is of no consequence.
+/// Bytes one `write` system call hands the kernel at most. Linux fills a
+/// buffered write of N bytes into page-cache folios of up to N bytes, and
+/// such large folios cost more to allocate and fill here than small ones:
+/// on this project's machine (a VM), a 2 GiB backup whose packs went out in
+/// 1 MiB writes spent 1.9–4.6 s of system time against 1.3–1.9 s with the
+/// same bytes in 256 KiB writes (five runs each, in turn; wall 3.81 s against
+/// 3.29 s, medians). 256 KiB keeps the calls themselves negligible.
+pub const WRITE_PIECE: usize = 256 << 10;
+
+/// How a large stream goes into a file: in writes of at most
+/// [`WRITE_PIECE`], with the kernel's writeback of each [`WRITEBACK_STEP`]
+/// started as soon as it is written, without waiting for it, so that the
+/// disk writes while the next data is prepared and the final fsync (or
+/// `syncfs`) finds little left to do. `POSIX_FADV_DONTNEED` does on Linux
+/// what `sync_file_range(SYNC_FILE_RANGE_WRITE)` does (which would need
+/// `unsafe`): the pages are dirty, so none is dropped from the cache. The
+/// advice is only advice: its error is of no consequence.
 #[derive(Default)]
 pub struct Writeback {
     written: u64,
@@ -29,8 +39,33 @@ pub struct Writeback {
 }
 
 impl Writeback {
-    /// Notes `n` more bytes written at the end of `file`.
-    pub fn wrote(&mut self, file: &File, n: usize) {
+    /// Writes the start of `buf` (at most [`WRITE_PIECE`] bytes) at the end
+    /// of `file`; returns how much, as [`Write::write`] does.
+    pub fn write(&mut self, mut file: &File, buf: &[u8]) -> io::Result<usize> {
+        let n = file.write(&buf[..buf.len().min(WRITE_PIECE)])?;
+        self.wrote(file, n);
+        Ok(n)
+    }
+
+    /// Writes the start of `bufs` (at most [`WRITE_PIECE`] bytes, the last
+    /// slice cut short if need be) at the end of `file`, in one `writev`.
+    pub fn write_vectored(&mut self, mut file: &File, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let mut room = WRITE_PIECE;
+        let mut piece = Vec::with_capacity(bufs.len().min(IOV_MAX));
+        for b in bufs.iter().take(IOV_MAX) {
+            if room == 0 {
+                break;
+            }
+            let take = b.len().min(room);
+            piece.push(IoSlice::new(&b[..take]));
+            room -= take;
+        }
+        let n = file.write_vectored(&piece)?;
+        self.wrote(file, n);
+        Ok(n)
+    }
+
+    fn wrote(&mut self, file: &File, n: usize) {
         self.written += n as u64;
         if self.written - self.started >= WRITEBACK_STEP {
             let len = std::num::NonZeroU64::new(self.written - self.started);
@@ -39,6 +74,9 @@ impl Writeback {
         }
     }
 }
+
+/// Slices one `writev` takes at most on Linux.
+const IOV_MAX: usize = 1024;
 
 fn parent_of(path: &Path) -> PathBuf {
     match path.parent() {

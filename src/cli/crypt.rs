@@ -120,21 +120,17 @@ fn open_input(p: &Option<PathBuf>) -> Result<Box<dyn Read + Send>> {
 /// A file being written whose writeback starts as it goes (see
 /// [`Writeback`]), instead of being left to the fsync at the end.
 struct EarlyWriteback<'a> {
-    file: &'a mut File,
+    file: &'a File,
     writeback: Writeback,
 }
 
 impl Write for EarlyWriteback<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.writeback.wrote(self.file, n);
-        Ok(n)
+        self.writeback.write(self.file, buf)
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        let n = self.file.write_vectored(bufs)?;
-        self.writeback.wrote(self.file, n);
-        Ok(n)
+        self.writeback.write_vectored(self.file, bufs)
     }
 
     fn flush(&mut self) -> io::Result<()> {

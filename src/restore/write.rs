@@ -2,7 +2,7 @@
 //! parallel), symlinks, then folder metadata; see the module documentation
 //! of `restore` for the order and its reasons.
 
-use std::io::{self, IoSlice, Write};
+use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, OwnedFd};
 
 use rayon::prelude::*;
@@ -184,8 +184,7 @@ fn write_chunks(ctx: &Ctx, chunks: &[ChunkId], file: &mut std::fs::File) -> crat
                 }
             }
         }
-        let k = write_parts(file, &good)?;
-        writeback.wrote(file, k as usize);
+        let k = write_parts(file, &mut writeback, &good)?;
         n += k;
         if let Some(e) = failed {
             return Err(e);
@@ -194,9 +193,13 @@ fn write_chunks(ctx: &Ctx, chunks: &[ChunkId], file: &mut std::fs::File) -> crat
     Ok(n)
 }
 
-/// Writes the chunks' plaintext parts with as few `writev` calls as the
-/// system allows; returns the bytes written.
-fn write_parts(file: &mut std::fs::File, chunks: &[ChunkData]) -> crate::Result<u64> {
+/// Writes the chunks' plaintext parts in `writev` calls of up to
+/// [`WRITE_PIECE`](crate::fsutil::WRITE_PIECE) bytes; returns the bytes written.
+fn write_parts(
+    file: &std::fs::File,
+    writeback: &mut Writeback,
+    chunks: &[ChunkData],
+) -> crate::Result<u64> {
     let mut slices: Vec<IoSlice> = chunks
         .iter()
         .flat_map(|c| c.parts())
@@ -205,9 +208,7 @@ fn write_parts(file: &mut std::fs::File, chunks: &[ChunkData]) -> crate::Result<
     let n = slices.iter().map(|s| s.len() as u64).sum();
     let mut rest = &mut slices[..];
     while !rest.is_empty() {
-        // Within IOV_MAX (1024 on Linux) per call.
-        let take = rest.len().min(1024);
-        match file.write_vectored(&rest[..take]) {
+        match writeback.write_vectored(file, rest) {
             Ok(0) => {
                 return Err(crate::Error::io(
                     "writing the restored file",

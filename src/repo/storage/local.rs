@@ -119,9 +119,8 @@ struct LocalWriter {
 
 impl Write for LocalWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let tmp = self.tmp.as_mut().expect("not committed");
-        let n = tmp.write(buf)?;
-        self.writeback.wrote(tmp.as_file(), n);
+        let tmp = self.tmp.as_ref().expect("not committed");
+        let n = self.writeback.write(tmp.as_file(), buf)?;
         self.written += n as u64;
         Ok(n)
     }
