@@ -1,7 +1,7 @@
 //! Content-defined chunking and chunk identity.
 //!
-//! Boundaries come from FastCDC (v2020, the `fastcdc` crate's `cut_gear`)
-//! with a gear table derived from the repository's chunker key instead of
+//! Boundaries come from FastCDC (v2020: the `fastcdc` crate's `cut_gear`,
+//! whose cuts [`super::gear::cut`] finds faster) with a gear table derived from the repository's chunker key instead of
 //! the public one, so that where a known file is cut depends on a secret: an
 //! observer of chunk sizes cannot compute the sizes a known file would give
 //! (the attack on unkeyed CDC that borg 2 and bupstash also answer with a
@@ -94,7 +94,6 @@ impl fmt::Debug for ChunkId {
 pub struct Chunker {
     params: ChunkerParams,
     gear: Box<[u64; 256]>,
-    gear_ls: Box<[u64; 256]>,
     mask_s: u64,
     mask_l: u64,
     mac: blake3::Hasher,
@@ -104,7 +103,6 @@ impl Drop for Chunker {
     fn drop(&mut self) {
         use zeroize::Zeroize;
         self.gear.zeroize();
-        self.gear_ls.zeroize();
     }
 }
 
@@ -123,15 +121,10 @@ impl Chunker {
         for (g, b) in gear.iter_mut().zip(bytes.chunks_exact(8)) {
             *g = u64::from_le_bytes(b.try_into().expect("8 bytes"));
         }
-        let mut gear_ls = Box::new([0u64; 256]);
-        for (l, g) in gear_ls.iter_mut().zip(gear.iter()) {
-            *l = g << 1;
-        }
         let bits = fastcdc::v2020::logarithm2(params.avg);
         Chunker {
             params,
             gear,
-            gear_ls,
             mask_s: fastcdc::v2020::MASKS[(bits + NORMALIZATION_BITS) as usize],
             mask_l: fastcdc::v2020::MASKS[(bits - NORMALIZATION_BITS) as usize],
             mac: blake3::Hasher::new_keyed(&secrets.mac_key),
@@ -148,19 +141,13 @@ impl Chunker {
         if data.is_empty() || (!eof && data.len() < self.params.max as usize) {
             return None;
         }
-        let (_, len) = fastcdc::v2020::cut_gear(
+        let p = self.params;
+        Some(super::gear::cut(
             data,
-            self.params.min as usize,
-            self.params.avg as usize,
-            self.params.max as usize,
-            self.mask_s,
-            self.mask_l,
-            self.mask_s << 1,
-            self.mask_l << 1,
+            (p.min as usize, p.avg as usize, p.max as usize),
+            (self.mask_s, self.mask_l),
             &self.gear,
-            &self.gear_ls,
-        );
-        Some(len)
+        ))
     }
 
     /// Every chunk of a whole buffer, as lengths (for tests and small files).

@@ -92,6 +92,7 @@
 pub mod chunker;
 pub mod compress;
 pub mod config;
+mod gear;
 mod index;
 pub mod keys;
 pub mod manifest;
