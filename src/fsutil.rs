@@ -3,6 +3,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, IoSlice, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 use tempfile::NamedTempFile;
@@ -40,16 +41,21 @@ pub struct Writeback {
 
 impl Writeback {
     /// Writes the start of `buf` (at most [`WRITE_PIECE`] bytes) at the end
-    /// of `file`; returns how much, as [`Write::write`] does.
-    pub fn write(&mut self, mut file: &File, buf: &[u8]) -> io::Result<usize> {
-        let n = file.write(&buf[..buf.len().min(WRITE_PIECE)])?;
-        self.wrote(file, n);
+    /// of the file `out`; returns how much, as [`Write::write`] does (and
+    /// with `out`'s own errors: a `NamedTempFile` names its path in them).
+    pub fn write<W: Write + AsFd>(&mut self, out: &mut W, buf: &[u8]) -> io::Result<usize> {
+        let n = out.write(&buf[..buf.len().min(WRITE_PIECE)])?;
+        self.wrote(out.as_fd(), n);
         Ok(n)
     }
 
     /// Writes the start of `bufs` (at most [`WRITE_PIECE`] bytes, the last
-    /// slice cut short if need be) at the end of `file`, in one `writev`.
-    pub fn write_vectored(&mut self, mut file: &File, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    /// slice cut short if need be) at the end of the file `out`, in one `writev`.
+    pub fn write_vectored<W: Write + AsFd>(
+        &mut self,
+        out: &mut W,
+        bufs: &[IoSlice<'_>],
+    ) -> io::Result<usize> {
         let mut room = WRITE_PIECE;
         let mut piece = Vec::with_capacity(bufs.len().min(IOV_MAX));
         for b in bufs.iter().take(IOV_MAX) {
@@ -60,12 +66,12 @@ impl Writeback {
             piece.push(IoSlice::new(&b[..take]));
             room -= take;
         }
-        let n = file.write_vectored(&piece)?;
-        self.wrote(file, n);
+        let n = out.write_vectored(&piece)?;
+        self.wrote(out.as_fd(), n);
         Ok(n)
     }
 
-    fn wrote(&mut self, file: &File, n: usize) {
+    fn wrote(&mut self, file: BorrowedFd<'_>, n: usize) {
         self.written += n as u64;
         if self.written - self.started >= WRITEBACK_STEP {
             let len = std::num::NonZeroU64::new(self.written - self.started);

@@ -126,11 +126,11 @@ struct EarlyWriteback<'a> {
 
 impl Write for EarlyWriteback<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.writeback.write(self.file, buf)
+        self.writeback.write(&mut self.file, buf)
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        self.writeback.write_vectored(self.file, bufs)
+        self.writeback.write_vectored(&mut self.file, bufs)
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -196,7 +196,7 @@ fn write_chunks(ctx: &Ctx, chunks: &[ChunkId], file: &mut std::fs::File) -> crat
 /// Writes the chunks' plaintext parts in `writev` calls of up to
 /// [`WRITE_PIECE`](crate::fsutil::WRITE_PIECE) bytes; returns the bytes written.
 fn write_parts(
-    file: &std::fs::File,
+    mut file: &std::fs::File,
     writeback: &mut Writeback,
     chunks: &[ChunkData],
 ) -> crate::Result<u64> {
@@ -208,7 +208,7 @@ fn write_parts(
     let n = slices.iter().map(|s| s.len() as u64).sum();
     let mut rest = &mut slices[..];
     while !rest.is_empty() {
-        match writeback.write_vectored(file, rest) {
+        match writeback.write_vectored(&mut file, rest) {
             Ok(0) => {
                 return Err(crate::Error::io(
                     "writing the restored file",

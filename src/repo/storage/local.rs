@@ -119,8 +119,8 @@ struct LocalWriter {
 
 impl Write for LocalWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let tmp = self.tmp.as_ref().expect("not committed");
-        let n = self.writeback.write(tmp.as_file(), buf)?;
+        let tmp = self.tmp.as_mut().expect("not committed");
+        let n = self.writeback.write(tmp, buf)?;
         self.written += n as u64;
         Ok(n)
     }
