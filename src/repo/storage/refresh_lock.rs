@@ -59,7 +59,7 @@ pub(crate) trait LockObjects: Send + Sync + 'static {
     /// with `data` where the store cannot touch a time); fails with
     /// `NotFound` if it is gone, and does not bring a removed lock back
     /// where the store allows (SFTP sets the time of the existing file; S3
-    /// checks, then rewrites: a removal between the two is undone once).
+    /// rewrites it on condition of the ETag it just read).
     fn refresh(&self, name: &str, data: &[u8]) -> io::Result<()>;
     fn remove(&self, name: &str) -> io::Result<()>;
 }

@@ -26,7 +26,7 @@ use std::time::SystemTime;
 
 use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::options::{ListOptions, ReadOptions, WriteOptions};
-use opendal::Operator;
+use opendal::{ErrorKind, Operator};
 
 use super::refresh_lock::{is_stale, LockObjects, LockTiming, RefreshedLock};
 use super::runtime;
@@ -188,9 +188,39 @@ impl Inner {
 }
 
 impl LockObjects for Inner {
+    /// A PUT conditional on the ETag just read (`If-Match`), so that a lock
+    /// removed between the check and the write fails the write (412, or 404
+    /// where the server says so) instead of being put back. A server that
+    /// gives no ETag or refuses the condition otherwise (an old S3
+    /// look-alike answering 501) gets the plain PUT: the window is then
+    /// the milliseconds between the two requests, as it was before.
     fn refresh(&self, name: &str, data: &[u8]) -> io::Result<()> {
-        self.stat(name)?; // NotFound: removed by someone else
-        self.overwrite(name, data)
+        let md = self.stat(name)?; // NotFound: removed by someone else
+        let Some(etag) = md.etag() else {
+            return self.overwrite(name, data);
+        };
+        let opts = WriteOptions {
+            if_match: Some(etag.to_string()),
+            ..Default::default()
+        };
+        let (op, n, d) = (self.op.clone(), name.to_string(), data.to_vec());
+        match runtime::run(async move { Ok(op.write_options(&n, d, opts).await) })? {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.kind(), ErrorKind::ConditionNotMatch | ErrorKind::NotFound) => {
+                // Our own write may have landed with its answer lost, and
+                // the retry been refused: then the object holds `data`.
+                let (op, n) = (self.op.clone(), name.to_string());
+                let now = runtime::run(async move { Ok(op.read(&n).await) })?;
+                if now.is_ok_and(|b| b.to_vec() == data) {
+                    return Ok(());
+                }
+                Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{name} was removed or replaced while being refreshed"),
+                ))
+            }
+            Err(_) => self.overwrite(name, data),
+        }
     }
     fn remove(&self, name: &str) -> io::Result<()> {
         let (op, n) = (self.op.clone(), name.to_string());
