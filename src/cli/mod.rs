@@ -151,10 +151,31 @@ pub struct CheckArgs {
     rest: Vec<String>,
 }
 
+/// Global flags that a command ignores, hidden from its help: `demo` makes
+/// its own keyring and repository in a scratch folder, and `completions`
+/// and `man` only print.
+const IGNORED_GLOBALS: [(&str, &[&str]); 3] = [
+    (
+        "demo",
+        &[
+            "keyring",
+            "passphrase_file",
+            "passphrase_command",
+            "keyring_key_file",
+            "retry_lock",
+        ],
+    ),
+    ("completions", &[]),
+    ("man", &[]),
+];
+
 /// The command line as parsed: [`Cli`] with what derive cannot say. On the
 /// commands of an existing repository `--key` is hidden: its key set was
 /// fixed at `init`, so the flag only draws a warning when it names another
 /// key (see `repo::open_pinned`); `init`, `encrypt` and `decrypt` show it.
+/// The flags of [`IGNORED_GLOBALS`] are hidden where they are ignored
+/// (an empty list: every global flag). They stay accepted there, as clap
+/// propagates a global flag only to a command that has none of its name.
 pub fn command() -> clap::Command {
     let mut cmd = <Cli as clap::CommandFactory>::command();
     let names: Vec<String> = cmd
@@ -167,6 +188,15 @@ pub fn command() -> clap::Command {
         .collect();
     for name in names {
         cmd = cmd.mut_subcommand(name, |c| c.mut_arg("key", |a| a.hide(true)));
+    }
+    for (name, ignored) in IGNORED_GLOBALS {
+        let hidden: Vec<clap::Arg> = cmd
+            .get_arguments()
+            .filter(|a| a.is_global_set())
+            .filter(|a| ignored.is_empty() || ignored.contains(&a.get_id().as_str()))
+            .map(|a| a.clone().hide(true))
+            .collect();
+        cmd = cmd.mut_subcommand(name, |c| c.args(hidden));
     }
     cmd
 }
@@ -219,5 +249,32 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         super::command().debug_assert();
+    }
+
+    fn help_of(name: &str) -> String {
+        let mut cmd = super::command();
+        cmd.build();
+        let sub = cmd.find_subcommand_mut(name).expect("a command");
+        sub.render_long_help().to_string()
+    }
+
+    #[test]
+    fn global_flags_a_command_ignores_are_not_in_its_help_but_still_accepted() {
+        let demo = help_of("demo");
+        assert!(
+            demo.contains("--json") && !demo.contains("--keyring"),
+            "{demo}"
+        );
+        assert!(!demo.contains("--retry-lock"), "{demo}");
+        for name in ["completions", "man"] {
+            let help = help_of(name);
+            assert!(
+                !help.contains("--json") && !help.contains("--keyring"),
+                "{help}"
+            );
+        }
+        assert!(help_of("backup").contains("--keyring-key-file"));
+        let parsed = super::command().try_get_matches_from(["envarc", "demo", "--keyring", "k"]);
+        assert!(parsed.is_ok(), "{parsed:?}");
     }
 }
