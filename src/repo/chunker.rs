@@ -1,11 +1,11 @@
 //! Content-defined chunking and chunk identity.
 //!
 //! Boundaries come from FastCDC (v2020: the `fastcdc` crate's `cut_gear`,
-//! whose cuts [`super::gear::cut`] finds faster) with a gear table derived from the repository's chunker key instead of
-//! the public one, so that where a known file is cut depends on a secret: an
-//! observer of chunk sizes cannot compute the sizes a known file would give
-//! (the attack on unkeyed CDC that borg 2 and bupstash also answer with a
-//! keyed chunker). A chunk's ID is keyed BLAKE3 of its plaintext under the
+//! whose cuts [`super::gear::cut`] finds faster) with a gear table derived
+//! from the repository's chunker key instead of the public one, so that
+//! where a known file is cut depends on a secret: an observer of chunk
+//! sizes cannot compute the sizes a known file would give (the attack on
+//! unkeyed CDC that borg 2 and bupstash also answer with a keyed chunker). A chunk's ID is keyed BLAKE3 of its plaintext under the
 //! MAC key: equal chunks get equal IDs inside one repository, and nothing
 //! outside an encrypted message is a plain hash of plaintext.
 
