@@ -1,7 +1,7 @@
 //! Content-defined chunking and chunk identity.
 //!
 //! Boundaries come from FastCDC (v2020: the `fastcdc` crate's `cut_gear`,
-//! whose cuts [`super::gear::cut`] finds faster) with a gear table derived
+//! whose cuts `repo::gear` finds faster) with a gear table derived
 //! from the repository's chunker key instead of the public one, so that
 //! where a known file is cut depends on a secret: an observer of chunk
 //! sizes cannot compute the sizes a known file would give (the attack on
